@@ -1,0 +1,23 @@
+//! `kcpvpn._engine`: the Python face of the data plane.
+//!
+//! Each concern registers its own classes from its own file, so that the
+//! bindings for KCP, FEC, packet protection, the tunnel and the lab's link
+//! emulator can change independently.
+use pyo3::prelude::*;
+
+mod crypto;
+mod emulator;
+mod fec;
+mod kcp;
+mod tunnel;
+
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    kcp::register(m)?;
+    fec::register(m)?;
+    crypto::register(m)?;
+    tunnel::register(m)?;
+    emulator::register(m)?;
+    Ok(())
+}

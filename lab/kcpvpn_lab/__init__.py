@@ -1,0 +1,1 @@
+"""kcpvpn lab: namespaces, link emulator, probes."""
