@@ -1,3 +1,161 @@
 """Type stubs for the native data plane `kcpvpn._engine` (built from daemon/crates/engine)."""
 
 __version__: str
+
+# --- crypto ---
+# Packet protection, secret stretching and the handshake (kcpvpn-crypto).
+# These hand raw keys to Python: for tests, lab tools and experiments. The
+# daemon's data path keeps its keys native (see Psk / Initiator / Endpoint).
+#
+# Cipher names: "aes" (AES-256-GCM, default), "aes-128", "chacha20", "none".
+# The original's other names (aes-192, salsa20, blowfish, ...) raise
+# ValueError naming the supported choices.
+#
+# Handshake payload dict (HandshakeInitiator), keys:
+#   client_id: str      0..16 chars of A-Za-z0-9_- (default "")
+#   mtu: int            the client's interface MTU (required)
+#   ip_mode: int        0 server assigns (default), 1 client sets `ip`, 2 none
+#   ip: str | None      the wanted address, exactly when ip_mode == 1
+#   fec: tuple[int, int] | None   the client's sending FEC (data, parity)
+#   cipher: str         data cipher both sides must use (default "aes")
+# Request dict (HandshakeResponder.read_init): the payload keys above plus
+#   sender_id: int (the client's receive session id), timestamp_ms: int.
+# Server configuration dict (PendingAccept.accept, outcome["config"]):
+#   tap: bool (default False), mtu: int, full_frame_mtu: int (required),
+#   server_ip: str | None, client_ip: str | None, prefixlen: int | None,
+#   fec: tuple[int, int] | None   the server's sending FEC
+# Outcome dict (HandshakeInitiator.read_response):
+#   accepted: bool, reason: str ("" when accepted), config: dict | None,
+#   server_session_id: int | None, send_key: bytes | None, recv_key: bytes | None
+# Errors are ValueError whose message says why: "truncated", "replayed",
+# "too old", "authentication failed", "unexpected message type", "stale
+# handshake ... clock", "malformed handshake payload: ...", ...
+
+class Sealer:
+    """Seals datagrams for one direction: header(16) ‖ ciphertext ‖ tag(16)."""
+
+    def __init__(self, kind: str, key: bytes, receiver_id: int) -> None: ...
+    def seal(self, plaintext: bytes, msg_type: int = 3) -> bytes:
+        """msg_type 3 = data, 4 = close. ValueError when the counter is exhausted."""
+    @property
+    def counter(self) -> int:
+        """The counter the next datagram will carry."""
+    def stats(self) -> dict[str, int]: ...
+
+class Opener:
+    """Opens datagrams for one direction, with a replay window of 8128 counters."""
+
+    def __init__(self, kind: str, key: bytes) -> None: ...
+    def open(self, datagram: bytes) -> bytes:
+        """The plaintext; ValueError ("truncated", "replayed", "authentication failed", ...)."""
+    def open_message(self, datagram: bytes) -> tuple[int, int, bytes]:
+        """(msg_type, counter, plaintext)."""
+    def stats(self) -> dict[str, int]:
+        """sealed, opened, auth_failures, replays, too_old, truncated, bad_type."""
+
+def peek_header(datagram: bytes) -> tuple[int, int, int] | None:
+    """(msg_type, receiver_id, counter) of a data/close datagram, else None."""
+
+def cipher_name(name: str) -> str:
+    """Canonical cipher name; ValueError naming the choices if unsupported."""
+
+def stretch_secret(secret: bytes) -> bytes:
+    """Argon2id(secret) → 32-byte PSK (64 MiB, 3 passes; releases the GIL)."""
+
+class HandshakeInitiator:
+    """Client side of one handshake attempt."""
+
+    def __init__(self, psk: bytes, payload: dict[str, object], session_id: int, now_ms: int) -> None: ...
+    @property
+    def message(self) -> bytes:
+        """Message 1, to send to the server."""
+    def read_response(self, datagram: bytes) -> dict[str, object] | None:
+        """None if not an answer to this attempt; else the outcome dict; ValueError if forged/foreign."""
+
+class PendingAccept:
+    """A verified message 1 awaiting a decision; answer once (RuntimeError after)."""
+
+    @property
+    def sender_id(self) -> int: ...
+    def accept(self, config: dict[str, object], session_id: int) -> tuple[bytes, dict[str, bytes]]:
+        """(message 2, {"send_key": ..., "recv_key": ...}) for the server."""
+    def refuse(self, reason: str) -> bytes:
+        """Message 2 carrying the reason (clipped to 200 bytes)."""
+
+class HandshakeResponder:
+    """Server side: verifies message 1 statelessly; remembers recent ones to refuse replays."""
+
+    def __init__(self, psk: bytes, max_age_ms: int = 60000, replay_capacity: int = 16384) -> None: ...
+    def read_init(self, datagram: bytes, now_ms: int) -> tuple[dict[str, object], PendingAccept]: ...
+    def stats(self) -> dict[str, int]:
+        """requests, auth_failures, malformed, stale, replayed, busy."""
+
+# --- emulator ---
+
+EMULATOR_PARAMS: list[str]
+"""Impairment names accepted by LinkEmulator (delay_ms, jitter_ms, loss, burst_enter,
+burst_exit, burst_loss, rate_mbit, queue_bytes, reorder, reorder_ms, duplicate, limit).
+Probabilities are fractions in [0, 1]; missing keys are off."""
+
+class LinkEmulator:
+    """Layer-2 link emulator bridging two interfaces of the current network namespace
+    (AF_PACKET, one native thread per direction; the GIL is not held while it runs)."""
+
+    def __init__(
+        self,
+        if_a: str,
+        if_b: str,
+        a_to_b: dict[str, float] | None = None,
+        b_to_a: dict[str, float] | None = None,
+        seed: int = 0,
+    ) -> None:
+        """ValueError if an impairment is unknown or out of range."""
+    def start(self) -> None:
+        """Open both interfaces and start forwarding; OSError naming the interface on failure."""
+    def stop(self) -> None:
+        """Stop and join the threads (frames still held are discarded). Idempotent."""
+    def set(self, direction: str, params: dict[str, float]) -> None:
+        """Replace the impairments of "a_to_b" or "b_to_a" (a full set), live."""
+    def stats(self) -> dict[str, object]:
+        """{"a_to_b": {...}, "b_to_a": {...}, "running": bool, "error": str | None}; per direction:
+        rx_frames, rx_bytes, tx_frames, tx_bytes, dropped_loss, dropped_burst, dropped_queue,
+        dropped_limit, delayed, reordered, duplicated, queued, rx_oversize, tx_errors."""
+    @property
+    def running(self) -> bool: ...
+    @property
+    def error(self) -> str | None:
+        """Why forwarding stopped on its own (e.g. an interface disappeared), if it did."""
+
+# --- FEC ---
+# Reed-Solomon FEC over groups of datagrams (kcpvpn-fec); wire format in
+# docs/protocol.md section 4. For tests, lab tools and experiments: the
+# daemon's data path uses the Rust types directly. Shard counts must be
+# 1..255 data and >= 1 parity, at most 256 in all (ValueError otherwise;
+# "FEC off" means not using these classes at all).
+
+FEC_HEADER_LEN: int  # seqid u32 + type u16 = 6
+FEC_OVERHEAD: int  # bytes a data shard adds to its datagram = 8
+
+class FecEncoder:
+    """Datagrams in, FEC shards out."""
+
+    def __init__(self, data_shards: int, parity_shards: int, max_datagram: int = 1500) -> None: ...
+    def encode(self, datagram: bytes) -> list[bytes]:
+        """The data shard, then the group's parity shards if it is now full.
+        ValueError if the datagram is longer than max_datagram."""
+    def flush_partial(self) -> list[bytes]:
+        """Rapid FEC: parity for the partial group, closing it ([] if none)."""
+    def has_partial(self) -> bool: ...
+    def stats(self) -> dict[str, int]:
+        """data_shards, parity_shards, partial_groups, oversize."""
+
+class FecDecoder:
+    """FEC shards in, each original datagram out exactly once."""
+
+    def __init__(self, data_shards: int, parity_shards: int, max_open_groups: int = 64) -> None: ...
+    def input(self, shard: bytes) -> list[bytes]:
+        """Datagrams this shard makes deliverable (its own, or rebuilt ones).
+        Duplicates and stale shards give []; malformed ones raise ValueError."""
+    def stats(self) -> dict[str, int]:
+        """data_received, parity_received, delivered, recovered, duplicates,
+        stale, malformed, evicted_incomplete."""

@@ -1,14 +1,229 @@
-"""The `kcpvpn` command line."""
+"""The `kcpvpn` command line.
+
+    kcpvpn server --port 1235 --local-ip 192.168.88.1 --assignable-ips 192.168.88.0/24
+    kcpvpn client --ip vpn.example.com --port 1235 --client-id site-1
+    kcpvpn lab ...            (when the lab package is installed)
+
+The flags come from config.FLAGS, so the command line, the --config file keys
+and the README list one set. Everything is validated before anything is
+created; a bad setting prints what is wrong and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
-app = typer.Typer(no_args_is_help=True, add_completion=False)
+from . import __version__
+from .config import (
+    PANEL_GENERAL,
+    ConfigError,
+    Flag,
+    default_of,
+    field_type,
+    flags_for,
+    load_config,
+)
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings=CONTEXT,
+    help="kcpvpn: a VPN for bad links (KCP + Reed-Solomon FEC + AEAD over UDP).",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kcpvpn {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _root() -> None:
-    """kcpvpn: a VPN for bad links."""
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            callback=_version,
+            is_eager=True,
+            metavar="",
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """kcpvpn: a VPN for bad links (KCP + Reed-Solomon FEC + AEAD over UDP)."""
+
+
+# --------------------------------------------------------------------------
+# server / client, generated from the flag table
+# --------------------------------------------------------------------------
+
+
+def _option(mode: str, flag: Flag) -> tuple[type, Any, Any]:
+    """(annotation, typer.Option, default) for one flag."""
+    kind = field_type(mode, flag.field)
+    default = default_of(mode, flag)
+    # Unset values stay None so that a --config file can supply them; port 0
+    # means "not given" and required-ness is checked by validation.
+    unset = default is None or default == "" or flag.field == "port"
+    show: bool | str = not unset
+    if (mode, flag.field) == ("server", "ip"):
+        show = "all addresses"
+    if unset:
+        default = None
+    ann = kind | None if default is None else kind
+    opt = typer.Option(
+        *flag.names,
+        help=flag.help_for(mode),
+        rich_help_panel=flag.panel,
+        hidden=flag.hidden,
+        envvar=flag.envvar,
+        show_envvar=flag.envvar is not None,
+        metavar=flag.metavar if flag.metavar is not None else ("" if kind is bool else "N"),
+        show_default=show,
+    )
+    return ann, opt, default
+
+
+def _make_command(mode: str) -> Callable[..., None]:
+    flags = flags_for(mode)
+
+    def command(ctx: typer.Context, **params: Any) -> None:
+        config_file = params.pop("config")
+        given: dict[str, Any] = {}
+        for flag in flags:
+            source = ctx.get_parameter_source(flag.field)
+            if source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT"):
+                value = params[flag.field]
+                given[flag.field] = (not value) if flag.negates else value
+        try:
+            loaded = load_config(mode, given, config_file=config_file)  # type: ignore[arg-type]
+        except ConfigError as e:
+            for line in e.problems:
+                typer.echo(f"kcpvpn {mode}: error: {line}", err=True)
+            raise typer.Exit(2) from None
+        _setup_logging(loaded.config.log_level)
+        for w in loaded.warnings:
+            logging.getLogger("kcpvpn").warning("%s", w)
+        raise typer.Exit(RUN[mode](loaded.config) or 0)
+
+    parameters = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+    ]
+    annotations: dict[str, Any] = {"ctx": typer.Context, "return": None}
+    for flag in flags:
+        ann, opt, default = _option(mode, flag)
+        annotations[flag.field] = Annotated[ann, opt]
+        parameters.append(
+            inspect.Parameter(
+                flag.field,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=default,
+                annotation=annotations[flag.field],
+            )
+        )
+    config_ann = Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="TOML file with the same keys as the flags; flags override it",
+            rich_help_panel=PANEL_GENERAL,
+            metavar="FILE",
+            show_default=False,
+        ),
+    ]
+    annotations["config"] = config_ann
+    parameters.append(
+        inspect.Parameter(
+            "config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=config_ann
+        )
+    )
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = annotations
+    command.__name__ = mode
+    return command
+
+
+def _run_server(config: Any) -> int:
+    from . import server  # imported late: it loads the native engine
+
+    return server.run(config)
+
+
+def _run_client(config: Any) -> int:
+    from . import client
+
+    return client.run(config)
+
+
+# What each command runs once the configuration is valid (tests replace these).
+RUN: dict[str, Callable[[Any], int]] = {"server": _run_server, "client": _run_client}
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+_SERVER_HELP = """Run the server (alias: s): gives each client an address and an interface.
+
+Example: [bold]KCPVPN_KEY=... kcpvpn server --port 1235 --local-ip 192.168.88.1
+--assignable-ips 192.168.88.0/24[/bold]"""
+_CLIENT_HELP = """Run a client (alias: c): connects and sets up the interface it is given.
+
+Example: [bold]KCPVPN_KEY=... kcpvpn client --ip vpn.example.com --port 1235
+--client-id site-1[/bold]"""
+
+for _mode, _alias, _help in (("server", "s", _SERVER_HELP), ("client", "c", _CLIENT_HELP)):
+    _cmd = _make_command(_mode)
+    app.command(_mode, help=_help, cls=TyperCommand)(_cmd)
+    app.command(_alias, help=f"Alias of `kcpvpn {_mode}`.", hidden=True)(_cmd)
+
+
+# --------------------------------------------------------------------------
+# lab, mounted lazily from the kcpvpn_lab package
+# --------------------------------------------------------------------------
+
+
+@app.command(
+    "lab",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+    help="The lab: network namespaces, an emulated bad link, probes (needs kcpvpn_lab).",
+)
+def lab(ctx: typer.Context) -> None:
+    if importlib.util.find_spec("kcpvpn_lab") is None:
+        typer.echo(
+            "kcpvpn lab: the lab package (kcpvpn_lab) is not installed; install it with "
+            "`pip install -e lab` from the source tree, or run `make dev`",
+            err=True,
+        )
+        raise typer.Exit(1)
+    from kcpvpn_lab.cli import app as lab_app
+
+    lab_app(args=list(ctx.args), prog_name="kcpvpn lab")
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -9,6 +9,7 @@ mod crypto;
 mod emulator;
 mod fec;
 mod kcp;
+#[cfg(feature = "tunnel")]
 mod tunnel;
 
 #[pymodule]
@@ -17,6 +18,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     kcp::register(m)?;
     fec::register(m)?;
     crypto::register(m)?;
+    #[cfg(feature = "tunnel")]
     tunnel::register(m)?;
     emulator::register(m)?;
     Ok(())

@@ -1,0 +1,1031 @@
+//! The KCP state machine.
+//!
+//! Sender: one ring holds every segment from `snd_una` (oldest unacknowledged)
+//! to `snd_end` (next sequence number to assign). `[snd_una, snd_nxt)` has
+//! been sent at least once, `[snd_nxt, snd_end)` is the reference's
+//! `snd_queue`. Sequence numbers are assigned when a message is queued; since
+//! the reference assigns them in queue order when a segment enters the
+//! window, the numbers on the wire are the same. Unacknowledged sent segments
+//! are also linked in sn order (links are sequence numbers, so they survive
+//! ring growth): an ACK unlinks in O(1), and fast-ACK counting and timeout
+//! scans visit only unacknowledged segments.
+//!
+//! Receiver: one ring indexed by sn covers the reference's `rcv_queue`
+//! (`[que_start, rcv_nxt)`, in order, waiting for `recv`) and `rcv_buf`
+//! (`[rcv_nxt, rcv_nxt + rcv_wnd)`, out of order). Both are at most `rcv_wnd`
+//! long, so a capacity of `2 * rcv_wnd` never aliases.
+use std::collections::VecDeque;
+
+use crate::wire::{Header, CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, OVERHEAD};
+use crate::{KcpConfig, KcpError, KcpStats, MAX_FRAGMENTS};
+
+// Reference constants (ikcp.c).
+const RTO_NDL: u32 = 30;
+const RTO_MIN: u32 = 100;
+const RTO_DEF: u32 = 200;
+const RTO_MAX: u32 = 60_000;
+const WND_RCV: u32 = 128;
+const THRESH_INIT: u32 = 2;
+const THRESH_MIN: u32 = 2;
+const PROBE_INIT: u32 = 7_000;
+const PROBE_LIMIT: u32 = 120_000;
+const FASTACK_LIMIT: u32 = 5;
+const ASK_SEND: u8 = 1;
+const ASK_TELL: u8 = 2;
+/// A segment's backed-off RTO is capped here only so that wrapping time
+/// comparisons stay meaningful (the reference lets it overflow).
+const SEG_RTO_CAP: u32 = 1 << 30;
+
+#[inline]
+fn tdiff(a: u32, b: u32) -> i32 {
+    a.wrapping_sub(b) as i32
+}
+
+#[derive(Clone, Copy, Default)]
+struct SndSeg {
+    len: u32,
+    frg: u8,
+    acked: bool,
+    /// Queued in `fast_queue` (at most one live entry per segment).
+    fast_pending: bool,
+    xmit: u32,
+    resendts: u32,
+    rto: u32,
+    fastack: u32,
+    prev: Option<u32>,
+    next: Option<u32>,
+}
+
+/// Segments and their payloads; the payload of slot `i` is at `i * mss`.
+struct SndRing {
+    segs: Vec<SndSeg>,
+    data: Vec<u8>,
+    mask: u32,
+    mss: usize,
+}
+
+impl SndRing {
+    fn new(cap: usize, mss: usize) -> SndRing {
+        debug_assert!(cap.is_power_of_two());
+        SndRing { segs: vec![SndSeg::default(); cap], data: vec![0; cap * mss], mask: cap as u32 - 1, mss }
+    }
+
+    #[inline]
+    fn cap(&self) -> usize {
+        self.segs.len()
+    }
+
+    #[inline]
+    fn idx(&self, sn: u32) -> usize {
+        (sn & self.mask) as usize
+    }
+
+    #[inline]
+    fn seg(&mut self, sn: u32) -> &mut SndSeg {
+        let i = self.idx(sn);
+        &mut self.segs[i]
+    }
+
+    /// Doubles the capacity, keeping the live range `[from, to)`. Rare: the
+    /// ring grows only when more is queued than ever before.
+    fn grow(&mut self, from: u32, to: u32) {
+        let mut bigger = SndRing::new(self.cap() * 2, self.mss);
+        let mut sn = from;
+        while sn != to {
+            let (i, j) = (self.idx(sn), bigger.idx(sn));
+            bigger.segs[j] = self.segs[i];
+            let len = self.segs[i].len as usize;
+            bigger.data[j * self.mss..j * self.mss + len]
+                .copy_from_slice(&self.data[i * self.mss..i * self.mss + len]);
+            sn = sn.wrapping_add(1);
+        }
+        *self = bigger;
+    }
+}
+
+#[derive(Default)]
+struct RcvSeg {
+    present: bool,
+    frg: u8,
+    /// Keeps its capacity across uses: no allocation once warm.
+    data: Vec<u8>,
+}
+
+/// Packs segments into datagrams of at most `mtu` bytes.
+struct Packer<'a> {
+    buf: &'a mut Vec<u8>,
+    mtu: usize,
+    out: &'a mut dyn FnMut(&[u8]),
+    datagrams: u64,
+}
+
+impl Packer<'_> {
+    #[inline]
+    fn room(&mut self, need: usize) {
+        if self.buf.len() + need > self.mtu && !self.buf.is_empty() {
+            (self.out)(self.buf);
+            self.buf.clear();
+            self.datagrams += 1;
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, h: &Header, payload: &[u8]) {
+        self.room(OVERHEAD + payload.len());
+        h.encode(self.buf);
+        self.buf.extend_from_slice(payload);
+    }
+
+    fn finish(&mut self) {
+        if !self.buf.is_empty() {
+            (self.out)(self.buf);
+            self.buf.clear();
+            self.datagrams += 1;
+        }
+    }
+}
+
+/// One KCP conversation (message mode). See the crate documentation.
+pub struct Kcp {
+    conv: u32,
+    mtu: usize,
+    mss: usize,
+    nodelay: bool,
+    interval: u32,
+    fastresend: u32,
+    nc: bool,
+    snd_wnd: u32,
+    rcv_wnd: u32,
+    ack_nodelay: bool,
+    dead_link: u32,
+
+    // Sender.
+    snd_una: u32,
+    snd_nxt: u32,
+    snd_end: u32,
+    ring: SndRing,
+    head: Option<u32>,
+    tail: Option<u32>,
+    /// Sent and unacknowledged (the length of the linked list).
+    inflight: u32,
+    fast_queue: VecDeque<u32>,
+    /// A lower bound of the earliest `resendts` in the list (exact after a
+    /// scan; ACKs may leave it early, which costs one extra scan).
+    resend_lb: u32,
+    rmt_wnd: u32,
+    cwnd: u32,
+    ssthresh: u32,
+    incr: u64,
+    srtt: i64,
+    rttval: i64,
+    rx_rto: u32,
+    minrto: u32,
+    probe: u8,
+    probe_wait: u32,
+    ts_probe: u32,
+    updated: bool,
+    ts_flush: u32,
+    dead: bool,
+
+    // Receiver.
+    rcv_nxt: u32,
+    que_start: u32,
+    rbuf: Vec<RcvSeg>,
+    rmask: u32,
+    nrcv_buf: u32,
+    acklist: Vec<(u32, u32)>,
+
+    obuf: Vec<u8>,
+    stats: KcpStats,
+}
+
+impl Kcp {
+    /// A conversation with id `conv` (both ends must use the same). Values out
+    /// of range are normalized (see [`KcpConfig::normalized`]); use
+    /// [`Kcp::try_new`] to reject them instead.
+    pub fn new(conv: u32, cfg: KcpConfig) -> Kcp {
+        let c = cfg.normalized();
+        let mss = c.mtu - OVERHEAD;
+        let rcv_wnd = c.rcv_wnd as u32;
+        let rcap = (2 * rcv_wnd as usize).next_power_of_two();
+        let mut rbuf = Vec::with_capacity(rcap);
+        rbuf.resize_with(rcap, RcvSeg::default);
+        Kcp {
+            conv,
+            mtu: c.mtu,
+            mss,
+            nodelay: c.nodelay,
+            interval: c.interval,
+            fastresend: c.resend,
+            nc: c.nc,
+            snd_wnd: c.snd_wnd as u32,
+            rcv_wnd,
+            ack_nodelay: c.ack_nodelay,
+            dead_link: c.dead_link,
+            snd_una: 0,
+            snd_nxt: 0,
+            snd_end: 0,
+            ring: SndRing::new(64, mss),
+            head: None,
+            tail: None,
+            inflight: 0,
+            fast_queue: VecDeque::with_capacity(64),
+            resend_lb: 0,
+            rmt_wnd: WND_RCV,
+            // The reference starts at 0 and sends nothing on its first flush;
+            // starting at 1 sends the first segment at once.
+            cwnd: 1,
+            ssthresh: THRESH_INIT,
+            incr: mss as u64,
+            srtt: 0,
+            rttval: 0,
+            rx_rto: RTO_DEF,
+            minrto: if c.nodelay { RTO_NDL } else { RTO_MIN },
+            probe: 0,
+            probe_wait: 0,
+            ts_probe: 0,
+            updated: false,
+            ts_flush: 0,
+            dead: false,
+            rcv_nxt: 0,
+            que_start: 0,
+            rbuf,
+            rmask: rcap as u32 - 1,
+            nrcv_buf: 0,
+            acklist: Vec::with_capacity(256),
+            obuf: Vec::with_capacity(c.mtu),
+            stats: KcpStats::default(),
+        }
+    }
+
+    /// Like [`Kcp::new`] but refuses an invalid configuration.
+    pub fn try_new(conv: u32, cfg: KcpConfig) -> Result<Kcp, KcpError> {
+        cfg.validate()?;
+        Ok(Kcp::new(conv, cfg))
+    }
+
+    pub fn conv(&self) -> u32 {
+        self.conv
+    }
+
+    /// The conversation id of a datagram (None if shorter than one header).
+    pub fn conv_of(datagram: &[u8]) -> Option<u32> {
+        Header::decode(datagram).map(|h| h.conv)
+    }
+
+    /// Payload bytes per segment (`mtu - 24`).
+    pub fn mss(&self) -> usize {
+        self.mss
+    }
+
+    /// The largest message `send` accepts.
+    pub fn max_message(&self) -> usize {
+        self.max_fragments() * self.mss
+    }
+
+    fn max_fragments(&self) -> usize {
+        MAX_FRAGMENTS.min(self.rcv_wnd as usize)
+    }
+
+    /// Segments queued or in flight (not yet acknowledged).
+    pub fn wait_snd(&self) -> usize {
+        self.inflight as usize + self.snd_end.wrapping_sub(self.snd_nxt) as usize
+    }
+
+    /// True once a segment has been transmitted `dead_link` times.
+    pub fn is_dead(&self) -> bool {
+        self.dead
+    }
+
+    pub fn stats(&self) -> KcpStats {
+        let mut s = self.stats.clone();
+        s.srtt = self.srtt.clamp(0, u32::MAX as i64) as u32;
+        s.rttvar = self.rttval.clamp(0, u32::MAX as i64) as u32;
+        s.rto = self.rx_rto;
+        s.cwnd = self.cwnd;
+        s.ssthresh = self.ssthresh;
+        s.rmt_wnd = self.rmt_wnd;
+        s.snd_queue = self.snd_end.wrapping_sub(self.snd_nxt);
+        s.snd_inflight = self.inflight;
+        s.rcv_queue = self.nrcv_que();
+        s.rcv_buf = self.nrcv_buf;
+        s
+    }
+
+    // ---- sending -------------------------------------------------------
+
+    /// Queues one message (fragmented into `ceil(len / mss)` segments, at
+    /// least one). It is delivered whole, in order, by the peer's `recv`.
+    pub fn send(&mut self, msg: &[u8]) -> Result<(), KcpError> {
+        let mss = self.mss;
+        let count = msg.len().div_ceil(mss).max(1);
+        if count > self.max_fragments() {
+            return Err(KcpError::MessageTooLarge { size: msg.len(), max: self.max_message() });
+        }
+        while self.snd_end.wrapping_sub(self.snd_una) as usize + count > self.ring.cap() {
+            self.ring.grow(self.snd_una, self.snd_end);
+        }
+        for (i, chunk) in (0..count).map(|i| (i, &msg[(i * mss).min(msg.len())..((i + 1) * mss).min(msg.len())])) {
+            let sn = self.snd_end;
+            let at = self.ring.idx(sn);
+            self.ring.segs[at] =
+                SndSeg { len: chunk.len() as u32, frg: (count - 1 - i) as u8, ..SndSeg::default() };
+            self.ring.data[at * mss..at * mss + chunk.len()].copy_from_slice(chunk);
+            self.snd_end = sn.wrapping_add(1);
+        }
+        self.stats.messages_sent += 1;
+        Ok(())
+    }
+
+    fn unlink(&mut self, sn: u32) {
+        let (prev, next) = {
+            let s = self.ring.seg(sn);
+            (s.prev.take(), s.next.take())
+        };
+        match prev {
+            Some(p) => self.ring.seg(p).next = next,
+            None => self.head = next,
+        }
+        match next {
+            Some(n) => self.ring.seg(n).prev = prev,
+            None => self.tail = prev,
+        }
+        self.inflight -= 1;
+    }
+
+    fn link_tail(&mut self, sn: u32) {
+        let tail = self.tail;
+        {
+            let s = self.ring.seg(sn);
+            s.prev = tail;
+            s.next = None;
+        }
+        match tail {
+            Some(t) => self.ring.seg(t).next = Some(sn),
+            None => self.head = Some(sn),
+        }
+        self.tail = Some(sn);
+        self.inflight += 1;
+    }
+
+    #[inline]
+    fn in_flight(&self, sn: u32) -> bool {
+        tdiff(sn, self.snd_una) >= 0 && tdiff(sn, self.snd_nxt) < 0
+    }
+
+    /// Marks one in-flight segment acknowledged.
+    fn ack_one(&mut self, sn: u32) {
+        if self.ring.seg(sn).acked {
+            return;
+        }
+        self.ring.seg(sn).acked = true;
+        self.unlink(sn);
+    }
+
+    /// Everything before `una` is acknowledged; then slide `snd_una` past
+    /// acknowledged segments. Each segment is passed once: amortized O(1).
+    fn parse_una(&mut self, una: u32) {
+        let end = if tdiff(una, self.snd_nxt) > 0 { self.snd_nxt } else { una };
+        while tdiff(end, self.snd_una) > 0 {
+            let sn = self.snd_una;
+            self.ack_one(sn);
+            self.snd_una = sn.wrapping_add(1);
+        }
+        self.shrink();
+    }
+
+    fn shrink(&mut self) {
+        while self.snd_una != self.snd_nxt && self.ring.seg(self.snd_una).acked {
+            self.snd_una = self.snd_una.wrapping_add(1);
+        }
+    }
+
+    fn update_rtt(&mut self, rtt: i64) {
+        if self.srtt == 0 {
+            self.srtt = rtt;
+            self.rttval = rtt / 2;
+        } else {
+            let delta = (rtt - self.srtt).abs();
+            self.rttval = (3 * self.rttval + delta) / 4;
+            self.srtt = ((7 * self.srtt + rtt) / 8).max(1);
+        }
+        let rto = self.srtt + (self.interval as i64).max(4 * self.rttval);
+        self.rx_rto = rto.clamp(self.minrto as i64, RTO_MAX as i64) as u32;
+    }
+
+    /// The reference's fast-ACK count: every unacknowledged segment below the
+    /// highest sn acknowledged by this datagram was skipped once. Visits only
+    /// those segments (the holes), not the window.
+    fn count_skips(&mut self, maxack: u32) {
+        if self.fastresend == 0 || !self.in_flight(maxack) {
+            return;
+        }
+        let mut cur = self.head;
+        while let Some(sn) = cur {
+            if tdiff(sn, maxack) >= 0 {
+                break;
+            }
+            let s = self.ring.seg(sn);
+            cur = s.next;
+            s.fastack += 1;
+            if s.fastack >= self.fastresend && !s.fast_pending && s.xmit <= FASTACK_LIMIT {
+                s.fast_pending = true;
+                self.fast_queue.push_back(sn);
+            }
+        }
+    }
+
+    // ---- receiving -----------------------------------------------------
+
+    #[inline]
+    fn nrcv_que(&self) -> u32 {
+        self.rcv_nxt.wrapping_sub(self.que_start)
+    }
+
+    #[inline]
+    fn rslot(&mut self, sn: u32) -> &mut RcvSeg {
+        let i = (sn & self.rmask) as usize;
+        &mut self.rbuf[i]
+    }
+
+    /// Moves in-order segments from the out-of-order part to the ready queue
+    /// while the queue has room (the reference's rcv_buf → rcv_queue).
+    fn advance_rcv(&mut self) {
+        while self.nrcv_que() < self.rcv_wnd {
+            let sn = self.rcv_nxt;
+            if !self.rslot(sn).present {
+                break;
+            }
+            self.rcv_nxt = sn.wrapping_add(1);
+            self.nrcv_buf -= 1;
+        }
+    }
+
+    fn wnd_unused(&self) -> u16 {
+        self.rcv_wnd.saturating_sub(self.nrcv_que()) as u16
+    }
+
+    /// Takes one datagram from the peer (one or more segments). Segments before
+    /// a bad one take effect; the bad one and the rest of the datagram do not.
+    pub fn input(&mut self, data: &[u8], now: u32) -> Result<(), KcpError> {
+        if data.len() < OVERHEAD {
+            self.stats.input_errors += 1;
+            return Err(KcpError::Truncated { at: 0, need: OVERHEAD, len: data.len() });
+        }
+        let prev_una = self.snd_una;
+        let mut maxack: Option<u32> = None;
+        let mut at = 0usize;
+        let mut result = Ok(());
+        while at < data.len() {
+            let Some(h) = Header::decode(&data[at..]) else {
+                result = Err(KcpError::Truncated { at, need: OVERHEAD, len: data.len() });
+                break;
+            };
+            if h.conv != self.conv {
+                result = Err(KcpError::ConvMismatch { expected: self.conv, got: h.conv });
+                break;
+            }
+            let body = at + OVERHEAD;
+            let len = h.len as usize;
+            if len > data.len() - body {
+                result = Err(KcpError::Truncated { at, need: OVERHEAD.saturating_add(len), len: data.len() });
+                break;
+            }
+            if !matches!(h.cmd, CMD_PUSH | CMD_ACK | CMD_WASK | CMD_WINS) {
+                result = Err(KcpError::BadCommand { cmd: h.cmd, at });
+                break;
+            }
+            if h.cmd == CMD_PUSH && h.frg as u32 >= self.rcv_wnd {
+                // Could never be reassembled: refuse rather than stall the queue.
+                result = Err(KcpError::BadFragment { fragments: h.frg as usize + 1, rcv_wnd: self.rcv_wnd });
+                break;
+            }
+            let payload = &data[body..body + len];
+            at = body + len;
+
+            self.rmt_wnd = h.wnd as u32;
+            self.parse_una(h.una);
+            match h.cmd {
+                CMD_ACK => {
+                    self.stats.acks_recv += 1;
+                    let rtt = tdiff(now, h.ts);
+                    if rtt >= 0 {
+                        self.update_rtt(rtt as i64);
+                    }
+                    if self.in_flight(h.sn) {
+                        self.ack_one(h.sn);
+                        self.shrink();
+                    }
+                    maxack = match maxack {
+                        Some(m) if tdiff(h.sn, m) <= 0 => Some(m),
+                        _ => Some(h.sn),
+                    };
+                }
+                CMD_PUSH => {
+                    self.stats.segments_recv += 1;
+                    if tdiff(h.sn, self.rcv_nxt.wrapping_add(self.rcv_wnd)) < 0 {
+                        self.acklist.push((h.sn, h.ts));
+                        if tdiff(h.sn, self.rcv_nxt) >= 0 {
+                            let slot = self.rslot(h.sn);
+                            if slot.present {
+                                self.stats.dup_segments += 1;
+                            } else {
+                                slot.present = true;
+                                slot.frg = h.frg;
+                                slot.data.clear();
+                                slot.data.extend_from_slice(payload);
+                                self.nrcv_buf += 1;
+                                self.advance_rcv();
+                            }
+                        } else {
+                            self.stats.dup_segments += 1;
+                        }
+                    } else {
+                        self.stats.out_of_window += 1;
+                    }
+                }
+                CMD_WASK => {
+                    self.stats.probes_recv += 1;
+                    self.probe |= ASK_TELL;
+                }
+                _ => {} // WINS: the window was taken from the header above.
+            }
+        }
+        if at > 0 {
+            self.stats.datagrams_in += 1;
+        }
+        if let Some(m) = maxack {
+            self.count_skips(m);
+        }
+        if tdiff(self.snd_una, prev_una) > 0 {
+            self.grow_cwnd();
+        }
+        if result.is_err() {
+            self.stats.input_errors += 1;
+        }
+        result
+    }
+
+    fn grow_cwnd(&mut self) {
+        if self.cwnd >= self.rmt_wnd {
+            return;
+        }
+        let mss = self.mss as u64;
+        if self.cwnd < self.ssthresh {
+            self.cwnd += 1;
+            self.incr += mss;
+        } else {
+            self.incr = self.incr.max(mss);
+            self.incr += mss * mss / self.incr + mss / 16;
+            if (self.cwnd as u64 + 1) * mss <= self.incr {
+                self.cwnd = self.incr.div_ceil(mss).min(u32::MAX as u64) as u32;
+            }
+        }
+        if self.cwnd > self.rmt_wnd {
+            self.cwnd = self.rmt_wnd;
+            self.incr = self.rmt_wnd as u64 * mss;
+        }
+    }
+
+    /// Size of the next whole message, if one is ready.
+    pub fn peek_size(&self) -> Option<usize> {
+        let nq = self.nrcv_que();
+        if nq == 0 {
+            return None;
+        }
+        let slot = |sn: u32| &self.rbuf[(sn & self.rmask) as usize];
+        let first = slot(self.que_start);
+        let frags = first.frg as u32 + 1;
+        if frags == 1 {
+            return Some(first.data.len());
+        }
+        if nq < frags {
+            return None;
+        }
+        Some((0..frags).map(|i| slot(self.que_start.wrapping_add(i)).data.len()).sum())
+    }
+
+    /// Copies the next whole message into `buf` and returns its length.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, KcpError> {
+        let size = self.peek_size().ok_or(KcpError::NoMessage)?;
+        if buf.len() < size {
+            return Err(KcpError::BufferTooSmall { need: size, have: buf.len() });
+        }
+        let recover = self.nrcv_que() >= self.rcv_wnd;
+        // A message is the first segment's frg + 1 segments (for a well-formed
+        // peer their frg count down to 0, as the reference expects).
+        let frags = self.rslot(self.que_start).frg as u32 + 1;
+        let mut at = 0;
+        for _ in 0..frags {
+            let sn = self.que_start;
+            let s = self.rslot(sn);
+            buf[at..at + s.data.len()].copy_from_slice(&s.data);
+            at += s.data.len();
+            s.present = false;
+            s.data.clear();
+            self.que_start = sn.wrapping_add(1);
+        }
+        self.advance_rcv();
+        if recover && self.nrcv_que() < self.rcv_wnd {
+            // The peer saw a zero window: tell it at once that it reopened.
+            self.probe |= ASK_TELL;
+        }
+        self.stats.messages_recv += 1;
+        Ok(size)
+    }
+
+    /// The next whole message in a new `Vec`, if one is ready.
+    pub fn recv_vec(&mut self) -> Option<Vec<u8>> {
+        let mut v = vec![0; self.peek_size()?];
+        let n = self.recv(&mut v).ok()?;
+        v.truncate(n);
+        Some(v)
+    }
+
+    // ---- output --------------------------------------------------------
+
+    /// Emits everything due now: ACKs, window probes, fast and timeout
+    /// retransmissions, and new segments the windows allow. May be called at
+    /// any time (after `send`, after `input`), not only on the interval tick.
+    pub fn flush(&mut self, now: u32, out: &mut dyn FnMut(&[u8])) {
+        if !self.updated {
+            self.updated = true;
+            self.ts_flush = now;
+        }
+        if tdiff(now, self.ts_flush) >= 0 {
+            // This flush does the tick's work: the next tick is an interval away.
+            self.ts_flush = now.wrapping_add(self.interval);
+        }
+        self.flush_inner(now, out, false);
+    }
+
+    /// Reference `ikcp_update`: flushes when the interval tick is due. Also
+    /// flushes when a retransmission is due, and sends pending ACKs at once
+    /// with `ack_nodelay`, so that `check` and `update` agree.
+    pub fn update(&mut self, now: u32, out: &mut dyn FnMut(&[u8])) {
+        if !self.updated {
+            self.updated = true;
+            self.ts_flush = now;
+        }
+        let mut slap = tdiff(now, self.ts_flush);
+        if !(-10_000..10_000).contains(&slap) {
+            self.ts_flush = now;
+            slap = 0;
+        }
+        if slap >= 0 {
+            self.ts_flush = self.ts_flush.wrapping_add(self.interval);
+            if tdiff(now, self.ts_flush) >= 0 {
+                self.ts_flush = now.wrapping_add(self.interval);
+            }
+            self.flush_inner(now, out, false);
+        } else if self.timer_due(now) {
+            self.flush_inner(now, out, false);
+        } else if self.ack_nodelay && !self.acklist.is_empty() {
+            self.flush_inner(now, out, true);
+        }
+    }
+
+    fn timer_due(&self, now: u32) -> bool {
+        !self.fast_queue.is_empty() || (self.head.is_some() && tdiff(now, self.resend_lb) >= 0)
+    }
+
+    /// When `update` must be called next (`now` if at once). Never later than
+    /// one interval from `now`.
+    pub fn check(&self, now: u32) -> u32 {
+        if !self.updated || self.timer_due(now) || (self.ack_nodelay && !self.acklist.is_empty()) {
+            return now;
+        }
+        let mut ts_flush = self.ts_flush;
+        if !(-10_000..10_000).contains(&tdiff(now, ts_flush)) {
+            ts_flush = now;
+        }
+        if tdiff(now, ts_flush) >= 0 {
+            return now;
+        }
+        let mut minimal = tdiff(ts_flush, now) as u32;
+        if self.head.is_some() {
+            minimal = minimal.min(tdiff(self.resend_lb, now) as u32);
+        }
+        now.wrapping_add(minimal.min(self.interval))
+    }
+
+    fn note_resend(&mut self, ts: u32) {
+        // Called after the segment is linked: a list of one means a fresh bound.
+        if self.inflight == 1 || tdiff(ts, self.resend_lb) < 0 {
+            self.resend_lb = ts;
+        }
+    }
+
+    fn flush_inner(&mut self, now: u32, out: &mut dyn FnMut(&[u8]), acks_only: bool) {
+        let mut buf = std::mem::take(&mut self.obuf);
+        buf.clear();
+        let mut p = Packer { buf: &mut buf, mtu: self.mtu, out, datagrams: 0 };
+        let wnd = self.wnd_unused();
+        let mut h = Header {
+            conv: self.conv,
+            cmd: CMD_ACK,
+            frg: 0,
+            wnd,
+            ts: 0,
+            sn: 0,
+            una: self.rcv_nxt,
+            len: 0,
+        };
+        for &(sn, ts) in &self.acklist {
+            h.sn = sn;
+            h.ts = ts;
+            p.push(&h, &[]);
+        }
+        self.stats.acks_sent += self.acklist.len() as u64;
+        self.acklist.clear();
+
+        if !acks_only {
+            self.flush_probes(now, &mut p, &mut h);
+            self.flush_data(now, &mut p, wnd);
+        }
+        p.finish();
+        self.stats.datagrams_out += p.datagrams;
+        self.obuf = buf;
+    }
+
+    fn flush_probes(&mut self, now: u32, p: &mut Packer<'_>, h: &mut Header) {
+        if self.rmt_wnd == 0 {
+            if self.probe_wait == 0 {
+                self.probe_wait = PROBE_INIT;
+                self.ts_probe = now.wrapping_add(self.probe_wait);
+            } else if tdiff(now, self.ts_probe) >= 0 {
+                self.probe_wait = self.probe_wait.max(PROBE_INIT);
+                self.probe_wait = (self.probe_wait + self.probe_wait / 2).min(PROBE_LIMIT);
+                self.ts_probe = now.wrapping_add(self.probe_wait);
+                self.probe |= ASK_SEND;
+            }
+        } else {
+            self.ts_probe = 0;
+            self.probe_wait = 0;
+        }
+        h.sn = 0;
+        h.ts = 0;
+        if self.probe & ASK_SEND != 0 {
+            h.cmd = CMD_WASK;
+            p.push(h, &[]);
+            self.stats.probes_sent += 1;
+        }
+        if self.probe & ASK_TELL != 0 {
+            h.cmd = CMD_WINS;
+            p.push(h, &[]);
+            self.stats.wins_sent += 1;
+        }
+        self.probe = 0;
+    }
+
+    /// Writes one PUSH segment (header stamped now) into the packer.
+    fn emit(&mut self, sn: u32, now: u32, wnd: u16, p: &mut Packer<'_>) {
+        let i = self.ring.idx(sn);
+        let s = &self.ring.segs[i];
+        let h = Header {
+            conv: self.conv,
+            cmd: CMD_PUSH,
+            frg: s.frg,
+            wnd,
+            ts: now,
+            sn,
+            una: self.rcv_nxt,
+            len: s.len,
+        };
+        let at = i * self.ring.mss;
+        p.push(&h, &self.ring.data[at..at + s.len as usize]);
+        if s.xmit >= self.dead_link {
+            self.dead = true;
+        }
+        self.stats.segments_sent += 1;
+    }
+
+    fn flush_data(&mut self, now: u32, p: &mut Packer<'_>, wnd: u16) {
+        let mut cwnd = self.snd_wnd.min(self.rmt_wnd);
+        if !self.nc {
+            cwnd = cwnd.min(self.cwnd);
+        }
+        let resent = if self.fastresend > 0 { self.fastresend } else { u32::MAX };
+        let rtomin = if self.nodelay { 0 } else { self.rx_rto >> 3 };
+        let mut change = false;
+        let mut lost = false;
+
+        // Fast retransmissions. A segment whose RTO also expired is left to the
+        // timeout scan below, as in the reference where the timeout wins.
+        while let Some(sn) = self.fast_queue.pop_front() {
+            if !self.in_flight(sn) {
+                continue;
+            }
+            let s = self.ring.seg(sn);
+            if s.acked || !s.fast_pending {
+                continue;
+            }
+            s.fast_pending = false;
+            if tdiff(now, s.resendts) >= 0 || s.fastack < resent || s.xmit > FASTACK_LIMIT {
+                continue;
+            }
+            s.xmit += 1;
+            s.fastack = 0;
+            s.resendts = now.wrapping_add(s.rto);
+            let ts = s.resendts;
+            self.note_resend(ts);
+            self.emit(sn, now, wnd, p);
+            self.stats.fast_retransmits += 1;
+            change = true;
+        }
+
+        // Timeout retransmissions: scan only when the earliest deadline may
+        // have passed; the scan recomputes it exactly.
+        if self.head.is_some() && tdiff(now, self.resend_lb) >= 0 {
+            let mut earliest: Option<u32> = None;
+            let mut cur = self.head;
+            while let Some(sn) = cur {
+                let s = self.ring.seg(sn);
+                cur = s.next;
+                if tdiff(now, s.resendts) >= 0 {
+                    s.xmit += 1;
+                    s.rto = if self.nodelay {
+                        s.rto.saturating_add(s.rto / 2)
+                    } else {
+                        s.rto.saturating_add(s.rto.max(self.rx_rto))
+                    }
+                    .min(SEG_RTO_CAP);
+                    s.resendts = now.wrapping_add(s.rto);
+                    // A fresh transmission: skips are counted anew (the
+                    // reference keeps the count and may fast-resend it again).
+                    s.fastack = 0;
+                    let ts = s.resendts;
+                    self.emit(sn, now, wnd, p);
+                    self.stats.retransmits += 1;
+                    lost = true;
+                    earliest = Some(match earliest {
+                        Some(e) if tdiff(e, ts) <= 0 => e,
+                        _ => ts,
+                    });
+                } else {
+                    let ts = s.resendts;
+                    earliest = Some(match earliest {
+                        Some(e) if tdiff(e, ts) <= 0 => e,
+                        _ => ts,
+                    });
+                }
+            }
+            if let Some(e) = earliest {
+                self.resend_lb = e;
+            }
+        }
+
+        // New segments, as far as the windows allow.
+        let limit = self.snd_una.wrapping_add(cwnd);
+        while self.snd_nxt != self.snd_end && tdiff(self.snd_nxt, limit) < 0 {
+            let sn = self.snd_nxt;
+            self.snd_nxt = sn.wrapping_add(1);
+            let rto = self.rx_rto;
+            let s = self.ring.seg(sn);
+            s.xmit = 1;
+            s.rto = rto;
+            s.resendts = now.wrapping_add(rto).wrapping_add(rtomin);
+            s.fastack = 0;
+            s.fast_pending = false;
+            s.acked = false;
+            let ts = s.resendts;
+            self.link_tail(sn);
+            self.note_resend(ts);
+            self.emit(sn, now, wnd, p);
+        }
+
+        if change {
+            let inflight = self.snd_nxt.wrapping_sub(self.snd_una);
+            self.ssthresh = (inflight / 2).max(THRESH_MIN);
+            self.cwnd = self.ssthresh.saturating_add(resent);
+            self.incr = self.cwnd as u64 * self.mss as u64;
+        }
+        if lost {
+            self.ssthresh = (cwnd / 2).max(THRESH_MIN);
+            self.cwnd = 1;
+            self.incr = self.mss as u64;
+        }
+        if self.cwnd < 1 {
+            self.cwnd = 1;
+            self.incr = self.mss as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(cfg: KcpConfig) -> (Kcp, Kcp) {
+        (Kcp::new(7, cfg.clone()), Kcp::new(7, cfg))
+    }
+
+    fn collect(k: &mut Kcp, now: u32) -> Vec<Vec<u8>> {
+        let mut v = Vec::new();
+        k.flush(now, &mut |d| v.push(d.to_vec()));
+        v
+    }
+
+    #[test]
+    fn kcp_is_send() {
+        fn is_send<T: Send>() {}
+        is_send::<Kcp>();
+    }
+
+    #[test]
+    fn one_message_round_trip_with_on_demand_flush() {
+        let (mut a, mut b) = pair(KcpConfig::default());
+        a.send(b"hello").unwrap();
+        let d = collect(&mut a, 0);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].len(), OVERHEAD + 5);
+        assert_eq!(Kcp::conv_of(&d[0]), Some(7));
+        b.input(&d[0], 5).unwrap();
+        assert_eq!(b.peek_size(), Some(5));
+        assert_eq!(b.recv_vec().unwrap(), b"hello");
+        assert_eq!(b.recv_vec(), None);
+        let acks = collect(&mut b, 5);
+        assert_eq!(acks.len(), 1);
+        assert_eq!(acks[0][4], CMD_ACK);
+        a.input(&acks[0], 20).unwrap();
+        assert_eq!(a.wait_snd(), 0);
+        assert_eq!(a.stats().srtt, 20);
+    }
+
+    #[test]
+    fn fragments_count_down_and_pack_to_mtu() {
+        let mut cfg = KcpConfig::default();
+        cfg.mtu = 1350;
+        let (mut a, mut b) = pair(cfg);
+        let msg: Vec<u8> = (0..9000u32).map(|i| (i * 7) as u8).collect();
+        a.send(&msg).unwrap();
+        assert_eq!(a.wait_snd(), 9000usize.div_ceil(1326));
+        let d = collect(&mut a, 0);
+        let frgs: Vec<u8> = d.iter().map(|x| x[5]).collect();
+        assert_eq!(frgs, [6, 5, 4, 3, 2, 1, 0]);
+        assert!(d.iter().all(|x| x.len() <= 1350));
+        for x in d.iter().rev() {
+            b.input(x, 1).unwrap();
+        }
+        assert_eq!(b.recv_vec().unwrap(), msg);
+        // 7 ACKs of 24 bytes share one datagram.
+        let acks = collect(&mut b, 1);
+        assert_eq!(acks.len(), 1);
+        assert_eq!(acks[0].len(), 7 * OVERHEAD);
+    }
+
+    #[test]
+    fn too_many_fragments_is_refused() {
+        let mut cfg = KcpConfig::default();
+        cfg.rcv_wnd = 128;
+        let mut a = Kcp::new(1, cfg);
+        let mss = a.mss();
+        assert!(a.send(&vec![0; 128 * mss]).is_ok());
+        let e = a.send(&vec![0; 128 * mss + 1]).unwrap_err();
+        assert!(matches!(e, KcpError::MessageTooLarge { max, .. } if max == 128 * mss));
+        let b = Kcp::new(1, KcpConfig::default());
+        assert_eq!(b.max_message(), 255 * b.mss());
+    }
+
+    #[test]
+    fn bad_segment_stops_input_but_keeps_earlier_ones() {
+        let (mut a, mut b) = pair(KcpConfig::default());
+        a.send(b"one").unwrap();
+        let mut d = collect(&mut a, 0).remove(0);
+        d.extend_from_slice(&[9; 24]); // conv 0x09090909
+        let e = b.input(&d, 0).unwrap_err();
+        assert!(matches!(e, KcpError::ConvMismatch { got: 0x0909_0909, expected: 7 }));
+        assert_eq!(b.recv_vec().unwrap(), b"one");
+        assert_eq!(b.stats().input_errors, 1);
+        assert!(b.input(&d[..10], 0).is_err());
+        let mut bad = d[..24].to_vec();
+        bad[4] = 99;
+        bad[20..24].copy_from_slice(&0u32.to_le_bytes());
+        assert!(matches!(b.input(&bad, 0), Err(KcpError::BadCommand { cmd: 99, .. })));
+    }
+
+    #[test]
+    fn ring_grows_when_queue_exceeds_capacity() {
+        let (mut a, mut b) = pair(KcpConfig::default());
+        for i in 0..1000u32 {
+            a.send(&i.to_le_bytes()).unwrap();
+        }
+        assert_eq!(a.wait_snd(), 1000);
+        let mut t = 0;
+        let mut got = 0u32;
+        while got < 1000 {
+            t += 10;
+            for d in collect(&mut a, t) {
+                b.input(&d, t).unwrap();
+            }
+            while let Some(m) = b.recv_vec() {
+                assert_eq!(m, got.to_le_bytes());
+                got += 1;
+            }
+            for d in collect(&mut b, t) {
+                a.input(&d, t).unwrap();
+            }
+        }
+        assert_eq!(a.wait_snd(), 0);
+    }
+}

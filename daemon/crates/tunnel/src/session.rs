@@ -1,0 +1,391 @@
+//! One tunnel session, sans-IO: the packet pipeline between a virtual
+//! interface and the wire.
+//!
+//! Sending: packet → `Kcp::send` → `Kcp::flush` → FEC shard(s) → AEAD seal →
+//! datagram. Receiving: datagram → replay check + AEAD open → FEC decode →
+//! `Kcp::input` → whole messages → packets. Time is passed in; nothing here
+//! reads a clock, touches a socket or allocates per packet.
+use kcpvpn_crypto::packet::{CipherKind, Opener, Sealer, MSG_CLOSE, MSG_DATA};
+use kcpvpn_fec::{FecDecoder, FecEncoder};
+use kcpvpn_kcp::{Kcp, KcpConfig};
+
+/// Where sealed datagrams go: the driver hands out a buffer, the session
+/// writes one datagram into it and commits. Lets the sealer write straight
+/// into the send batch (no copy).
+pub trait Transmit {
+    fn buf(&mut self) -> &mut Vec<u8>;
+    fn commit(&mut self);
+}
+
+/// A `Transmit` that collects datagrams, for tests and the Python binding.
+#[derive(Default)]
+pub struct VecTransmit {
+    pub datagrams: Vec<Vec<u8>>,
+    cur: Vec<u8>,
+}
+
+impl Transmit for VecTransmit {
+    fn buf(&mut self) -> &mut Vec<u8> {
+        self.cur.clear();
+        &mut self.cur
+    }
+    fn commit(&mut self) {
+        self.datagrams.push(self.cur.clone());
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub kcp: KcpConfig,
+    /// FEC for what this side sends: (data shards, parity shards); None = off.
+    pub fec_send: Option<(u8, u8)>,
+    /// FEC the peer applies to what it sends us.
+    pub fec_recv: Option<(u8, u8)>,
+    pub rapid_fec: bool,
+    pub cipher: CipherKind,
+    /// Send a keepalive when nothing was sent for this long (ms).
+    pub keepalive_ms: u32,
+    /// The peer is gone when nothing authenticated arrived for this long (ms).
+    pub idle_timeout_ms: u32,
+    /// Largest UDP payload we may send.
+    pub udp_mtu: usize,
+    /// Bytes we may hold queued for sending before we stop reading the
+    /// interface (the original's --smuxbuf).
+    pub send_buffer_bytes: usize,
+    /// Largest packet/frame the interface gives us.
+    pub max_packet: usize,
+}
+
+/// Per-datagram overhead below KCP: outer header, tag, FEC header and size field.
+pub const fn overhead(fec: bool) -> usize {
+    kcpvpn_crypto::packet::HEADER_LEN
+        + kcpvpn_crypto::packet::TAG_LEN
+        + if fec { kcpvpn_fec::OVERHEAD } else { 0 }
+}
+
+impl SessionConfig {
+    pub fn kcp_mtu(&self) -> usize {
+        self.udp_mtu - overhead(self.fec_send.is_some())
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SessionStats {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    pub wire_bytes_in: u64,
+    pub wire_bytes_out: u64,
+    pub auth_failures: u64,
+    pub replays: u64,
+    pub malformed: u64,
+    pub fec_errors: u64,
+    pub kcp_errors: u64,
+    pub oversize_packets: u64,
+    pub keepalives_out: u64,
+    pub keepalives_in: u64,
+    pub rapid_fec_flushes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The peer said goodbye (an authenticated close message).
+    ByPeer,
+    /// Nothing authenticated from the peer for `idle_timeout_ms`.
+    IdleTimeout,
+    /// KCP gave up retransmitting a segment.
+    DeadLink,
+}
+
+/// What one received datagram turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    Data,
+    Keepalive,
+    Close,
+    /// Dropped and counted (failed authentication, replay, malformed).
+    Dropped,
+}
+
+pub struct Session {
+    cfg: SessionConfig,
+    kcp: Kcp,
+    fec_enc: Option<FecEncoder>,
+    fec_dec: Option<FecDecoder>,
+    sealer: Sealer,
+    opener: Opener,
+    /// Reassembly buffer for one message from KCP.
+    msg_buf: Vec<u8>,
+    last_send: u32,
+    last_recv: u32,
+    rapid_deadline: Option<u32>,
+    closed: Option<Closed>,
+    pub stats: SessionStats,
+}
+
+fn after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) >= 0
+}
+
+impl Session {
+    /// `conv` must be the same on both sides; `send_key`/`recv_key` are this
+    /// side's direction keys from the handshake, `peer_id` the session id the
+    /// peer gave itself (carried in every datagram we send it).
+    pub fn new(
+        cfg: SessionConfig,
+        conv: u32,
+        send_key: &[u8; 32],
+        recv_key: &[u8; 32],
+        peer_id: u32,
+        now: u32,
+    ) -> Session {
+        let mut kcp_cfg = cfg.kcp.clone();
+        kcp_cfg.mtu = cfg.kcp_mtu();
+        let max_dgram = cfg.udp_mtu;
+        Session {
+            kcp: Kcp::new(conv, kcp_cfg),
+            fec_enc: cfg
+                .fec_send
+                .map(|(d, p)| FecEncoder::new(d as usize, p as usize, max_dgram)),
+            fec_dec: cfg
+                .fec_recv
+                .map(|(d, p)| FecDecoder::new(d as usize, p as usize, 64)),
+            sealer: Sealer::new(cfg.cipher, send_key, peer_id),
+            opener: Opener::new(cfg.cipher, recv_key),
+            msg_buf: vec![0u8; cfg.max_packet.max(64 * 1024)],
+            last_send: now,
+            last_recv: now,
+            rapid_deadline: None,
+            closed: None,
+            cfg,
+            stats: SessionStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.cfg
+    }
+
+    pub fn closed(&self) -> Option<Closed> {
+        self.closed
+    }
+
+    /// True while the session may take another packet from the interface
+    /// without exceeding its send buffer.
+    pub fn wants_packets(&self) -> bool {
+        let queued = self.kcp.wait_snd() * self.kcp_mtu();
+        queued < self.cfg.send_buffer_bytes
+    }
+
+    fn kcp_mtu(&self) -> usize {
+        self.cfg.kcp_mtu()
+    }
+
+    /// Queues one packet from the interface. Call `flush` after a batch.
+    pub fn send_packet(&mut self, pkt: &[u8]) -> bool {
+        match self.kcp.send(pkt) {
+            Ok(()) => {
+                self.stats.packets_in += 1;
+                self.stats.bytes_in += pkt.len() as u64;
+                true
+            }
+            Err(_) => {
+                self.stats.oversize_packets += 1;
+                false
+            }
+        }
+    }
+
+    /// Takes one datagram addressed to this session. Packets it completes are
+    /// passed to `deliver` (after the whole batch is in, call `flush` so ACKs
+    /// leave promptly).
+    pub fn input(&mut self, datagram: &mut [u8], now: u32, deliver: &mut dyn FnMut(&[u8])) -> Received {
+        let wire_len = datagram.len() as u64;
+        let opened = match self.opener.open_in_place(datagram) {
+            Ok(o) => o,
+            Err(e) => {
+                use kcpvpn_crypto::packet::CryptoError as E;
+                match e {
+                    E::Replayed | E::TooOld => self.stats.replays += 1,
+                    E::AuthFailed => self.stats.auth_failures += 1,
+                    _ => self.stats.malformed += 1,
+                }
+                return Received::Dropped;
+            }
+        };
+        self.stats.datagrams_in += 1;
+        self.stats.wire_bytes_in += wire_len;
+        self.last_recv = now;
+        if opened.msg_type == MSG_CLOSE {
+            self.closed = Some(Closed::ByPeer);
+            return Received::Close;
+        }
+        if opened.msg_type != MSG_DATA {
+            self.stats.malformed += 1;
+            return Received::Dropped;
+        }
+        let payload = opened.payload;
+        if payload.is_empty() {
+            self.stats.keepalives_in += 1;
+            return Received::Keepalive;
+        }
+        let kcp = &mut self.kcp;
+        let stats = &mut self.stats;
+        match &mut self.fec_dec {
+            Some(dec) => {
+                let mut kcp_err = 0;
+                if dec
+                    .input(payload, &mut |d: &[u8]| {
+                        if kcp.input(d, now).is_err() {
+                            kcp_err += 1;
+                        }
+                    })
+                    .is_err()
+                {
+                    stats.fec_errors += 1;
+                }
+                stats.kcp_errors += kcp_err;
+            }
+            None => {
+                if kcp.input(payload, now).is_err() {
+                    stats.kcp_errors += 1;
+                }
+            }
+        }
+        self.drain_messages(deliver);
+        Received::Data
+    }
+
+    fn drain_messages(&mut self, deliver: &mut dyn FnMut(&[u8])) {
+        while let Some(size) = self.kcp.peek_size() {
+            if size > self.msg_buf.len() {
+                self.msg_buf.resize(size, 0);
+            }
+            match self.kcp.recv(&mut self.msg_buf) {
+                Ok(n) => {
+                    self.stats.packets_out += 1;
+                    self.stats.bytes_out += n as u64;
+                    deliver(&self.msg_buf[..n]);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Sends whatever KCP has ready (new data, ACKs, retransmissions).
+    pub fn flush(&mut self, now: u32, tx: &mut dyn Transmit) {
+        let Session { kcp, fec_enc, sealer, stats, last_send, .. } = self;
+        let mut sent = 0u64;
+        let mut wire = 0u64;
+        let mut seal = |shard: &[u8]| {
+            let buf = tx.buf();
+            if sealer.seal_into(MSG_DATA, shard, buf).is_ok() {
+                wire += buf.len() as u64;
+                tx.commit();
+                sent += 1;
+            }
+        };
+        match fec_enc {
+            Some(enc) => kcp.flush(now, &mut |d: &[u8]| enc.encode(d, &mut seal)),
+            None => kcp.flush(now, &mut seal),
+        }
+        if sent > 0 {
+            *last_send = now;
+            stats.datagrams_out += sent;
+            stats.wire_bytes_out += wire;
+        }
+        if self.cfg.rapid_fec && self.rapid_deadline.is_none() {
+            if let Some(enc) = &self.fec_enc {
+                if enc.has_partial() {
+                    self.rapid_deadline = Some(now.wrapping_add(self.cfg.kcp.interval.max(1)));
+                }
+            }
+        }
+    }
+
+    /// Runs timers: KCP retransmissions and window probes, rapid-FEC parity,
+    /// keepalive, liveness. Call at `next_timeout` (or earlier).
+    pub fn poll(&mut self, now: u32, tx: &mut dyn Transmit) {
+        if self.closed.is_some() {
+            return;
+        }
+        if after(now, self.kcp.check(now)) {
+            self.flush(now, tx);
+        }
+        if let Some(deadline) = self.rapid_deadline {
+            if after(now, deadline) {
+                self.rapid_deadline = None;
+                let Session { fec_enc, sealer, stats, .. } = self;
+                if let Some(enc) = fec_enc {
+                    if enc.has_partial() {
+                        stats.rapid_fec_flushes += 1;
+                        enc.flush_partial(&mut |shard: &[u8]| {
+                            let buf = tx.buf();
+                            if sealer.seal_into(MSG_DATA, shard, buf).is_ok() {
+                                stats.datagrams_out += 1;
+                                stats.wire_bytes_out += buf.len() as u64;
+                                tx.commit();
+                            }
+                        });
+                    }
+                }
+            }
+        }
+        if self.cfg.keepalive_ms > 0 && after(now, self.last_send.wrapping_add(self.cfg.keepalive_ms)) {
+            let buf = tx.buf();
+            if self.sealer.seal_into(MSG_DATA, &[], buf).is_ok() {
+                self.stats.keepalives_out += 1;
+                self.stats.datagrams_out += 1;
+                self.stats.wire_bytes_out += buf.len() as u64;
+                tx.commit();
+            }
+            self.last_send = now;
+        }
+        if self.kcp.is_dead() {
+            self.closed = Some(Closed::DeadLink);
+        } else if self.cfg.idle_timeout_ms > 0
+            && after(now, self.last_recv.wrapping_add(self.cfg.idle_timeout_ms))
+        {
+            self.closed = Some(Closed::IdleTimeout);
+        }
+    }
+
+    /// When `poll` must run next.
+    pub fn next_timeout(&self, now: u32) -> u32 {
+        let mut t = self.kcp.check(now);
+        let mut earliest = |c: u32| {
+            if (c.wrapping_sub(t) as i32) < 0 {
+                t = c;
+            }
+        };
+        if let Some(d) = self.rapid_deadline {
+            earliest(d);
+        }
+        if self.cfg.keepalive_ms > 0 {
+            earliest(self.last_send.wrapping_add(self.cfg.keepalive_ms));
+        }
+        if self.cfg.idle_timeout_ms > 0 {
+            earliest(self.last_recv.wrapping_add(self.cfg.idle_timeout_ms));
+        }
+        t
+    }
+
+    /// An authenticated goodbye, so the peer releases the session at once.
+    pub fn close(&mut self, tx: &mut dyn Transmit) {
+        let buf = tx.buf();
+        if self.sealer.seal_into(MSG_CLOSE, &[], buf).is_ok() {
+            tx.commit();
+        }
+    }
+
+    pub fn kcp_stats(&self) -> kcpvpn_kcp::KcpStats {
+        self.kcp.stats()
+    }
+
+    pub fn fec_recovered(&self) -> u64 {
+        self.fec_dec.as_ref().map(|d| d.stats().recovered).unwrap_or(0)
+    }
+}

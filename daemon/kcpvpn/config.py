@@ -1,0 +1,1083 @@
+"""Configuration of `kcpvpn server` and `kcpvpn client`: every flag of the
+original with its default, our additions, the TOML `--config` file, and the
+validation that runs before anything is created.
+
+Precedence, lowest first: built-in defaults < `--config` file < the
+`KCPVPN_KEY` environment variable (secret only) < command-line flags.
+
+`FLAGS` is the one table of flags: the command line (cli.py), the config
+file keys and the README's flag list all come from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+from .ippool import parse_pool_spec
+
+Mode = Literal["server", "client"]
+
+SECRET_ENV = "KCPVPN_KEY"
+
+# Fake TCP (the original's --tcp) is planned, not built: the flag is refused
+# with a clear message rather than silently ignored.
+TCP_SUPPORTED = False
+
+
+class KcpProfile(NamedTuple):
+    nodelay: int
+    interval: int  # ms
+    resend: int
+    nc: int
+
+
+# (nodelay, interval ms, resend, nc), as in the original and kcptun.
+KCP_PROFILES: dict[str, KcpProfile] = {
+    "normal": KcpProfile(0, 40, 2, 1),
+    "fast": KcpProfile(0, 30, 2, 1),
+    "fast2": KcpProfile(1, 20, 2, 1),
+    "fast3": KcpProfile(1, 10, 2, 1),
+}
+KCP_MODES = ("fast3", "fast2", "fast", "normal", "manual")
+
+CIPHERS = {
+    "aes": "AES-256-GCM",
+    "aes-128": "AES-128-GCM",
+    "chacha20": "ChaCha20-Poly1305",
+    "none": "no encryption, no authentication",
+}
+# The original's kcp-go block ciphers: unauthenticated, refused by name.
+LEGACY_CIPHERS = (
+    "aes-192",
+    "salsa20",
+    "blowfish",
+    "twofish",
+    "cast5",
+    "3des",
+    "tea",
+    "xtea",
+    "xor",
+    "sm4",
+)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+# Bounds, each with the reason it is what it is (the README repeats them).
+UDP_MTU_MIN, UDP_MTU_MAX = 576, 8972  # largest UDP payload; 8972 = 9000 - IPv4 - UDP headers
+VNI_MTU_MIN, VNI_MTU_MAX = 576, 9000  # smallest IPv4 datagram every host takes .. jumbo
+IPV6_MIN_MTU = 1280  # RFC 8200: the kernel disables IPv6 on smaller links
+FRAME_MTU_MAX = 65535
+WND_MIN, WND_MAX = 64, 32768  # segments; a large message must fit the receive window
+FEC_MAX_SHARDS = 255  # Reed-Solomon over GF(2^8)
+DSCP_MAX = 63  # 6 bits
+BUF_MIN, BUF_MAX = 65536, 1 << 30
+KEEPALIVE_MIN, KEEPALIVE_MAX = 1, 3600  # seconds
+INTERVAL_MIN, INTERVAL_MAX = 10, 5000  # ms, KCP's own clamp
+RESEND_MAX = 255
+CLIENT_ID_MAX = 16  # bytes
+IFNAME_MAX = 15  # Linux IFNAMSIZ - 1
+PREFIX_MAX = 12  # leaves three digits of counter within IFNAME_MAX
+SHORT_SECRET = 12
+
+_CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]*")
+_IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+_HOST_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+class ConfigError(Exception):
+    """One or more invalid settings; each line says what is wrong and what
+    would be right."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# --------------------------------------------------------------------------
+# The configuration objects
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    """Flags both modes share: the UDP transport, KCP, FEC and crypto."""
+
+    ip: str = ""  # server: listen address ("" = all); client: the server's address
+    port: int = 0  # required
+    udp_mtu: int = 1350
+    kcp_mode: str = "fast"
+    sndwnd: int = 1024
+    rcvwnd: int = 1024
+    datashard: int = 10
+    parityshard: int = 3
+    rapid_fec: bool = False
+    dscp: int = 0
+    sockbuf: int = 4194304
+    smuxbuf: int = 4194304
+    keepalive: int = 10
+    secret: str = field(default="", repr=False)
+    crypt: str = "aes"
+    tcp: bool = False
+    # Hidden; used by --kcp-mode manual.
+    acknodelay: bool = False
+    nodelay: int = 0
+    interval: int = 50
+    resend: int = 0
+    nc: int = 0
+
+    @property
+    def kcp_profile(self) -> KcpProfile:
+        """(nodelay, interval, resend, nc) for the selected --kcp-mode."""
+        if self.kcp_mode == "manual":
+            return KcpProfile(self.nodelay, self.interval, self.resend, self.nc)
+        return KCP_PROFILES[self.kcp_mode]
+
+    @property
+    def fec(self) -> tuple[int, int] | None:
+        """(data, parity) shards, or None: FEC is off when either is 0."""
+        if self.datashard > 0 and self.parityshard > 0:
+            return (self.datashard, self.parityshard)
+        return None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    local_ip: str | None = None
+    netmask: str | None = None
+    vni_mtu: int = 1500
+    full_frame_mtu: int = 0  # 0 = vni_mtu + 22
+    vni_name_prefix: str = "kvs"
+    vni_mode: str = "tun"
+    assignable_ips: str | None = None
+    hook_dir: str | None = None
+    bridge: str | None = None
+    mss_clamp: bool = True
+    log_level: str = "info"
+
+    @property
+    def prefixlen(self) -> int | None:
+        """--netmask as a prefix length (None when unset)."""
+        return netmask_prefixlen(self.netmask) if self.netmask else None
+
+    @property
+    def frame_mtu(self) -> int:
+        """The effective full-frame MTU."""
+        return self.full_frame_mtu or self.vni_mtu + 22
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    local_ip: str | None = None
+    vni_mtu: int = 1500
+    client_id: str = ""
+    vni_name: str = "kvc0"
+    persistent_vni: bool = False
+    auto_reconnect: bool = False
+    bridge: str | None = None
+    on_connected_hook: str | None = None
+    on_disconnected_hook: str | None = None
+    no_ip_configuration: bool = False
+    mss_clamp: bool = True
+    log_level: str = "info"
+
+    @property
+    def ip_mode(self) -> int:
+        """0 = the server assigns, 1 = --local-ip, 2 = --no-ip-configuration."""
+        if self.no_ip_configuration:
+            return 2
+        return 1 if self.local_ip else 0
+
+
+Config = ServerConfig | ClientConfig
+_TRANSPORT_FIELDS = {f.name for f in dataclasses.fields(TransportConfig)}
+
+
+# --------------------------------------------------------------------------
+# The flag table
+# --------------------------------------------------------------------------
+
+BOTH: frozenset[str] = frozenset({"server", "client"})
+SERVER: frozenset[str] = frozenset({"server"})
+CLIENT: frozenset[str] = frozenset({"client"})
+
+PANEL_TRANSPORT = "Transport"
+PANEL_TUNNEL = "Tunnel"
+PANEL_INTERFACE = "Interface"
+PANEL_HOOKS = "Hooks"
+PANEL_TUNING = "Tuning"
+PANEL_GENERAL = "General"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag (and config-file key)."""
+
+    field: str  # attribute of TransportConfig / ServerConfig / ClientConfig
+    names: tuple[str, ...]  # first is the canonical --name, the rest aliases
+    help: str | Mapping[str, str]  # or one text per mode
+    panel: str
+    modes: frozenset[str] = BOTH
+    hidden: bool = False
+    envvar: str | None = None
+    metavar: str | None = None
+    # Flags whose config field is the negation (--no-mss-clamp sets mss_clamp False).
+    negates: bool = False
+    new: bool = False  # not in the original
+
+    @property
+    def name(self) -> str:
+        return self.names[0]
+
+    @property
+    def key(self) -> str:
+        """The config-file key (kebab case; snake case is accepted too)."""
+        return self.name[2:]
+
+    def help_for(self, mode: str) -> str:
+        return self.help if isinstance(self.help, str) else self.help[mode]
+
+
+def _kcp_modes_help() -> str:
+    prof = ", ".join(
+        f"{n} = {p.nodelay}/{p.interval}/{p.resend}/{p.nc}" for n, p in KCP_PROFILES.items()
+    )
+    return f"KCP profile (nodelay/interval ms/resend/nc): {prof}; manual = the hidden flags"
+
+
+FLAGS: tuple[Flag, ...] = (
+    # Transport
+    Flag(
+        "ip",
+        ("--ip",),
+        {
+            "server": "Address to listen on (empty, 0.0.0.0 or :: = all; IPv4 or IPv6)",
+            "client": "The server's address: host name, IPv4 or IPv6",
+        },
+        PANEL_TRANSPORT,
+        metavar="ADDR",
+    ),
+    Flag(
+        "port",
+        ("--port",),
+        {
+            "server": "UDP port to listen on (required)",
+            "client": "The server's UDP port (required)",
+        },
+        PANEL_TRANSPORT,
+        metavar="PORT",
+    ),
+    Flag(
+        "secret",
+        ("--secret",),
+        "Pre-shared secret (required); better in the environment or the config file",
+        PANEL_TRANSPORT,
+        envvar=SECRET_ENV,
+        metavar="TEXT",
+    ),
+    Flag(
+        "crypt",
+        ("--crypt",),
+        "Cipher: aes (AES-256-GCM), aes-128 (AES-128-GCM), chacha20 (ChaCha20-Poly1305), "
+        "none (no encryption, no authentication)",
+        PANEL_TRANSPORT,
+        metavar="CIPHER",
+    ),
+    Flag(
+        "udp_mtu",
+        ("--udp-mtu",),
+        f"Largest UDP payload in bytes ({UDP_MTU_MIN}..{UDP_MTU_MAX})",
+        PANEL_TRANSPORT,
+        metavar="BYTES",
+    ),
+    Flag("dscp", ("--dscp",), "DSCP value of outgoing datagrams (6 bits, 0..63)", PANEL_TRANSPORT),
+    Flag(
+        "sockbuf",
+        ("--sockbuf",),
+        "UDP socket send/receive buffer in bytes",
+        PANEL_TRANSPORT,
+        metavar="BYTES",
+    ),
+    Flag(
+        "keepalive",
+        ("--keepalive",),
+        "Seconds between keepalives when idle; a peer silent for 3 periods is dropped",
+        PANEL_TRANSPORT,
+        metavar="SECONDS",
+    ),
+    Flag(
+        "tcp",
+        ("--tcp",),
+        "Carry datagrams as fake TCP segments over raw sockets (not available yet)",
+        PANEL_TRANSPORT,
+    ),
+    # Tuning
+    Flag("kcp_mode", ("--kcp-mode",), _kcp_modes_help(), PANEL_TUNING, metavar="MODE"),
+    Flag(
+        "sndwnd",
+        ("--sndwnd",),
+        f"KCP send window in packets ({WND_MIN}..{WND_MAX})",
+        PANEL_TUNING,
+        metavar="PACKETS",
+    ),
+    Flag(
+        "rcvwnd",
+        ("--rcvwnd",),
+        f"KCP receive window in packets ({WND_MIN}..{WND_MAX})",
+        PANEL_TUNING,
+        metavar="PACKETS",
+    ),
+    Flag(
+        "datashard",
+        ("--datashard", "--ds"),
+        "Reed-Solomon data shards per FEC group (0 = FEC off; data + parity <= 255)",
+        PANEL_TUNING,
+    ),
+    Flag(
+        "parityshard",
+        ("--parityshard", "--ps"),
+        "Reed-Solomon parity shards per FEC group (0 = FEC off)",
+        PANEL_TUNING,
+    ),
+    Flag(
+        "rapid_fec",
+        ("--rapid-fec",),
+        "Send parity after one KCP interval when traffic is sparse, so losses are "
+        "repaired without waiting for a retransmission (costs a little bandwidth)",
+        PANEL_TUNING,
+    ),
+    Flag(
+        "smuxbuf",
+        ("--smuxbuf",),
+        "Bytes a session may hold queued for sending before the interface is read no further",
+        PANEL_TUNING,
+        metavar="BYTES",
+    ),
+    Flag("acknodelay", ("--acknodelay",), "Send ACKs at once", PANEL_TUNING, hidden=True),
+    Flag("nodelay", ("--nodelay",), "KCP nodelay (manual mode)", PANEL_TUNING, hidden=True),
+    Flag(
+        "interval", ("--interval",), "KCP interval in ms (manual mode)", PANEL_TUNING, hidden=True
+    ),
+    Flag("resend", ("--resend",), "KCP fast resend (manual mode)", PANEL_TUNING, hidden=True),
+    Flag("nc", ("--nc",), "KCP no congestion control (manual mode)", PANEL_TUNING, hidden=True),
+    # Tunnel
+    Flag(
+        "vni_mode",
+        ("--vni-mode",),
+        "Interface type: tun (IP packets) or tap (Ethernet frames)",
+        PANEL_TUNNEL,
+        modes=SERVER,
+        metavar="tun|tap",
+    ),
+    Flag(
+        "local_ip",
+        ("--local-ip",),
+        {
+            "server": "The server's tunnel address (taken out of the pool)",
+            "client": "Ask the server for this fixed tunnel address",
+        },
+        PANEL_TUNNEL,
+        metavar="ADDR",
+    ),
+    Flag(
+        "netmask",
+        ("--netmask",),
+        "Netmask or prefix length of the tunnel subnet (TAP mode; required there with "
+        "--assignable-ips or --local-ip)",
+        PANEL_TUNNEL,
+        modes=SERVER,
+        metavar="MASK",
+    ),
+    Flag(
+        "assignable_ips",
+        ("--assignable-ips",),
+        "Addresses to give clients: CIDR (192.168.0.0/24) or range (192.168.0.2-192.168.0.254); "
+        "IPv6 too",
+        PANEL_TUNNEL,
+        modes=SERVER,
+        metavar="POOL",
+    ),
+    Flag(
+        "client_id",
+        ("--client-id",),
+        "This client's id for the server's hooks (at most 16 bytes of A-Za-z0-9_-)",
+        PANEL_TUNNEL,
+        modes=CLIENT,
+        metavar="ID",
+    ),
+    Flag(
+        "no_ip_configuration",
+        ("--no-ip-configuration",),
+        "Set no address on the interface (DHCP, bridges)",
+        PANEL_TUNNEL,
+        modes=CLIENT,
+    ),
+    Flag(
+        "auto_reconnect",
+        ("--auto-reconnect",),
+        "Reconnect with backoff after the session ends",
+        PANEL_TUNNEL,
+        modes=CLIENT,
+    ),
+    Flag(
+        "mss_clamp",
+        ("--no-mss-clamp",),
+        "Do not lower the MSS of TCP SYNs crossing the tunnel to fit its MTU",
+        PANEL_TUNNEL,
+        negates=True,
+        new=True,
+    ),
+    # Interface
+    Flag(
+        "vni_mtu",
+        ("--vni-mtu",),
+        {
+            "server": f"Interface MTU ({VNI_MTU_MIN}..{VNI_MTU_MAX}); "
+            "both sides use the smaller of theirs",
+            "client": f"Wanted interface MTU ({VNI_MTU_MIN}..{VNI_MTU_MAX}); "
+            "both sides use the smaller of theirs",
+        },
+        PANEL_INTERFACE,
+        metavar="BYTES",
+    ),
+    Flag(
+        "full_frame_mtu",
+        ("--full-frame-mtu",),
+        "Largest frame read from the interface (0 = VNI MTU + 22)",
+        PANEL_INTERFACE,
+        modes=SERVER,
+        metavar="BYTES",
+    ),
+    Flag(
+        "vni_name_prefix",
+        ("--vni-name-prefix",),
+        "Per-client interface names: prefix + counter",
+        PANEL_INTERFACE,
+        modes=SERVER,
+        metavar="PREFIX",
+    ),
+    Flag(
+        "vni_name",
+        ("--vni-name",),
+        "Interface name",
+        PANEL_INTERFACE,
+        modes=CLIENT,
+        metavar="NAME",
+    ),
+    Flag(
+        "persistent_vni",
+        ("--persistent-vni",),
+        "Keep the interface after exit and reuse it on the next start",
+        PANEL_INTERFACE,
+        modes=CLIENT,
+    ),
+    Flag(
+        "bridge",
+        ("--bridge",),
+        "Add the TAP interface to this existing bridge (TAP mode); it then gets no address",
+        PANEL_INTERFACE,
+        metavar="NAME",
+    ),
+    # Hooks
+    Flag(
+        "hook_dir",
+        ("--hook-dir",),
+        "Directory of on_<client-id>_connected, on_connected, on_<client-id>_disconnected, "
+        "on_disconnected",
+        PANEL_HOOKS,
+        modes=SERVER,
+        metavar="DIR",
+    ),
+    Flag(
+        "on_connected_hook",
+        ("--on-connected-hook",),
+        "Executable run after connecting",
+        PANEL_HOOKS,
+        modes=CLIENT,
+        metavar="PATH",
+    ),
+    Flag(
+        "on_disconnected_hook",
+        ("--on-disconnected-hook",),
+        "Executable run after the session ends",
+        PANEL_HOOKS,
+        modes=CLIENT,
+        metavar="PATH",
+        new=True,
+    ),
+    # General
+    Flag(
+        "log_level",
+        ("--log-level",),
+        "debug, info, warning or error",
+        PANEL_GENERAL,
+        metavar="LEVEL",
+        new=True,
+    ),
+)
+
+
+def flags_for(mode: str) -> tuple[Flag, ...]:
+    return tuple(f for f in FLAGS if mode in f.modes)
+
+
+def default_of(mode: str, flag: Flag) -> Any:
+    """The built-in default of a flag as the user writes it (negations inverted)."""
+    cls = TransportConfig if flag.field in _TRANSPORT_FIELDS else _mode_class(mode)
+    value = {f.name: f for f in dataclasses.fields(cls)}[flag.field].default
+    return (not value) if flag.negates else value
+
+
+def _mode_class(mode: str) -> type[ServerConfig] | type[ClientConfig]:
+    return ServerConfig if mode == "server" else ClientConfig
+
+
+def field_type(mode: str, name: str) -> type:
+    cls = TransportConfig if name in _TRANSPORT_FIELDS else _mode_class(mode)
+    default = {f.name: f for f in dataclasses.fields(cls)}[name].default
+    if isinstance(default, bool):
+        return bool
+    if isinstance(default, int):
+        return int
+    return str
+
+
+# --------------------------------------------------------------------------
+# Loading: defaults < file < environment < flags
+# --------------------------------------------------------------------------
+
+
+def load_config_file(path: str | Path, mode: str) -> dict[str, Any]:
+    """Reads a TOML file with the flags' names as keys (kebab or snake case,
+    aliases such as `ds` too) and returns {field: value} as the user means it
+    (negated flags already turned into their field's value)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"--config {path}: cannot read it ({e.strerror})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--config {path}: not valid TOML: {e}") from None
+
+    by_key: dict[str, Flag] = {}
+    for f in FLAGS:
+        for n in f.names:
+            by_key[n[2:]] = f
+    mine = {f.field for f in flags_for(mode)}
+    other = "client" if mode == "server" else "server"
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        flag = by_key.get(key.replace("_", "-"))
+        if flag is None:
+            hint = difflib.get_close_matches(key.replace("_", "-"), list(by_key), n=1)
+            problems.append(
+                f"{path}: unknown key {key!r}"
+                + (f"; did you mean {hint[0]!r}?" if hint else "; keys are the flags' names")
+            )
+            continue
+        if flag.field not in mine:
+            problems.append(
+                f"{path}: key {key!r} is a {other} setting; `kcpvpn {mode}` has no {flag.name}"
+            )
+            continue
+        if flag.field in values:
+            problems.append(f"{path}: {flag.name} is set twice (as {key!r} and an alias)")
+            continue
+        want = field_type(mode, flag.field)
+        if flag.field == "netmask" and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # `netmask = 24` is a prefix length
+        if not _is_type(value, want):
+            problems.append(
+                f"{path}: {key!r} must be {_type_name(want)}, not {_type_name(type(value))} "
+                f"(e.g. {key} = {_example(want)})"
+            )
+            continue
+        values[flag.field] = (not value) if flag.negates else value
+    if problems:
+        raise ConfigError(problems)
+    if "secret" in values:
+        mode_bits = stat.S_IMODE(p.stat().st_mode)
+        if mode_bits & 0o077:
+            raise ConfigError(
+                f"{path} holds the secret but its mode is {mode_bits:04o}, so other users may "
+                f"read it: run `chmod 600 {path}`, or pass the secret in {SECRET_ENV}"
+            )
+    return values
+
+
+def _is_type(value: Any, want: type) -> bool:
+    if want is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, want)
+
+
+def _type_name(t: type) -> str:
+    return {bool: "true or false", int: "an integer", str: "a string"}.get(t, t.__name__)
+
+
+def _example(t: type) -> str:
+    return {bool: "true", int: "10", str: '"text"'}[t]
+
+
+class Loaded(NamedTuple):
+    config: ServerConfig | ClientConfig
+    warnings: list[str]
+    explicit: frozenset[str]  # fields set by the file, the environment or flags
+
+
+def load_config(
+    mode: Mode,
+    flags: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Loaded:
+    """The validated configuration of one mode, with warnings.
+
+    `flags` holds only the settings given on the command line, by field name
+    (`mss_clamp=False` for --no-mss-clamp; None values count as not given).
+    `env` defaults to os.environ (for KCPVPN_KEY). Raises ConfigError listing
+    every problem found.
+    """
+    if mode not in ("server", "client"):
+        raise ValueError(f"mode must be 'server' or 'client', not {mode!r}")
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    known = {f.field: f for f in flags_for(mode)}
+    problems = [f"`kcpvpn {mode}` has no setting {u!r}" for u in sorted(set(flags) - set(known))]
+    for k, v in flags.items():
+        if k in known and not _is_type(v, field_type(mode, k)):
+            want = _type_name(field_type(mode, k))
+            problems.append(f"{known[k].name} must be {want}, not {v!r}")
+    if problems:
+        raise ConfigError(problems)
+    env = os.environ if env is None else env
+
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if config_file is not None:
+        for k, v in load_config_file(config_file, mode).items():
+            merged[k], origin[k] = v, f"from {config_file}"
+    if env.get(SECRET_ENV):
+        merged["secret"], origin["secret"] = env[SECRET_ENV], f"from {SECRET_ENV}"
+    for k, v in flags.items():
+        merged[k], origin[k] = v, ""
+    # Harmless spellings: [::1] for ::1, INFO for info.
+    if "ip" in merged:
+        merged["ip"] = _strip_brackets(merged["ip"].strip())
+    if "log_level" in merged:
+        merged["log_level"] = merged["log_level"].lower()
+
+    transport = TransportConfig(**{k: v for k, v in merged.items() if k in _TRANSPORT_FIELDS})
+    rest = {k: v for k, v in merged.items() if k not in _TRANSPORT_FIELDS}
+    cfg = _mode_class(mode)(transport=transport, **rest)
+
+    problems = [
+        msg + (f" ({origin[name]})" if origin.get(name) else "") for name, msg in validate(cfg)
+    ]
+    if problems:
+        raise ConfigError(problems)
+    explicit = frozenset(merged)
+    return Loaded(cfg, config_warnings(cfg, explicit), explicit)
+
+
+def build_config(
+    mode: Mode,
+    flags: Mapping[str, Any] | None = None,
+    *,
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ServerConfig | ClientConfig:
+    """load_config without the warnings."""
+    return load_config(mode, flags, config_file=config_file, env=env).config
+
+
+def build_server_config(config_file: str | Path | None = None, **flags: Any) -> ServerConfig:
+    cfg = build_config("server", flags, config_file=config_file)
+    assert isinstance(cfg, ServerConfig)
+    return cfg
+
+
+def build_client_config(config_file: str | Path | None = None, **flags: Any) -> ClientConfig:
+    cfg = build_config("client", flags, config_file=config_file)
+    assert isinstance(cfg, ClientConfig)
+    return cfg
+
+
+# --------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------
+
+
+def netmask_prefixlen(netmask: str) -> int:
+    """255.255.255.0, 24 or /24 -> 24. ValueError if it is neither."""
+    text = netmask.strip().lstrip("/")
+    if text.isdigit():
+        n = int(text)
+        if n > 128:
+            raise ValueError(f"prefix length {n} is out of range (0..32 for IPv4, 0..128 for IPv6)")
+        return n
+    try:
+        return ipaddress.IPv4Network(f"0.0.0.0/{text}").prefixlen
+    except ValueError:
+        raise ValueError(
+            f"{netmask!r} is not a netmask: write a contiguous IPv4 mask such as "
+            "255.255.255.0 or a prefix length such as 24"
+        ) from None
+
+
+def _is_hostname(text: str) -> bool:
+    name = text[:-1] if text.endswith(".") else text
+    if not name or len(name) > 253:
+        return False
+    labels = name.split(".")
+    if all(label.isdigit() for label in labels):
+        return False  # looks like a (bad) IPv4 address, not a name
+    return all(_HOST_LABEL_RE.fullmatch(label) for label in labels)
+
+
+def _strip_brackets(text: str) -> str:
+    return text[1:-1] if text.startswith("[") and text.endswith("]") else text
+
+
+def _ifname_problem(flag: str, name: str, max_len: int) -> str | None:
+    if not name or not _IFNAME_RE.fullmatch(name) or name in (".", ".."):
+        return (
+            f"{flag} {name!r} is not a usable interface name: use letters, digits, '_', '-' or '.'"
+        )
+    if len(name.encode()) > max_len:
+        return f"{flag} {name!r} is too long: at most {max_len} characters"
+    return None
+
+
+def client_id_problem(client_id: str) -> str | None:
+    """Why a client id is unacceptable, or None (the empty id is fine)."""
+    if len(client_id.encode()) > CLIENT_ID_MAX:
+        return f"client id {client_id!r} is longer than {CLIENT_ID_MAX} bytes"
+    if not _CLIENT_ID_RE.fullmatch(client_id):
+        return f"client id {client_id!r} may only hold letters, digits, '_' and '-'"
+    return None
+
+
+class _Problems(list[tuple[str, str]]):
+    """(field, message) pairs."""
+
+    def add(self, name: str, message: str) -> None:
+        self.append((name, message))
+
+    def range(self, name: str, flag: str, value: int, lo: int, hi: int, why: str = "") -> None:
+        if not lo <= value <= hi:
+            self.add(name, f"{flag} {value} is out of range: use {lo}..{hi}{why}")
+
+
+def validate(cfg: Config) -> list[tuple[str, str]]:
+    """Every problem of a configuration as (field, message); empty if valid."""
+    t = cfg.transport
+    mode = "server" if isinstance(cfg, ServerConfig) else "client"
+    p = _Problems()
+
+    # -- transport --
+    if mode == "server":
+        ip = t.ip
+        if ip:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                p.add(
+                    "ip",
+                    f"--ip {t.ip!r} is not an IP address: give the address to listen on "
+                    "(e.g. 0.0.0.0, :: or 192.168.1.10), or leave it out to listen on all",
+                )
+    else:
+        ip = t.ip
+        if not ip:
+            p.add("ip", "--ip is missing: give the server's host name or address")
+        else:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                if not _is_hostname(ip):
+                    p.add(
+                        "ip",
+                        f"--ip {t.ip!r} is neither a host name nor an IPv4/IPv6 address "
+                        "(e.g. vpn.example.com, 203.0.113.7 or 2001:db8::7)",
+                    )
+    if t.port == 0:
+        what = "the UDP port to listen on" if mode == "server" else "the server's UDP port"
+        p.add("port", f"--port is missing: give {what} (e.g. --port 1235)")
+    else:
+        p.range("port", "--port", t.port, 1, 65535)
+    p.range(
+        "udp_mtu",
+        "--udp-mtu",
+        t.udp_mtu,
+        UDP_MTU_MIN,
+        UDP_MTU_MAX,
+        " (the largest UDP payload; 8972 fits a 9000-byte jumbo link)",
+    )
+    if t.kcp_mode not in KCP_MODES:
+        p.add("kcp_mode", f"--kcp-mode {t.kcp_mode!r} is unknown: use {', '.join(KCP_MODES)}")
+    for name in ("sndwnd", "rcvwnd"):
+        p.range(name, f"--{name}", getattr(t, name), WND_MIN, WND_MAX, " packets")
+    p.range("datashard", "--datashard", t.datashard, 0, FEC_MAX_SHARDS)
+    p.range("parityshard", "--parityshard", t.parityshard, 0, FEC_MAX_SHARDS)
+    if t.datashard >= 0 and t.parityshard >= 0 and t.datashard + t.parityshard > FEC_MAX_SHARDS:
+        p.add(
+            "parityshard",
+            f"--datashard {t.datashard} + --parityshard {t.parityshard} = "
+            f"{t.datashard + t.parityshard} shards; Reed-Solomon allows at most "
+            f"{FEC_MAX_SHARDS} per group",
+        )
+    p.range("dscp", "--dscp", t.dscp, 0, DSCP_MAX, " (6 bits; e.g. 46 for expedited forwarding)")
+    p.range("sockbuf", "--sockbuf", t.sockbuf, BUF_MIN, BUF_MAX, " bytes")
+    p.range("smuxbuf", "--smuxbuf", t.smuxbuf, BUF_MIN, BUF_MAX, " bytes")
+    p.range("keepalive", "--keepalive", t.keepalive, KEEPALIVE_MIN, KEEPALIVE_MAX, " seconds")
+    if not t.secret:
+        p.add(
+            "secret",
+            f'the secret is missing: set {SECRET_ENV}, put `secret = "..."` in a '
+            "--config file readable by you only, or pass --secret",
+        )
+    if t.crypt not in CIPHERS:
+        named = [f"{k} ({v})" for k, v in CIPHERS.items()]
+        choices = ", ".join(named[:-1]) + " or " + named[-1]
+        if t.crypt in LEGACY_CIPHERS:
+            p.add(
+                "crypt",
+                f"--crypt {t.crypt} is one of the original's unauthenticated ciphers and is "
+                f"not supported: use {choices}",
+            )
+        else:
+            p.add("crypt", f"--crypt {t.crypt!r} is unknown: use {choices}")
+    if t.tcp and not TCP_SUPPORTED:
+        p.add(
+            "tcp",
+            "--tcp (fake TCP over raw sockets) is not available yet: leave it out to use UDP",
+        )
+    p.range("nodelay", "--nodelay", t.nodelay, 0, 1)
+    p.range("interval", "--interval", t.interval, INTERVAL_MIN, INTERVAL_MAX, " ms")
+    p.range("resend", "--resend", t.resend, 0, RESEND_MAX)
+    p.range("nc", "--nc", t.nc, 0, 1)
+
+    # -- tunnel and interface --
+    local = None
+    if cfg.local_ip:
+        try:
+            local = ipaddress.ip_address(cfg.local_ip)
+        except ValueError:
+            p.add(
+                "local_ip",
+                f"--local-ip {cfg.local_ip!r} is not an IPv4 or IPv6 address "
+                "(e.g. 192.168.88.1 or fd00::1)",
+            )
+    p.range("vni_mtu", "--vni-mtu", cfg.vni_mtu, VNI_MTU_MIN, VNI_MTU_MAX, " bytes")
+    if cfg.bridge is not None:
+        why = _ifname_problem("--bridge", cfg.bridge, IFNAME_MAX)
+        if why:
+            p.add("bridge", why)
+    if cfg.log_level.lower() not in LOG_LEVELS:
+        levels = ", ".join(LOG_LEVELS)
+        p.add("log_level", f"--log-level {cfg.log_level!r} is unknown: use {levels}")
+
+    tunnel_addrs = [local] if local is not None else []
+    if isinstance(cfg, ServerConfig):
+        p += _validate_server(cfg, local, tunnel_addrs)
+    else:
+        p += _validate_client(cfg)
+
+    if cfg.vni_mtu < IPV6_MIN_MTU and any(a.version == 6 for a in tunnel_addrs):
+        p.add(
+            "vni_mtu",
+            f"--vni-mtu {cfg.vni_mtu} is below {IPV6_MIN_MTU}, the smallest MTU IPv6 "
+            f"works with, but the tunnel addresses are IPv6: use --vni-mtu {IPV6_MIN_MTU} "
+            "or more",
+        )
+    return p
+
+
+def _validate_server(cfg: ServerConfig, local, addrs: list) -> list[tuple[str, str]]:
+    p = _Problems()
+    tap = cfg.vni_mode == "tap"
+    if cfg.vni_mode not in ("tun", "tap"):
+        p.add("vni_mode", f"--vni-mode {cfg.vni_mode!r} is unknown: use tun or tap")
+    pool = None
+    if cfg.assignable_ips is not None:
+        try:
+            pool = parse_pool_spec(cfg.assignable_ips)
+        except ValueError as e:
+            p.add("assignable_ips", f"--assignable-ips: {e}")
+    if pool is not None:
+        addrs.append(ipaddress.ip_address(pool.first))
+        if local is not None and local.version != pool.version:
+            p.add(
+                "assignable_ips",
+                f"--assignable-ips {cfg.assignable_ips} is IPv{pool.version} but --local-ip "
+                f"{cfg.local_ip} is IPv{local.version}: use one family for both",
+            )
+    prefix = None
+    if cfg.netmask is not None:
+        try:
+            prefix = netmask_prefixlen(cfg.netmask)
+            family = local.version if local is not None else (pool.version if pool else 4)
+            if "." in cfg.netmask and family == 6:
+                p.add(
+                    "netmask",
+                    f"--netmask {cfg.netmask} is an IPv4 mask but the tunnel is IPv6: "
+                    "give a prefix length such as 64",
+                )
+            elif family == 4 and prefix > 32:
+                p.add("netmask", f"--netmask {cfg.netmask}: an IPv4 prefix is 0..32")
+        except ValueError as e:
+            p.add("netmask", f"--netmask: {e}")
+    if tap and cfg.netmask is None and (cfg.assignable_ips is not None or cfg.local_ip):
+        given = "--assignable-ips" if cfg.assignable_ips is not None else "--local-ip"
+        p.add(
+            "netmask",
+            f"TAP mode with {given} needs --netmask: clients set address/netmask on their "
+            "TAP (e.g. --netmask 255.255.255.0)",
+        )
+    if cfg.bridge is not None and not tap:
+        p.add(
+            "bridge",
+            f"--bridge {cfg.bridge} needs --vni-mode tap: only Ethernet (TAP) interfaces "
+            "can join a bridge",
+        )
+    extra = 14 if tap else 0  # an Ethernet header rides on top of the MTU in TAP mode
+    if cfg.full_frame_mtu != 0 and not cfg.vni_mtu + extra <= cfg.full_frame_mtu <= FRAME_MTU_MAX:
+        p.add(
+            "full_frame_mtu",
+            f"--full-frame-mtu {cfg.full_frame_mtu} is out of range: use 0 (automatic: "
+            f"VNI MTU + 22) or {cfg.vni_mtu + extra}..{FRAME_MTU_MAX}",
+        )
+    why = _ifname_problem("--vni-name-prefix", cfg.vni_name_prefix, PREFIX_MAX)
+    if why:
+        p.add("vni_name_prefix", why + " (three characters are kept for the counter)")
+    if cfg.hook_dir is not None and not Path(cfg.hook_dir).is_dir():
+        p.add("hook_dir", f"--hook-dir {cfg.hook_dir}: no such directory; create it or fix it")
+    return p
+
+
+def _validate_client(cfg: ClientConfig) -> list[tuple[str, str]]:
+    p = _Problems()
+    why = client_id_problem(cfg.client_id)
+    if why:
+        p.add(
+            "client_id",
+            f"--client-id: {why}; use at most {CLIENT_ID_MAX} of A-Za-z0-9_- (e.g. site-1)",
+        )
+    why = _ifname_problem("--vni-name", cfg.vni_name, IFNAME_MAX)
+    if why:
+        p.add("vni_name", why)
+    if cfg.no_ip_configuration and cfg.local_ip:
+        p.add(
+            "local_ip",
+            "--local-ip and --no-ip-configuration contradict each other: keep one",
+        )
+    for name, flag in (
+        ("on_connected_hook", "--on-connected-hook"),
+        ("on_disconnected_hook", "--on-disconnected-hook"),
+    ):
+        path = getattr(cfg, name)
+        if path is None:
+            continue
+        why = executable_problem(path)
+        if why:
+            p.add(name, f"{flag} {path}: {why}")
+    return p
+
+
+def executable_problem(path: str | Path) -> str | None:
+    """Why `path` cannot be run as a hook, or None."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"cannot use it ({e.strerror})"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file"
+    if not os.access(path, os.X_OK):
+        return f"not executable: run `chmod +x {path}`"
+    return None
+
+
+# --------------------------------------------------------------------------
+# Warnings: valid but probably not what the user wants
+# --------------------------------------------------------------------------
+
+_MANUAL_ONLY = ("nodelay", "interval", "resend", "nc")
+
+
+def config_warnings(cfg: Config, explicit: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """Settings that are valid but likely mistakes; `explicit` names the
+    fields the user set (file or flags)."""
+    t = cfg.transport
+    w: list[str] = []
+    if t.kcp_mode != "manual":
+        for name in _MANUAL_ONLY:
+            if name in explicit:
+                w.append(f"--{name} has no effect unless --kcp-mode manual (now {t.kcp_mode})")
+    if (t.datashard == 0) != (t.parityshard == 0):
+        zero = "--datashard" if t.datashard == 0 else "--parityshard"
+        w.append(f"FEC is off because {zero} is 0")
+    if t.crypt == "none":
+        w.append("--crypt none: datagrams are neither encrypted nor authenticated")
+    if t.secret and len(t.secret) < SHORT_SECRET:
+        w.append(
+            f"the secret is shorter than {SHORT_SECRET} characters; it is stretched with "
+            "Argon2id, but a longer random one is much harder to guess"
+        )
+    if cfg.vni_mtu < IPV6_MIN_MTU:
+        w.append(
+            f"--vni-mtu {cfg.vni_mtu} is below {IPV6_MIN_MTU}: IPv6 will not work inside the tunnel"
+        )
+    if isinstance(cfg, ServerConfig):
+        if cfg.netmask is not None and cfg.vni_mode == "tun":
+            w.append("--netmask has no effect in TUN mode: interfaces are point-to-point there")
+        if cfg.hook_dir is not None:
+            try:
+                st = os.stat(cfg.hook_dir)
+                if st.st_mode & 0o022:
+                    w.append(
+                        f"--hook-dir {cfg.hook_dir} is writable by other users, who could then "
+                        f"run programs as this daemon: run `chmod go-w {cfg.hook_dir}`"
+                    )
+            except OSError:
+                pass
+        if cfg.vni_mode == "tap" and cfg.assignable_ips and cfg.netmask and cfg.local_ip:
+            w += _tap_pool_warnings(cfg)
+    return w
+
+
+def _tap_pool_warnings(cfg: ServerConfig) -> list[str]:
+    """In TAP mode the pool is taken as written; say so if it holds the
+    subnet's network or broadcast address (the original's README asked users
+    to leave them out by hand)."""
+    try:
+        pool = parse_pool_spec(cfg.assignable_ips or "")
+        net = ipaddress.ip_network(f"{cfg.local_ip}/{netmask_prefixlen(cfg.netmask or '')}", False)
+    except ValueError:
+        return []
+    if net.version != 4 or net.prefixlen > 30:
+        return []
+    bad = [
+        str(a)
+        for a in (net.network_address, net.broadcast_address)
+        if pool.first <= int(a) <= pool.last
+    ]
+    if not bad:
+        return []
+    return [
+        f"--assignable-ips {cfg.assignable_ips} includes {' and '.join(bad)}, the network/"
+        f"broadcast address of {net}; in TAP mode the pool is used as written"
+    ]

@@ -1,0 +1,164 @@
+"""Virtual interfaces: open TUN/TAP devices and configure them with pyroute2.
+
+The daemon opens /dev/net/tun itself (pyroute2's own TUN creation closes the
+descriptor) and hands the descriptor to the native data path; addresses, MTU,
+bridge membership and link state are set through netlink.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import ipaddress
+import os
+import struct
+from dataclasses import dataclass
+
+from pyroute2 import IPRoute
+
+TUNSETIFF = 0x400454CA
+TUNSETPERSIST = 0x400454CB
+IFF_TUN = 0x0001
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+
+IFNAMSIZ = 16
+
+
+class InterfaceError(Exception):
+    """An interface could not be created or configured; the message says why."""
+
+
+@dataclass
+class Interface:
+    name: str
+    fd: int
+    tap: bool
+    persistent: bool = False
+
+    def close(self) -> None:
+        """Closes our descriptor; a non-persistent interface disappears once
+        every descriptor (ours and the data path's) is closed."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def check_name(name: str) -> None:
+    if not name or len(name.encode()) >= IFNAMSIZ or "/" in name or name.strip() != name:
+        raise InterfaceError(
+            f"invalid interface name {name!r}: use 1-15 characters without '/' or spaces"
+        )
+
+
+def open_tun(name: str, tap: bool, persistent: bool = False) -> Interface:
+    """Creates (or attaches to an existing persistent) TUN/TAP device `name`."""
+    check_name(name)
+    flags = (IFF_TAP if tap else IFF_TUN) | IFF_NO_PI
+    try:
+        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        raise InterfaceError(
+            f"cannot open /dev/net/tun ({e.strerror}): load the tun module and run as root "
+            "or with CAP_NET_ADMIN"
+        ) from e
+    try:
+        ifr = fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
+        actual = ifr[:IFNAMSIZ].rstrip(b"\0").decode()
+        fcntl.ioctl(fd, TUNSETPERSIST, 1 if persistent else 0)
+    except OSError as e:
+        os.close(fd)
+        hint = ""
+        if e.errno == errno.EBUSY:
+            hint = ": it is in use by another process"
+        elif e.errno == errno.EINVAL:
+            hint = ": an interface of that name exists and is not a " + ("TAP" if tap else "TUN")
+        elif e.errno == errno.EPERM:
+            hint = ": run as root or with CAP_NET_ADMIN"
+        raise InterfaceError(f"cannot create interface {name!r} ({e.strerror}){hint}") from e
+    return Interface(name=actual, fd=fd, tap=tap, persistent=persistent)
+
+
+def delete_persistent(name: str) -> None:
+    """Removes a persistent TUN/TAP device (used when a persistent one must go)."""
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=name)
+        if idx:
+            ipr.link("del", index=idx[0])
+
+
+def link_exists(name: str) -> bool:
+    with IPRoute() as ipr:
+        return bool(ipr.link_lookup(ifname=name))
+
+
+def free_name(prefix: str, taken: set[str]) -> str:
+    """The lowest `prefix<N>` that is neither ours nor an existing link."""
+    with IPRoute() as ipr:
+        n = 0
+        while True:
+            name = f"{prefix}{n}"
+            if name not in taken and not ipr.link_lookup(ifname=name):
+                return name
+            n += 1
+
+
+def configure(
+    name: str,
+    *,
+    mtu: int,
+    local: str | None = None,
+    peer: str | None = None,
+    prefixlen: int | None = None,
+    bridge: str | None = None,
+    flush: bool = False,
+) -> None:
+    """Sets MTU, the address (point-to-point when `peer` is given) or bridge
+    membership, and brings the link up."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            raise InterfaceError(f"interface {name!r} vanished while being configured")
+        idx = found[0]
+        try:
+            ipr.link("set", index=idx, mtu=mtu)
+        except Exception as e:  # pyroute2 raises NetlinkError
+            raise InterfaceError(f"cannot set MTU {mtu} on {name}: {e}") from e
+        if flush:
+            for a in ipr.get_addr(index=idx):
+                if a.get("scope", 0) == 0:  # global addresses we may have set before
+                    try:
+                        ipr.addr(
+                            "del",
+                            index=idx,
+                            address=a.get_attr("IFA_ADDRESS"),
+                            prefixlen=a["prefixlen"],
+                        )
+                    except Exception:
+                        pass
+        if bridge:
+            br = ipr.link_lookup(ifname=bridge)
+            if not br:
+                raise InterfaceError(
+                    f"bridge {bridge!r} does not exist: create it first "
+                    f"(ip link add {bridge} type bridge) or drop --bridge"
+                )
+            ipr.link("set", index=idx, master=br[0])
+        elif local:
+            ip = ipaddress.ip_address(local)
+            try:
+                if peer:
+                    ipr.addr(
+                        "add",
+                        index=idx,
+                        local=local,
+                        address=peer,
+                        prefixlen=ip.max_prefixlen,
+                    )
+                else:
+                    plen = ip.max_prefixlen if prefixlen is None else prefixlen
+                    ipr.addr("add", index=idx, address=local, prefixlen=plen)
+            except Exception as e:
+                if "exists" not in str(e).lower():
+                    raise InterfaceError(f"cannot set address {local} on {name}: {e}") from e
+        ipr.link("set", index=idx, state="up")

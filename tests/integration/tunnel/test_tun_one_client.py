@@ -1,0 +1,130 @@
+"""Issue "Tunnel end to end": one server, one client, TUN mode, in namespaces
+joined by the lab's (unimpaired) emulated link. Real daemons, real devices."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from kcpvpn_lab.vpn import (
+    client_address,
+    ping,
+    start_client,
+    start_server,
+    wait_connected_again,
+)
+
+pytestmark = pytest.mark.netns
+
+SERVER_FLAGS = ("--local-ip", "192.168.88.1", "--assignable-ips", "192.168.88.0/24")
+
+
+def links(host) -> list[str]:
+    return host.links()
+
+
+@pytest.fixture
+def tunnel(topo):
+    srv = start_server(topo.server, *SERVER_FLAGS)
+    cli = start_client(topo.client(1), topo.server)
+    return topo, srv, cli
+
+
+def test_ping_both_ways(tunnel):
+    topo, srv, cli = tunnel
+    ip = client_address(cli)
+    assert ip == "192.168.88.2", "first address of the pool after network and --local-ip"
+    assert "kvs0" in links(topo.server)
+    assert "kvc0" in links(topo.client(1))
+    ping(topo.client(1), "192.168.88.1")
+    ping(topo.server, ip)
+
+
+def _iperf(client_host, server_host, address: str, reverse: bool) -> dict:
+    server_host.popen(["iperf3", "-s", "-1", "-B", "192.168.88.1"], name="iperf3-s")
+    time.sleep(0.5)
+    args = ["iperf3", "-c", address, "-t", "2", "-J"]
+    if reverse:
+        args.append("-R")
+    r = client_host.run(args, timeout=40, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["client-to-server", "server-to-client"])
+def test_iperf3_tcp(tunnel, reverse):
+    topo, srv, cli = tunnel
+    res = _iperf(topo.client(1), topo.server, "192.168.88.1", reverse)
+    received = res["end"]["sum_received"]["bytes"]
+    assert received > 1_000_000, f"only {received} bytes crossed the tunnel"
+
+
+def test_jumbo_mtu_over_small_udp_mtu(topo):
+    start_server(topo.server, *SERVER_FLAGS, "--vni-mtu", "9000", "--udp-mtu", "1350")
+    start_client(topo.client(1), topo.server, "--vni-mtu", "9000", "--udp-mtu", "1350")
+    # 8972 bytes of ICMP payload = a 9000-byte IP packet, never fragmented (-M do).
+    ping(topo.client(1), "192.168.88.1", size=8972, extra=["-M", "do"])
+    ping(topo.server, "192.168.88.2", size=8000, extra=["-M", "do"])
+
+
+def test_mtu_is_the_smaller_of_both_sides(topo):
+    start_server(topo.server, *SERVER_FLAGS, "--vni-mtu", "1400")
+    start_client(topo.client(1), topo.server, "--vni-mtu", "9000")
+    with topo.client(1).ipr() as ipr:
+        mtu = ipr.get_links(ifname="kvc0")[0].get_attr("IFLA_MTU")
+    assert mtu == 1400
+    ping(topo.client(1), "192.168.88.1", size=1372, extra=["-M", "do"])
+
+
+def test_wrong_key_is_reported_and_leaves_no_state(topo):
+    srv = start_server(topo.server, *SERVER_FLAGS)
+    cli = start_client(topo.client(1), topo.server, secret="not-the-servers-secret", wait=False)
+    assert cli.wait(timeout=30) != 0
+    assert "authentication failed" in cli.log(), cli.log()
+    assert not any(n.startswith("kvs") for n in links(topo.server))
+    assert not any(n.startswith("kvc") for n in links(topo.client(1)))
+    assert srv.alive()
+    assert "connected" not in srv.log().replace("disconnected", "")
+
+
+def test_auto_reconnect_after_server_restart(topo):
+    srv = start_server(topo.server, *SERVER_FLAGS, "--keepalive", "1")
+    cli = start_client(topo.client(1), topo.server, "--auto-reconnect", "--keepalive", "1")
+    ping(topo.client(1), "192.168.88.1")
+    assert srv.stop() == 0
+    srv2 = start_server(topo.server, *SERVER_FLAGS, "--keepalive", "1")
+    wait_connected_again(cli, after=1, timeout=40)
+    ping(topo.client(1), "192.168.88.1", count=5)
+    assert srv2.alive() and cli.alive()
+
+
+def test_client_address_change_keeps_the_session(tunnel):
+    topo, srv, cli = tunnel
+    c = topo.client(1)
+    ping(c, "192.168.88.1")
+    old = str(c.address)
+    new = old.rsplit(".", 1)[0] + ".200"
+    # The client's underlay address changes (a new uplink, or NAT rebinding):
+    # the socket keeps its port. (Old address removed first: removing a primary
+    # address also removes secondaries of its subnet.)
+    c.run(["ip", "addr", "del", f"{old}/24", "dev", c.ifname])
+    c.run(["ip", "addr", "add", f"{new}/24", "dev", c.ifname])
+    ping(c, "192.168.88.1", count=5)
+    assert srv.wait_for_log(f"moved to {new}", timeout=5), srv.log()
+    assert cli.log().count("connected to ") == 1, "the session must go on, not reconnect"
+
+
+def test_sigterm_removes_interfaces(tunnel):
+    topo, srv, cli = tunnel
+    assert cli.stop() == 0
+    assert "kvc0" not in links(topo.client(1))
+    # The server hears the client's goodbye and releases its interface at once.
+    deadline = time.monotonic() + 5
+    while "kvs0" in links(topo.server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "kvs0" not in links(topo.server)
+    srv.send_signal(signal.SIGTERM)
+    assert srv.wait(timeout=10) == 0
