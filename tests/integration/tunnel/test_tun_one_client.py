@@ -128,3 +128,41 @@ def test_sigterm_removes_interfaces(tunnel):
     assert "kvs0" not in links(topo.server)
     srv.send_signal(signal.SIGTERM)
     assert srv.wait(timeout=10) == 0
+
+
+
+def _syn_mss_across(topo, *flags: str) -> int:
+    """Sends a SYN offering MSS 1460 into the client's tunnel (MTU 1400) and
+    returns the MSS it carries when it comes out of the server's interface."""
+    import socket
+
+    from kcpvpn_lab.probes import Capture
+    from scapy.layers.inet import IP, TCP
+
+    start_server(topo.server, *SERVER_FLAGS, "--vni-mtu", "1400", *flags)
+    cli = start_client(topo.client(1), topo.server, "--vni-mtu", "1400", *flags)
+    syn = IP(src=client_address(cli), dst="192.168.88.1") / TCP(
+        sport=40000, dport=9, flags="S", options=[("NOP", None), ("MSS", 1460)]
+    )
+    with Capture(topo.server, "kvs0") as cap:
+        raw = topo.client(1).socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        try:
+            raw.sendto(bytes(syn), ("192.168.88.1", 0))
+        finally:
+            raw.close()
+        got = cap.wait_for(lambda d: d[:1] == b"\x45" and IP(d).haslayer(TCP), timeout=5)
+    assert got is not None, "the SYN did not come out of the server's interface"
+    pkt = IP(got)
+    # The checksum must still be right after the rewrite.
+    fixed = IP(bytes(pkt))
+    del fixed[TCP].chksum
+    assert IP(bytes(fixed))[TCP].chksum == pkt[TCP].chksum, "TCP checksum broken"
+    return dict(pkt[TCP].options)["MSS"]
+
+
+def test_mss_clamped_to_tunnel_mtu(topo):
+    assert _syn_mss_across(topo) == 1400 - 40
+
+
+def test_no_mss_clamp_leaves_syn_alone(topo):
+    assert _syn_mss_across(topo, "--no-mss-clamp") == 1460

@@ -91,6 +91,8 @@ fn session_config(d: &Bound<'_, PyDict>) -> PyResult<SessionConfig> {
         udp_mtu,
         send_buffer_bytes: get(d, "send_buffer")?,
         max_packet: get(d, "max_packet")?,
+        mss_clamp_mtu: get_opt(d, "mss_clamp_mtu")?,
+        ethernet: get_opt(d, "ethernet")?.unwrap_or(false),
     })
 }
 
@@ -440,7 +442,36 @@ impl Endpoint {
                 sd.set_item("keepalives_out", st.keepalives_out)?;
                 sd.set_item("rapid_fec_flushes", st.rapid_fec_flushes)?;
                 sd.set_item("fec_recovered", ss.fec_recovered)?;
-                sd.set_item("kcp", format!("{:?}", ss.kcp))?;
+                let k = &ss.kcp;
+                let kd = PyDict::new(py);
+                for (name, v) in [
+                    ("segments_sent", k.segments_sent),
+                    ("segments_recv", k.segments_recv),
+                    ("retransmits", k.retransmits),
+                    ("fast_retransmits", k.fast_retransmits),
+                    ("dup_segments", k.dup_segments),
+                    ("out_of_window", k.out_of_window),
+                    ("input_errors", k.input_errors),
+                ] {
+                    kd.set_item(name, v)?;
+                }
+                for (name, v) in [
+                    ("srtt_ms", k.srtt),
+                    ("rttvar_ms", k.rttvar),
+                    ("rto_ms", k.rto),
+                    ("cwnd", k.cwnd),
+                    ("rmt_wnd", k.rmt_wnd),
+                    ("snd_queue", k.snd_queue),
+                    ("snd_inflight", k.snd_inflight),
+                    ("rcv_queue", k.rcv_queue),
+                    ("rcv_buf", k.rcv_buf),
+                ] {
+                    kd.set_item(name, v)?;
+                }
+                sd.set_item("kcp", kd)?;
+                sd.set_item("fec_errors", st.fec_errors)?;
+                sd.set_item("kcp_errors", st.kcp_errors)?;
+                sd.set_item("oversize_packets", st.oversize_packets)?;
                 list.append(sd)?;
             }
             d.set_item("sessions", list)?;

@@ -510,7 +510,7 @@ impl Worker {
         while n < TUN_READ_BUDGET && p.session.wants_packets() {
             match sys::read_packet(fd, &mut self.pkt_buf) {
                 Ok(Some(len)) => {
-                    p.session.send_packet(&self.pkt_buf[..len]);
+                    p.session.send_packet(&mut self.pkt_buf[..len]);
                     n += 1;
                 }
                 Ok(None) => break,
@@ -539,8 +539,10 @@ impl Worker {
         for c in cmds {
             match c {
                 Command::AddSession { session_id, peer_id, conv, send_key, recv_key, peer, tun, cfg } => {
-                    let s = Session::new(cfg, conv, &send_key, &recv_key, peer_id, now);
-                    self.insert_peer(session_id, s, peer, tun, now);
+                    match Session::new(cfg, conv, &send_key, &recv_key, peer_id, now) {
+                        Ok(s) => self.insert_peer(session_id, s, peer, tun, now),
+                        Err(e) => self.emit(Event::Error { message: format!("cannot start the session: {e}") }),
+                    }
                 }
                 Command::Accept { pending_id, session_id, config, tun, cfg } => {
                     let Some(pd) = self.pending.remove(&pending_id) else {
@@ -550,13 +552,26 @@ impl Worker {
                         continue;
                     };
                     let client_id = pd.accept.sender_id();
+                    // Build the session before answering, so a session we can't
+                    // run (bad FEC parameters from the peer) is refused instead.
+                    let probe = Session::new(cfg.clone(), client_id, &[0; 32], &[0; 32], client_id, now);
+                    if let Err(e) = probe {
+                        let msg2 = pd.accept.refuse(&format!("the server cannot run this session: {e}"));
+                        let fd = self.udp.as_raw_fd();
+                        let mut tx = TxTo { q: &mut self.tx, fd, addr: pd.from };
+                        tx.buf().extend_from_slice(&msg2);
+                        tx.commit();
+                        self.emit(Event::Error { message: format!("refused session {session_id:#x}: {e}") });
+                        continue;
+                    }
                     let (msg2, keys) = pd.accept.accept(&config, session_id);
                     let fd = self.udp.as_raw_fd();
                     let mut tx = TxTo { q: &mut self.tx, fd, addr: pd.from };
                     let b = tx.buf();
                     b.extend_from_slice(&msg2);
                     tx.commit();
-                    let s = Session::new(cfg, client_id, &keys.send, &keys.recv, client_id, now);
+                    let s = Session::new(cfg, client_id, &keys.send, &keys.recv, client_id, now)
+                        .expect("parameters were checked above");
                     self.insert_peer(session_id, s, pd.from, tun, now);
                 }
                 Command::Refuse { pending_id, reason } => {

@@ -54,6 +54,10 @@ pub struct SessionConfig {
     pub send_buffer_bytes: usize,
     /// Largest packet/frame the interface gives us.
     pub max_packet: usize,
+    /// Clamp the MSS of TCP SYNs in both directions to fit this MTU (None = off).
+    pub mss_clamp_mtu: Option<u16>,
+    /// Packets are Ethernet frames (TAP).
+    pub ethernet: bool,
 }
 
 /// Per-datagram overhead below KCP: outer header, tag, FEC header and size field.
@@ -134,6 +138,8 @@ impl Session {
     /// `conv` must be the same on both sides; `send_key`/`recv_key` are this
     /// side's direction keys from the handshake, `peer_id` the session id the
     /// peer gave itself (carried in every datagram we send it).
+    /// Fails only on FEC parameters Reed-Solomon can't use (a peer's may be
+    /// anything), so a bad peer is refused rather than crashing the data path.
     pub fn new(
         cfg: SessionConfig,
         conv: u32,
@@ -141,18 +147,22 @@ impl Session {
         recv_key: &[u8; 32],
         peer_id: u32,
         now: u32,
-    ) -> Session {
+    ) -> Result<Session, kcpvpn_fec::FecError> {
         let mut kcp_cfg = cfg.kcp.clone();
         kcp_cfg.mtu = cfg.kcp_mtu();
         let max_dgram = cfg.udp_mtu;
-        Session {
+        let fec_enc = match cfg.fec_send {
+            Some((d, p)) => Some(FecEncoder::try_new(d as usize, p as usize, max_dgram)?),
+            None => None,
+        };
+        let fec_dec = match cfg.fec_recv {
+            Some((d, p)) => Some(FecDecoder::try_new(d as usize, p as usize, 64)?),
+            None => None,
+        };
+        Ok(Session {
             kcp: Kcp::new(conv, kcp_cfg),
-            fec_enc: cfg
-                .fec_send
-                .map(|(d, p)| FecEncoder::new(d as usize, p as usize, max_dgram)),
-            fec_dec: cfg
-                .fec_recv
-                .map(|(d, p)| FecDecoder::new(d as usize, p as usize, 64)),
+            fec_enc,
+            fec_dec,
             sealer: Sealer::new(cfg.cipher, send_key, peer_id),
             opener: Opener::new(cfg.cipher, recv_key),
             msg_buf: vec![0u8; cfg.max_packet.max(64 * 1024)],
@@ -162,7 +172,7 @@ impl Session {
             closed: None,
             cfg,
             stats: SessionStats::default(),
-        }
+        })
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -184,8 +194,12 @@ impl Session {
         self.cfg.kcp_mtu()
     }
 
-    /// Queues one packet from the interface. Call `flush` after a batch.
-    pub fn send_packet(&mut self, pkt: &[u8]) -> bool {
+    /// Queues one packet from the interface (clamping a SYN's MSS in place).
+    /// Call `flush` after a batch.
+    pub fn send_packet(&mut self, pkt: &mut [u8]) -> bool {
+        if let Some(mtu) = self.cfg.mss_clamp_mtu {
+            crate::mss::clamp(pkt, mtu, self.cfg.ethernet);
+        }
         match self.kcp.send(pkt) {
             Ok(()) => {
                 self.stats.packets_in += 1;
@@ -268,6 +282,9 @@ impl Session {
                 Ok(n) => {
                     self.stats.packets_out += 1;
                     self.stats.bytes_out += n as u64;
+                    if let Some(mtu) = self.cfg.mss_clamp_mtu {
+                        crate::mss::clamp(&mut self.msg_buf[..n], mtu, self.cfg.ethernet);
+                    }
                     deliver(&self.msg_buf[..n]);
                 }
                 Err(_) => break,

@@ -72,6 +72,8 @@ fn config(profile: &str, fec: Option<(u8, u8)>, rapid: bool) -> SessionConfig {
         udp_mtu: 1350,
         send_buffer_bytes: 4 << 20,
         max_packet: 9100,
+        mss_clamp_mtu: None,
+        ethernet: false,
     }
 }
 
@@ -96,8 +98,8 @@ struct Outcome {
 /// Sends `n` messages from A to B (and a trickle back) over the lossy link.
 fn simulate(cfg: SessionConfig, link: LinkParams, n: u32, seed: u64, gap_ms: u32) -> Outcome {
     let mut now: u32 = 1000;
-    let mut a = Session::new(cfg.clone(), 7, &KEY_AB, &KEY_BA, 2, now);
-    let mut b = Session::new(cfg, 7, &KEY_BA, &KEY_AB, 1, now);
+    let mut a = Session::new(cfg.clone(), 7, &KEY_AB, &KEY_BA, 2, now).unwrap();
+    let mut b = Session::new(cfg, 7, &KEY_BA, &KEY_AB, 1, now).unwrap();
     let mut ab = Link::new(link, seed);
     let mut ba = Link::new(link, seed ^ 0xdead);
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed);
@@ -108,7 +110,7 @@ fn simulate(cfg: SessionConfig, link: LinkParams, n: u32, seed: u64, gap_ms: u32
     while now < limit {
         if sent.len() < n as usize && now >= next_send && a.wants_packets() {
             let m = message(sent.len() as u32, &mut rng);
-            assert!(a.send_packet(&m));
+            assert!(a.send_packet(&mut m.clone()));
             sent.push(m);
             next_send = now + gap_ms;
         }
@@ -188,13 +190,13 @@ fn rapid_fec_recovers_sparse_traffic() {
 fn pair() -> (Session, Session) {
     let cfg = config("fast", Some((10, 3)), false);
     (
-        Session::new(cfg.clone(), 7, &KEY_AB, &KEY_BA, 2, 0),
-        Session::new(cfg, 7, &KEY_BA, &KEY_AB, 1, 0),
+        Session::new(cfg.clone(), 7, &KEY_AB, &KEY_BA, 2, 0).unwrap(),
+        Session::new(cfg, 7, &KEY_BA, &KEY_AB, 1, 0).unwrap(),
     )
 }
 
 fn one_datagram(a: &mut Session) -> Vec<u8> {
-    assert!(a.send_packet(b"hello through the tunnel"));
+    assert!(a.send_packet(&mut b"hello through the tunnel".to_vec()));
     let mut tx = VecTransmit::default();
     a.flush(0, &mut tx);
     tx.datagrams.into_iter().next().expect("a datagram")
@@ -235,7 +237,7 @@ fn truncated_replayed_and_foreign_datagrams_are_dropped() {
 
     // A session keyed differently (another secret) can't speak to B.
     let cfg = config("fast", Some((10, 3)), false);
-    let mut stranger = Session::new(cfg, 7, &[0x33; 32], &[0x44; 32], 2, 0);
+    let mut stranger = Session::new(cfg, 7, &[0x33; 32], &[0x44; 32], 2, 0).unwrap();
     let mut f = one_datagram(&mut stranger);
     assert_eq!(b.input(&mut f, 0, &mut |_p: &[u8]| panic!("foreign delivered")), Received::Dropped);
     assert!(b.stats.auth_failures >= 1);
@@ -246,8 +248,8 @@ fn keepalive_and_idle_timeout() {
     let mut cfg = config("fast", None, false);
     cfg.keepalive_ms = 1000;
     cfg.idle_timeout_ms = 3500;
-    let mut a = Session::new(cfg.clone(), 7, &KEY_AB, &KEY_BA, 2, 0);
-    let mut b = Session::new(cfg, 7, &KEY_BA, &KEY_AB, 1, 0);
+    let mut a = Session::new(cfg.clone(), 7, &KEY_AB, &KEY_BA, 2, 0).unwrap();
+    let mut b = Session::new(cfg, 7, &KEY_BA, &KEY_AB, 1, 0).unwrap();
     // A keeps talking (keepalives), B hears it and stays up; A hears nothing and times out.
     let mut now = 0;
     while now < 5000 {

@@ -102,8 +102,13 @@ pub(crate) fn valid_client_id(id: &str) -> bool {
 fn check_fec(fec: Option<(u8, u8)>) -> Result<(u8, u8), &'static str> {
     match fec {
         None => Ok((0, 0)),
-        Some((0, _)) => {
-            Err("FEC needs at least one data shard (use no FEC instead of 0 data shards)")
+        Some((0, _)) | Some((_, 0)) => {
+            Err("FEC needs at least one data and one parity shard (send no FEC instead of a 0)")
+        }
+        // Reed-Solomon over GF(2^8) has at most 256 shards per group; the
+        // flags allow at most 255 in all.
+        Some((d, p)) if d as usize + p as usize > 255 => {
+            Err("FEC groups hold at most 255 shards (data + parity)")
         }
         Some(p) => Ok(p),
     }
@@ -539,7 +544,19 @@ mod tests {
     }
 
     fn arb_fec() -> impl Strategy<Value = Option<(u8, u8)>> {
-        prop_oneof![Just(None), (1u8.., any::<u8>()).prop_map(Some)]
+        // Valid groups only: at least one of each kind, at most 255 shards.
+        prop_oneof![
+            Just(None),
+            (1u8..=254).prop_flat_map(|d| (Just(d), 1u8..=(255 - d))).prop_map(Some)
+        ]
+    }
+
+    #[test]
+    fn unusable_fec_groups_are_refused() {
+        for bad in [(10, 0), (0, 3), (200, 200), (128, 128)] {
+            assert!(check_fec(Some(bad)).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(check_fec(Some((254, 1))), Ok((254, 1)));
     }
 
     fn arb_init() -> impl Strategy<Value = InitPayload> {
