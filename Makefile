@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CARGO_MANIFEST := daemon/Cargo.toml
 export CARGO_TARGET_DIR ?= $(CURDIR)/daemon/target
 
-.PHONY: dev deps venv build test test-rust test-python lint fmt fuzz bench bench-quick lab clean
+.PHONY: dev deps venv build test test-rust test-python lint fmt fuzz bench bench-criterion bench-quick lab clean
 
 dev: deps venv build          ## set up everything on a fresh Debian machine
 
@@ -50,8 +50,11 @@ FUZZ_SECONDS ?= 60
 fuzz:                         ## run every fuzz target for FUZZ_SECONDS each
 	./daemon/fuzz/run.sh $(FUZZ_SECONDS)
 
-bench:                        ## criterion benchmarks of the protocol machinery
+bench-criterion:              ## criterion benchmarks of the protocol machinery
 	cargo bench --manifest-path $(CARGO_MANIFEST) --workspace
+
+bench-quick:                  ## iperf3 through the tunnel on a clean link: Mbit/s and CPU-s/GB
+	$(PY) -m kcpvpn_lab.bench_quick
 
 lab:                          ## the demo: a server and two clients over a lossy emulated link
 	$(VENV)/bin/kcpvpn lab demo

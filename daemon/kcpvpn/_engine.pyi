@@ -65,12 +65,16 @@ def stretch_secret(secret: bytes) -> bytes:
 class HandshakeInitiator:
     """Client side of one handshake attempt."""
 
-    def __init__(self, psk: bytes, payload: dict[str, object], session_id: int, now_ms: int) -> None: ...
+    def __init__(
+        self, psk: bytes, payload: dict[str, object], session_id: int, now_ms: int
+    ) -> None: ...
     @property
     def message(self) -> bytes:
         """Message 1, to send to the server."""
     def read_response(self, datagram: bytes) -> dict[str, object] | None:
-        """None if not an answer to this attempt; else the outcome dict; ValueError if forged/foreign."""
+        """None if not an answer to this attempt; else the outcome dict.
+
+        Raises ValueError if the answer is forged or from another secret."""
 
 class PendingAccept:
     """A verified message 1 awaiting a decision; answer once (RuntimeError after)."""
@@ -85,8 +89,12 @@ class PendingAccept:
 class HandshakeResponder:
     """Server side: verifies message 1 statelessly; remembers recent ones to refuse replays."""
 
-    def __init__(self, psk: bytes, max_age_ms: int = 60000, replay_capacity: int = 16384) -> None: ...
-    def read_init(self, datagram: bytes, now_ms: int) -> tuple[dict[str, object], PendingAccept]: ...
+    def __init__(
+        self, psk: bytes, max_age_ms: int = 60000, replay_capacity: int = 16384
+    ) -> None: ...
+    def read_init(
+        self, datagram: bytes, now_ms: int
+    ) -> tuple[dict[str, object], PendingAccept]: ...
     def stats(self) -> dict[str, int]:
         """requests, auth_failures, malformed, stale, replayed, busy."""
 
@@ -159,3 +167,130 @@ class FecDecoder:
     def stats(self) -> dict[str, int]:
         """data_received, parity_received, delivered, recovered, duplicates,
         stale, malformed, evicted_incomplete."""
+
+# --- KCP ---
+# One KCP conversation (kcpvpn-kcp), message mode, wire-compatible with the
+# reference C KCP (ikcp.c). Time is milliseconds, taken modulo 2**32.
+# Modes (nodelay, interval ms, resend, nc): normal 0,40,2,1 · fast 0,30,2,1 ·
+# fast2 1,20,2,1 · fast3 1,10,2,1 · manual (all four keywords required).
+# Errors are ValueError saying what was wrong ("truncated KCP datagram ...",
+# "KCP segment for conversation ...", "message of N bytes is larger than ...").
+# stats() keys: messages_sent, messages_recv, datagrams_out, datagrams_in,
+# segments_sent, segments_recv, retransmits, fast_retransmits, dup_segments,
+# out_of_window, acks_sent, acks_recv, probes_sent, probes_recv, wins_sent,
+# input_errors, srtt, rttvar, rto, cwnd, ssthresh, rmt_wnd, snd_queue,
+# snd_inflight, rcv_queue, rcv_buf.
+
+class Kcp:
+    def __init__(
+        self,
+        conv: int,
+        mode: str = "fast",
+        *,
+        nodelay: bool | None = None,
+        interval: int | None = None,
+        resend: int | None = None,
+        nc: bool | None = None,
+        sndwnd: int = 1024,
+        rcvwnd: int = 1024,
+        mtu: int = 1400,
+        ack_nodelay: bool = False,
+        dead_link: int = 20,
+    ) -> None: ...
+    def send(self, msg: bytes) -> None:
+        """Queue one message (up to max_message bytes)."""
+    def input(self, datagram: bytes, now_ms: int) -> None:
+        """Take one datagram from the peer."""
+    def update(self, now_ms: int) -> list[bytes]:
+        """Datagrams to send if the interval tick or a retransmission is due."""
+    def flush(self, now_ms: int) -> list[bytes]:
+        """Everything due now (ACKs, probes, retransmissions, new data), at once."""
+    def check(self, now_ms: int) -> int:
+        """When update must be called next (ms modulo 2**32; at most one interval ahead)."""
+    def recv(self) -> bytes | None:
+        """The next whole message, or None."""
+    def peek_size(self) -> int | None: ...
+    def wait_snd(self) -> int:
+        """Segments queued or in flight."""
+    def is_dead(self) -> bool:
+        """True once a segment was transmitted dead_link times."""
+    def stats(self) -> dict[str, int]: ...
+    @property
+    def conv(self) -> int: ...
+    @property
+    def mss(self) -> int:
+        """Payload bytes per segment (mtu - 24)."""
+    @property
+    def max_message(self) -> int:
+        """min(255, rcvwnd) * mss."""
+    @staticmethod
+    def conv_of(datagram: bytes) -> int | None: ...
+
+# --- tunnel ---
+# The data path. Session keys never reach Python: they travel from
+# HandshakeOutcome to Endpoint inside native memory.
+
+class Psk:
+    """The shared secret stretched with Argon2id (opaque; computed once, GIL released)."""
+
+    def __init__(self, secret: bytes) -> None: ...
+
+class HandshakeOutcome:
+    @property
+    def accepted(self) -> bool: ...
+    @property
+    def reason(self) -> str:
+        """Why the server refused (empty when accepted)."""
+    @property
+    def config(self) -> dict[str, object] | None:
+        """Server configuration: tap, mtu, full_frame_mtu, server_ip, client_ip,
+        prefixlen, fec (accepted outcomes only)."""
+
+class Initiator:
+    """Client side of one handshake attempt.
+
+    payload keys: client_id, mtu, ip_mode, ip, fec, cipher."""
+
+    def __init__(self, psk: Psk, payload: dict[str, object], session_id: int) -> None: ...
+    def message(self) -> bytes: ...
+    def read_response(self, data: bytes) -> HandshakeOutcome | None:
+        """None when `data` isn't an answer to this attempt. Raises ValueError
+        when an answer fails authentication."""
+
+class Endpoint:
+    """One native data-path thread: a UDP socket, sessions and their interfaces.
+
+    Session parameters (dict): nodelay, interval, resend, nc, sndwnd, rcvwnd,
+    ack_nodelay, fec_send, fec_recv, rapid_fec, cipher, keepalive_ms,
+    idle_timeout_ms, udp_mtu, send_buffer, max_packet, mss_clamp_mtu, ethernet."""
+
+    @staticmethod
+    def server(
+        fd: int, psk: Psk, max_datagram: int = 1500, handshake_max_age_ms: int = 60000
+    ) -> Endpoint: ...
+    @staticmethod
+    def client(fd: int, max_datagram: int = 1500) -> Endpoint: ...
+    def event_fd(self) -> int: ...
+    def is_running(self) -> bool: ...
+    def events(self) -> list[dict[str, object]]:
+        """Dicts with "event": handshake, up, closed, moved or error."""
+    def accept(
+        self,
+        pending_id: int,
+        session_id: int,
+        config: dict[str, object],
+        tun_fd: int,
+        params: dict[str, object],
+    ) -> None: ...
+    def refuse(self, pending_id: int, reason: str) -> None: ...
+    def add_session(
+        self,
+        outcome: HandshakeOutcome,
+        session_id: int,
+        peer: tuple[str, int],
+        tun_fd: int,
+        params: dict[str, object],
+    ) -> None: ...
+    def close(self, session_id: int) -> None: ...
+    def stats(self) -> dict[str, object]: ...
+    def stop(self) -> None: ...

@@ -136,8 +136,9 @@ def _syn_mss_across(topo, *flags: str) -> int:
     returns the MSS it carries when it comes out of the server's interface."""
     import socket
 
-    from kcpvpn_lab.probes import Capture
     from scapy.layers.inet import IP, TCP
+
+    from kcpvpn_lab.probes import Capture
 
     start_server(topo.server, *SERVER_FLAGS, "--vni-mtu", "1400", *flags)
     cli = start_client(topo.client(1), topo.server, "--vni-mtu", "1400", *flags)

@@ -24,7 +24,9 @@ fn ms(now_ms: i64) -> u32 {
 
 fn ranged<T: TryFrom<i64>>(v: i64, name: &str, lo: i64, hi: i64) -> PyResult<T> {
     if v < lo || v > hi {
-        return Err(PyValueError::new_err(format!("{name}={v} is out of range: use {lo}..={hi}")));
+        return Err(PyValueError::new_err(format!(
+            "{name}={v} is out of range: use {lo}..={hi}"
+        )));
     }
     T::try_from(v).map_err(|_| PyValueError::new_err(format!("{name}={v} is out of range")))
 }
@@ -47,7 +49,10 @@ impl Kcp {
     }
 }
 
-fn datagrams<'py>(py: Python<'py>, f: impl FnOnce(&mut dyn FnMut(&[u8]))) -> Vec<Bound<'py, PyBytes>> {
+fn datagrams<'py>(
+    py: Python<'py>,
+    f: impl FnOnce(&mut dyn FnMut(&[u8])),
+) -> Vec<Bound<'py, PyBytes>> {
     let mut v = Vec::new();
     f(&mut |d: &[u8]| v.push(PyBytes::new(py, d)));
     v
@@ -59,10 +64,32 @@ fn stats_dict<'py>(py: Python<'py>, s: &KcpStats) -> PyResult<Bound<'py, PyDict>
         ($($f:ident),*) => { $( d.set_item(stringify!($f), s.$f)?; )* };
     }
     put!(
-        messages_sent, messages_recv, datagrams_out, datagrams_in, segments_sent, segments_recv,
-        retransmits, fast_retransmits, dup_segments, out_of_window, acks_sent, acks_recv,
-        probes_sent, probes_recv, wins_sent, input_errors, srtt, rttvar, rto, cwnd, ssthresh,
-        rmt_wnd, snd_queue, snd_inflight, rcv_queue, rcv_buf
+        messages_sent,
+        messages_recv,
+        datagrams_out,
+        datagrams_in,
+        segments_sent,
+        segments_recv,
+        retransmits,
+        fast_retransmits,
+        dup_segments,
+        out_of_window,
+        acks_sent,
+        acks_recv,
+        probes_sent,
+        probes_recv,
+        wins_sent,
+        input_errors,
+        srtt,
+        rttvar,
+        rto,
+        cwnd,
+        ssthresh,
+        rmt_wnd,
+        snd_queue,
+        snd_inflight,
+        rcv_queue,
+        rcv_buf
     );
     Ok(d)
 }
@@ -120,11 +147,21 @@ impl Kcp {
         }
         cfg.snd_wnd = ranged(sndwnd, "sndwnd", 1, u16::MAX as i64)?;
         cfg.rcv_wnd = ranged(rcvwnd, "rcvwnd", 1, u16::MAX as i64)?;
-        cfg.mtu = ranged(mtu, "mtu", kcpvpn_kcp::MIN_MTU as i64, kcpvpn_kcp::MAX_MTU as i64)?;
+        cfg.mtu = ranged(
+            mtu,
+            "mtu",
+            kcpvpn_kcp::MIN_MTU as i64,
+            kcpvpn_kcp::MAX_MTU as i64,
+        )?;
         cfg.dead_link = ranged(dead_link, "dead_link", 1, u32::MAX as i64)?;
         cfg.ack_nodelay = ack_nodelay;
         let kcp = NativeKcp::try_new(conv, cfg).map_err(value_err)?;
-        Ok(Kcp { inner: Mutex::new(Inner { kcp, buf: Vec::new() }) })
+        Ok(Kcp {
+            inner: Mutex::new(Inner {
+                kcp,
+                buf: Vec::new(),
+            }),
+        })
     }
 
     /// Queues one message; ValueError if it needs too many fragments.
@@ -135,7 +172,8 @@ impl Kcp {
     /// Takes one datagram from the peer; ValueError if it is not a valid KCP
     /// datagram of this conversation (segments before the bad one still count).
     fn input(&self, datagram: &[u8], now_ms: i64) -> PyResult<()> {
-        self.with(|i| i.kcp.input(datagram, ms(now_ms))).map_err(value_err)
+        self.with(|i| i.kcp.input(datagram, ms(now_ms)))
+            .map_err(value_err)
     }
 
     /// Datagrams to send now if the interval tick (or a retransmission) is due.

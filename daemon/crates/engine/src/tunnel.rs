@@ -32,7 +32,9 @@ impl Psk {
     #[new]
     fn new(py: Python<'_>, secret: &[u8]) -> PyResult<Self> {
         if secret.is_empty() {
-            return Err(PyValueError::new_err("the secret is empty: set --secret or KCPVPN_KEY"));
+            return Err(PyValueError::new_err(
+                "the secret is empty: set --secret or KCPVPN_KEY",
+            ));
         }
         let s = secret.to_vec();
         // Deliberately slow (memory-hard); let other Python threads run meanwhile.
@@ -51,11 +53,14 @@ fn get<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyR
     }
 }
 
-fn get_opt<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<T>> {
+fn get_opt<'py, T: FromPyObjectOwned<'py>>(
+    d: &Bound<'py, PyDict>,
+    key: &str,
+) -> PyResult<Option<T>> {
     match d.get_item(key)? {
-        Some(v) if !v.is_none() => {
-            Ok(Some(v.extract::<T>().map_err(|e| bad_param(key, e.into()))?))
-        }
+        Some(v) if !v.is_none() => Ok(Some(
+            v.extract::<T>().map_err(|e| bad_param(key, e.into()))?,
+        )),
         _ => Ok(None),
     }
 }
@@ -78,7 +83,9 @@ fn session_config(d: &Bound<'_, PyDict>) -> PyResult<SessionConfig> {
     let udp_mtu: usize = get(d, "udp_mtu")?;
     let fec_send: Option<(u8, u8)> = get_opt(d, "fec_send")?;
     if udp_mtu < 256 + kcpvpn_tunnel::session::overhead(fec_send.is_some()) {
-        return Err(PyValueError::new_err(format!("udp_mtu {udp_mtu} is too small")));
+        return Err(PyValueError::new_err(format!(
+            "udp_mtu {udp_mtu} is too small"
+        )));
     }
     Ok(SessionConfig {
         kcp,
@@ -98,10 +105,9 @@ fn session_config(d: &Bound<'_, PyDict>) -> PyResult<SessionConfig> {
 
 fn ip_opt(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<IpAddr>> {
     match get_opt::<String>(d, key)? {
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| PyValueError::new_err(format!("parameter {key:?}: {s:?} is not an IP address"))),
+        Some(s) => s.parse().map(Some).map_err(|_| {
+            PyValueError::new_err(format!("parameter {key:?}: {s:?} is not an IP address"))
+        }),
         None => Ok(None),
     }
 }
@@ -119,7 +125,10 @@ fn server_config(d: &Bound<'_, PyDict>) -> PyResult<hs::ServerConfigPayload> {
     })
 }
 
-fn server_config_dict<'py>(py: Python<'py>, c: &hs::ServerConfigPayload) -> PyResult<Bound<'py, PyDict>> {
+fn server_config_dict<'py>(
+    py: Python<'py>,
+    c: &hs::ServerConfigPayload,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("tap", c.tap)?;
     d.set_item("mtu", c.mtu)?;
@@ -166,9 +175,14 @@ impl Initiator {
     #[new]
     fn new(psk: &Psk, payload: &Bound<'_, PyDict>, session_id: u32) -> PyResult<Self> {
         let p = init_payload(payload)?;
-        let (state, message) = hs::Initiator::new(&psk.0, p, session_id, kcpvpn_tunnel::sys::unix_ms())
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok(Initiator { state: Mutex::new(Some(state)), message, session_id })
+        let (state, message) =
+            hs::Initiator::new(&psk.0, p, session_id, kcpvpn_tunnel::sys::unix_ms())
+                .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(Initiator {
+            state: Mutex::new(Some(state)),
+            message,
+            session_id,
+        })
     }
 
     /// Message 1, to send to the server.
@@ -181,8 +195,12 @@ impl Initiator {
     /// rejected because the server could not authenticate us).
     fn read_response(&self, data: &[u8]) -> PyResult<Option<HandshakeOutcome>> {
         if let Some(reason) = reject_hint(data, self.session_id) {
-            let out = hs::HandshakeOutcome::Refused { reason: reason.into() };
-            return Ok(Some(HandshakeOutcome { outcome: Mutex::new(Some(out)) }));
+            let out = hs::HandshakeOutcome::Refused {
+                reason: reason.into(),
+            };
+            return Ok(Some(HandshakeOutcome {
+                outcome: Mutex::new(Some(out)),
+            }));
         }
         let mut guard = self.state.lock().unwrap();
         let Some(state) = guard.as_mut() else {
@@ -192,7 +210,9 @@ impl Initiator {
             Ok(None) => Ok(None),
             Ok(Some(out)) => {
                 guard.take();
-                Ok(Some(HandshakeOutcome { outcome: Mutex::new(Some(out)) }))
+                Ok(Some(HandshakeOutcome {
+                    outcome: Mutex::new(Some(out)),
+                }))
             }
             Err(e) => Err(PyValueError::new_err(e.to_string())),
         }
@@ -203,7 +223,10 @@ impl Initiator {
 /// is one for our session id (see endpoint::MSG_REJECT).
 fn reject_hint(data: &[u8], session_id: u32) -> Option<&'static str> {
     use kcpvpn_tunnel::endpoint as ep;
-    if data.len() != ep::REJECT_LEN || data[0] != ep::MSG_REJECT || data[4..8] != session_id.to_le_bytes() {
+    if data.len() != ep::REJECT_LEN
+        || data[0] != ep::MSG_REJECT
+        || data[4..8] != session_id.to_le_bytes()
+    {
         return None;
     }
     Some(match data[1] {
@@ -225,7 +248,10 @@ pub struct HandshakeOutcome {
 impl HandshakeOutcome {
     #[getter]
     fn accepted(&self) -> bool {
-        matches!(self.outcome.lock().unwrap().as_ref(), Some(hs::HandshakeOutcome::Accepted { .. }))
+        matches!(
+            self.outcome.lock().unwrap().as_ref(),
+            Some(hs::HandshakeOutcome::Accepted { .. })
+        )
     }
 
     /// Why the server said no (empty when accepted).
@@ -241,20 +267,28 @@ impl HandshakeOutcome {
     #[getter]
     fn config<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         match self.outcome.lock().unwrap().as_ref() {
-            Some(hs::HandshakeOutcome::Accepted { config, .. }) => Ok(Some(server_config_dict(py, config)?)),
+            Some(hs::HandshakeOutcome::Accepted { config, .. }) => {
+                Ok(Some(server_config_dict(py, config)?))
+            }
             _ => Ok(None),
         }
     }
 }
 
 fn sockaddr(addr: (String, u16)) -> PyResult<SocketAddr> {
-    let ip: IpAddr = addr.0.parse().map_err(|_| PyValueError::new_err(format!("{:?} is not an IP address", addr.0)))?;
+    let ip: IpAddr = addr
+        .0
+        .parse()
+        .map_err(|_| PyValueError::new_err(format!("{:?} is not an IP address", addr.0)))?;
     Ok(SocketAddr::new(ip, addr.1))
 }
 
 fn addr_tuple(a: &SocketAddr) -> (String, u16) {
     let ip = match a.ip() {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     };
     (ip.to_string(), a.port())
@@ -289,11 +323,22 @@ impl Endpoint {
     /// A server endpoint on `fd` (a bound UDP socket, dup'ed for us).
     #[staticmethod]
     #[pyo3(signature = (fd, psk, max_datagram=1500, handshake_max_age_ms=60_000))]
-    fn server(fd: i32, psk: &Psk, max_datagram: usize, handshake_max_age_ms: u64) -> PyResult<Self> {
+    fn server(
+        fd: i32,
+        psk: &Psk,
+        max_datagram: usize,
+        handshake_max_age_ms: u64,
+    ) -> PyResult<Self> {
         let fd = take_fd(fd)?;
         let responder = hs::Responder::new(&psk.0, handshake_max_age_ms);
-        let ep = NativeEndpoint::start(fd, EndpointConfig { responder: Some(responder), max_datagram })
-            .map_err(|e| PyOSError::new_err(format!("cannot start the data path: {e}")))?;
+        let ep = NativeEndpoint::start(
+            fd,
+            EndpointConfig {
+                responder: Some(responder),
+                max_datagram,
+            },
+        )
+        .map_err(|e| PyOSError::new_err(format!("cannot start the data path: {e}")))?;
         Ok(Endpoint { inner: ep })
     }
 
@@ -302,8 +347,14 @@ impl Endpoint {
     #[pyo3(signature = (fd, max_datagram=1500))]
     fn client(fd: i32, max_datagram: usize) -> PyResult<Self> {
         let fd = take_fd(fd)?;
-        let ep = NativeEndpoint::start(fd, EndpointConfig { responder: None, max_datagram })
-            .map_err(|e| PyOSError::new_err(format!("cannot start the data path: {e}")))?;
+        let ep = NativeEndpoint::start(
+            fd,
+            EndpointConfig {
+                responder: None,
+                max_datagram,
+            },
+        )
+        .map_err(|e| PyOSError::new_err(format!("cannot start the data path: {e}")))?;
         Ok(Endpoint { inner: ep })
     }
 
@@ -323,7 +374,11 @@ impl Endpoint {
         for e in evs {
             let d = PyDict::new(py);
             match e {
-                Event::HandshakeRequest { pending_id, request, from } => {
+                Event::HandshakeRequest {
+                    pending_id,
+                    request,
+                    from,
+                } => {
                     d.set_item("event", "handshake")?;
                     d.set_item("pending_id", pending_id)?;
                     d.set_item("request", request_dict(py, &request)?)?;
@@ -365,7 +420,13 @@ impl Endpoint {
         let config = server_config(config)?;
         let cfg = session_config(params)?;
         let tun = take_fd(tun_fd)?;
-        self.inner.command(Command::Accept { pending_id, session_id, config, tun, cfg });
+        self.inner.command(Command::Accept {
+            pending_id,
+            session_id,
+            config,
+            tun,
+            cfg,
+        });
         Ok(())
     }
 
@@ -385,8 +446,15 @@ impl Endpoint {
         let cfg = session_config(params)?;
         let peer = sockaddr(peer)?;
         let taken = outcome.outcome.lock().unwrap().take();
-        let Some(hs::HandshakeOutcome::Accepted { keys, server_session_id, .. }) = taken else {
-            return Err(PyValueError::new_err("this handshake outcome is not an accepted one (or was used already)"));
+        let Some(hs::HandshakeOutcome::Accepted {
+            keys,
+            server_session_id,
+            ..
+        }) = taken
+        else {
+            return Err(PyValueError::new_err(
+                "this handshake outcome is not an accepted one (or was used already)",
+            ));
         };
         let tun = take_fd(tun_fd)?;
         self.inner.command(Command::AddSession {
@@ -482,6 +550,7 @@ impl Endpoint {
 
     /// Stops the data path; each session sends an authenticated close first.
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.inner.stop()).map_err(|e| PyOSError::new_err(format!("data path failed: {e}")))
+        py.detach(|| self.inner.stop())
+            .map_err(|e| PyOSError::new_err(format!("data path failed: {e}")))
     }
 }

@@ -14,7 +14,11 @@ use kcpvpn_kcp::{Kcp, KcpConfig};
 const MTU: usize = 1400;
 
 fn cfg() -> KcpConfig {
-    KcpConfig { nc: true, mtu: MTU, ..KcpConfig::profile("fast2").unwrap() }
+    KcpConfig {
+        nc: true,
+        mtu: MTU,
+        ..KcpConfig::profile("fast2").unwrap()
+    }
 }
 
 /// `batch` segments per round: send them all, one flush, every datagram into
@@ -53,7 +57,11 @@ fn bench_ours(c: &mut Criterion) {
     g.bench_function("window_1024_sack", |bn| {
         bn.iter_batched(
             || {
-                let wide = KcpConfig { snd_wnd: 1024, rcv_wnd: 1024, ..cfg() };
+                let wide = KcpConfig {
+                    snd_wnd: 1024,
+                    rcv_wnd: 1024,
+                    ..cfg()
+                };
                 let (mut a, mut b) = (Kcp::new(1, wide.clone()), Kcp::new(1, wide));
                 let msg = vec![0xa5; a.mss()];
                 for _ in 0..1024 {
@@ -68,7 +76,13 @@ fn bench_ours(c: &mut Criterion) {
                 let (mut even, mut odd) = (Vec::new(), Vec::new());
                 for (i, s) in segs.iter().enumerate() {
                     b.input(s, 1).unwrap();
-                    b.flush(1, &mut |d| if i % 2 == 0 { even.push(d.to_vec()) } else { odd.push(d.to_vec()) });
+                    b.flush(1, &mut |d| {
+                        if i % 2 == 0 {
+                            even.push(d.to_vec())
+                        } else {
+                            odd.push(d.to_vec())
+                        }
+                    });
                 }
                 (a, even, odd)
             },

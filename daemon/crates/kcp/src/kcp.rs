@@ -67,7 +67,12 @@ struct SndRing {
 impl SndRing {
     fn new(cap: usize, mss: usize) -> SndRing {
         debug_assert!(cap.is_power_of_two());
-        SndRing { segs: vec![SndSeg::default(); cap], data: vec![0; cap * mss], mask: cap as u32 - 1, mss }
+        SndRing {
+            segs: vec![SndSeg::default(); cap],
+            data: vec![0; cap * mss],
+            mask: cap as u32 - 1,
+            mss,
+        }
     }
 
     #[inline]
@@ -320,16 +325,27 @@ impl Kcp {
         let mss = self.mss;
         let count = msg.len().div_ceil(mss).max(1);
         if count > self.max_fragments() {
-            return Err(KcpError::MessageTooLarge { size: msg.len(), max: self.max_message() });
+            return Err(KcpError::MessageTooLarge {
+                size: msg.len(),
+                max: self.max_message(),
+            });
         }
         while self.snd_end.wrapping_sub(self.snd_una) as usize + count > self.ring.cap() {
             self.ring.grow(self.snd_una, self.snd_end);
         }
-        for (i, chunk) in (0..count).map(|i| (i, &msg[(i * mss).min(msg.len())..((i + 1) * mss).min(msg.len())])) {
+        for (i, chunk) in (0..count).map(|i| {
+            (
+                i,
+                &msg[(i * mss).min(msg.len())..((i + 1) * mss).min(msg.len())],
+            )
+        }) {
             let sn = self.snd_end;
             let at = self.ring.idx(sn);
-            self.ring.segs[at] =
-                SndSeg { len: chunk.len() as u32, frg: (count - 1 - i) as u8, ..SndSeg::default() };
+            self.ring.segs[at] = SndSeg {
+                len: chunk.len() as u32,
+                frg: (count - 1 - i) as u8,
+                ..SndSeg::default()
+            };
             self.ring.data[at * mss..at * mss + chunk.len()].copy_from_slice(chunk);
             self.snd_end = sn.wrapping_add(1);
         }
@@ -385,7 +401,11 @@ impl Kcp {
     /// Everything before `una` is acknowledged; then slide `snd_una` past
     /// acknowledged segments. Each segment is passed once: amortized O(1).
     fn parse_una(&mut self, una: u32) {
-        let end = if tdiff(una, self.snd_nxt) > 0 { self.snd_nxt } else { una };
+        let end = if tdiff(una, self.snd_nxt) > 0 {
+            self.snd_nxt
+        } else {
+            una
+        };
         while tdiff(end, self.snd_una) > 0 {
             let sn = self.snd_una;
             self.ack_one(sn);
@@ -470,7 +490,11 @@ impl Kcp {
     pub fn input(&mut self, data: &[u8], now: u32) -> Result<(), KcpError> {
         if data.len() < OVERHEAD {
             self.stats.input_errors += 1;
-            return Err(KcpError::Truncated { at: 0, need: OVERHEAD, len: data.len() });
+            return Err(KcpError::Truncated {
+                at: 0,
+                need: OVERHEAD,
+                len: data.len(),
+            });
         }
         let prev_una = self.snd_una;
         let mut maxack: Option<u32> = None;
@@ -478,17 +502,28 @@ impl Kcp {
         let mut result = Ok(());
         while at < data.len() {
             let Some(h) = Header::decode(&data[at..]) else {
-                result = Err(KcpError::Truncated { at, need: OVERHEAD, len: data.len() });
+                result = Err(KcpError::Truncated {
+                    at,
+                    need: OVERHEAD,
+                    len: data.len(),
+                });
                 break;
             };
             if h.conv != self.conv {
-                result = Err(KcpError::ConvMismatch { expected: self.conv, got: h.conv });
+                result = Err(KcpError::ConvMismatch {
+                    expected: self.conv,
+                    got: h.conv,
+                });
                 break;
             }
             let body = at + OVERHEAD;
             let len = h.len as usize;
             if len > data.len() - body {
-                result = Err(KcpError::Truncated { at, need: OVERHEAD.saturating_add(len), len: data.len() });
+                result = Err(KcpError::Truncated {
+                    at,
+                    need: OVERHEAD.saturating_add(len),
+                    len: data.len(),
+                });
                 break;
             }
             if !matches!(h.cmd, CMD_PUSH | CMD_ACK | CMD_WASK | CMD_WINS) {
@@ -497,7 +532,10 @@ impl Kcp {
             }
             if h.cmd == CMD_PUSH && h.frg as u32 >= self.rcv_wnd {
                 // Could never be reassembled: refuse rather than stall the queue.
-                result = Err(KcpError::BadFragment { fragments: h.frg as usize + 1, rcv_wnd: self.rcv_wnd });
+                result = Err(KcpError::BadFragment {
+                    fragments: h.frg as usize + 1,
+                    rcv_wnd: self.rcv_wnd,
+                });
                 break;
             }
             let payload = &data[body..body + len];
@@ -602,14 +640,21 @@ impl Kcp {
         if nq < frags {
             return None;
         }
-        Some((0..frags).map(|i| slot(self.que_start.wrapping_add(i)).data.len()).sum())
+        Some(
+            (0..frags)
+                .map(|i| slot(self.que_start.wrapping_add(i)).data.len())
+                .sum(),
+        )
     }
 
     /// Copies the next whole message into `buf` and returns its length.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, KcpError> {
         let size = self.peek_size().ok_or(KcpError::NoMessage)?;
         if buf.len() < size {
-            return Err(KcpError::BufferTooSmall { need: size, have: buf.len() });
+            return Err(KcpError::BufferTooSmall {
+                need: size,
+                have: buf.len(),
+            });
         }
         let recover = self.nrcv_que() >= self.rcv_wnd;
         // A message is the first segment's frg + 1 segments (for a well-formed
@@ -719,7 +764,12 @@ impl Kcp {
     fn flush_inner(&mut self, now: u32, out: &mut dyn FnMut(&[u8]), acks_only: bool) {
         let mut buf = std::mem::take(&mut self.obuf);
         buf.clear();
-        let mut p = Packer { buf: &mut buf, mtu: self.mtu, out, datagrams: 0 };
+        let mut p = Packer {
+            buf: &mut buf,
+            mtu: self.mtu,
+            out,
+            datagrams: 0,
+        };
         let wnd = self.wnd_unused();
         let mut h = Header {
             conv: self.conv,
@@ -805,7 +855,11 @@ impl Kcp {
         if !self.nc {
             cwnd = cwnd.min(self.cwnd);
         }
-        let resent = if self.fastresend > 0 { self.fastresend } else { u32::MAX };
+        let resent = if self.fastresend > 0 {
+            self.fastresend
+        } else {
+            u32::MAX
+        };
         let rtomin = if self.nodelay { 0 } else { self.rx_rto >> 3 };
         let mut change = false;
         let mut lost = false;
@@ -954,8 +1008,10 @@ mod tests {
 
     #[test]
     fn fragments_count_down_and_pack_to_mtu() {
-        let mut cfg = KcpConfig::default();
-        cfg.mtu = 1350;
+        let cfg = KcpConfig {
+            mtu: 1350,
+            ..KcpConfig::default()
+        };
         let (mut a, mut b) = pair(cfg);
         let msg: Vec<u8> = (0..9000u32).map(|i| (i * 7) as u8).collect();
         a.send(&msg).unwrap();
@@ -976,8 +1032,10 @@ mod tests {
 
     #[test]
     fn too_many_fragments_is_refused() {
-        let mut cfg = KcpConfig::default();
-        cfg.rcv_wnd = 128;
+        let cfg = KcpConfig {
+            rcv_wnd: 128,
+            ..KcpConfig::default()
+        };
         let mut a = Kcp::new(1, cfg);
         let mss = a.mss();
         assert!(a.send(&vec![0; 128 * mss]).is_ok());
@@ -994,14 +1052,23 @@ mod tests {
         let mut d = collect(&mut a, 0).remove(0);
         d.extend_from_slice(&[9; 24]); // conv 0x09090909
         let e = b.input(&d, 0).unwrap_err();
-        assert!(matches!(e, KcpError::ConvMismatch { got: 0x0909_0909, expected: 7 }));
+        assert!(matches!(
+            e,
+            KcpError::ConvMismatch {
+                got: 0x0909_0909,
+                expected: 7
+            }
+        ));
         assert_eq!(b.recv_vec().unwrap(), b"one");
         assert_eq!(b.stats().input_errors, 1);
         assert!(b.input(&d[..10], 0).is_err());
         let mut bad = d[..24].to_vec();
         bad[4] = 99;
         bad[20..24].copy_from_slice(&0u32.to_le_bytes());
-        assert!(matches!(b.input(&bad, 0), Err(KcpError::BadCommand { cmd: 99, .. })));
+        assert!(matches!(
+            b.input(&bad, 0),
+            Err(KcpError::BadCommand { cmd: 99, .. })
+        ));
     }
 
     #[test]

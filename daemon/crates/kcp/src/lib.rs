@@ -96,7 +96,9 @@ impl KcpConfig {
             )));
         }
         if self.snd_wnd == 0 {
-            return Err(KcpError::Config("snd_wnd is 0: use at least 1 segment".into()));
+            return Err(KcpError::Config(
+                "snd_wnd is 0: use at least 1 segment".into(),
+            ));
         }
         if self.rcv_wnd == 0 {
             return Err(KcpError::Config(format!(
@@ -104,7 +106,9 @@ impl KcpConfig {
             )));
         }
         if self.dead_link == 0 {
-            return Err(KcpError::Config("dead_link is 0: use at least 1 transmission".into()));
+            return Err(KcpError::Config(
+                "dead_link is 0: use at least 1 transmission".into(),
+            ));
         }
         Ok(())
     }
@@ -214,7 +218,10 @@ mod tests {
         assert!(KcpConfig::profile("turbo").is_none());
         let d = KcpConfig::default();
         assert_eq!(d, KcpConfig::profile("fast").unwrap());
-        assert_eq!((d.snd_wnd, d.rcv_wnd, d.mtu, d.dead_link), (1024, 1024, 1400, 20));
+        assert_eq!(
+            (d.snd_wnd, d.rcv_wnd, d.mtu, d.dead_link),
+            (1024, 1024, 1400, 20)
+        );
     }
 
     #[test]

@@ -28,7 +28,15 @@ static A: Counting = Counting;
 
 /// Moves `rounds` rounds of 32 full-size segments from a to b; drops every
 /// `drop_every`-th data datagram (0 = none).
-fn exchange(a: &mut Kcp, b: &mut Kcp, msg: &[u8], buf: &mut [u8], now: &mut u32, rounds: usize, drop_every: usize) {
+fn exchange(
+    a: &mut Kcp,
+    b: &mut Kcp,
+    msg: &[u8],
+    buf: &mut [u8],
+    now: &mut u32,
+    rounds: usize,
+    drop_every: usize,
+) {
     let mut n = 0usize;
     for _ in 0..rounds {
         *now = now.wrapping_add(5);
@@ -51,7 +59,10 @@ fn exchange(a: &mut Kcp, b: &mut Kcp, msg: &[u8], buf: &mut [u8], now: &mut u32,
 
 #[test]
 fn steady_state_does_not_allocate() {
-    let cfg = KcpConfig { nc: true, ..KcpConfig::profile("fast2").unwrap() };
+    let cfg = KcpConfig {
+        nc: true,
+        ..KcpConfig::profile("fast2").unwrap()
+    };
     let mut a = Kcp::new(1, cfg.clone());
     let mut b = Kcp::new(1, cfg);
     let msg = vec![0x5a; a.mss()];
@@ -63,10 +74,16 @@ fn steady_state_does_not_allocate() {
         let before = ALLOCS.load(Ordering::Relaxed);
         exchange(&mut a, &mut b, &msg, &mut buf, &mut now, 200, drop_every);
         let allocs = ALLOCS.load(Ordering::Relaxed) - before;
-        assert_eq!(allocs, 0, "{allocs} allocations for 6400 segments (drop every {drop_every})");
+        assert_eq!(
+            allocs, 0,
+            "{allocs} allocations for 6400 segments (drop every {drop_every})"
+        );
     }
     let s = a.stats();
-    assert!(s.fast_retransmits + s.retransmits > 0, "the lossy phase did lose segments");
+    assert!(
+        s.fast_retransmits + s.retransmits > 0,
+        "the lossy phase did lose segments"
+    );
     // Everything sent was delivered (the last round's losses may still be in flight).
     assert!(b.stats().messages_recv + a.wait_snd() as u64 >= 2 * 600 * 32 - 64);
 }

@@ -37,7 +37,11 @@ impl CKcp {
             Ok(d.len())
         })
         .expect("ikcp_create");
-        CKcp { k, out, buf: vec![0; 1 << 20] }
+        CKcp {
+            k,
+            out,
+            buf: vec![0; 1 << 20],
+        }
     }
     fn drain(&mut self, out: &mut Vec<Vec<u8>>) {
         out.append(&mut self.out.borrow_mut());
@@ -86,7 +90,13 @@ fn config(profile: &str, nc: bool) -> KcpConfig {
 }
 
 fn link(loss: f64) -> LinkCfg {
-    LinkCfg { loss, dup: 0.1, delay: 30, jitter: 20, reorder: 0.15 }
+    LinkCfg {
+        loss,
+        dup: 0.1,
+        delay: 30,
+        jitter: 20,
+        reorder: 0.15,
+    }
 }
 
 /// Our sender → C receiver (and C's replies → us), every profile, 10–20% loss.
@@ -102,8 +112,16 @@ fn ours_to_reference() {
             sim.on_demand = i % 2 == 0;
             let mut sa = Stream::new(seed, 200, 9000);
             let mut sb = Stream::new(seed ^ 7, 50, 9000);
-            sim.run(&mut ours, &mut theirs, &mut sa, &mut sb, 900_000, 2_000, &mut |_, _, _| {})
-                .unwrap_or_else(|e| panic!("ours → C, {profile} nc={nc}: {e}"));
+            sim.run(
+                &mut ours,
+                &mut theirs,
+                &mut sa,
+                &mut sb,
+                900_000,
+                2_000,
+                &mut |_, _, _| {},
+            )
+            .unwrap_or_else(|e| panic!("ours → C, {profile} nc={nc}: {e}"));
             let s = ours.stats();
             assert!(s.retransmits + s.fast_retransmits > 0);
             assert_eq!(s.input_errors, 0);
@@ -124,8 +142,16 @@ fn reference_to_ours() {
             sim.on_demand = i % 2 == 1;
             let mut sa = Stream::new(seed, 200, 9000);
             let mut sb = Stream::new(seed ^ 7, 50, 9000);
-            sim.run(&mut theirs, &mut ours, &mut sa, &mut sb, 900_000, 2_000, &mut |_, _, _| {})
-                .unwrap_or_else(|e| panic!("C → ours, {profile} nc={nc}: {e}"));
+            sim.run(
+                &mut theirs,
+                &mut ours,
+                &mut sa,
+                &mut sb,
+                900_000,
+                2_000,
+                &mut |_, _, _| {},
+            )
+            .unwrap_or_else(|e| panic!("C → ours, {profile} nc={nc}: {e}"));
             let s = ours.stats();
             assert_eq!(s.messages_recv, 200);
             assert!(s.dup_segments > 0);
@@ -151,7 +177,12 @@ fn wire_format_agrees() {
     theirs.update(1030, &mut cd);
     let mut od = Vec::new();
     ours.flush(1030, &mut |d| od.push(d.to_vec()));
-    assert!(cd == od, "same segments, same bytes, same packing: {:?} vs {:?}", lens(&cd), lens(&od));
+    assert!(
+        cd == od,
+        "same segments, same bytes, same packing: {:?} vs {:?}",
+        lens(&cd),
+        lens(&od)
+    );
     let mut segs = Vec::new();
     for d in &cd {
         let mut at = 0;
@@ -160,8 +191,18 @@ fn wire_format_agrees() {
             at += 24 + h.len as usize;
         }
     }
-    let summary: Vec<_> = segs.iter().map(|h| (h.conv, h.cmd, h.frg, h.sn, h.len, h.wnd, h.ts)).collect();
-    assert_eq!(summary, [(42, CMD_PUSH, 2, 0, 1376, 128, 1030), (42, CMD_PUSH, 1, 1, 1376, 128, 1030), (42, CMD_PUSH, 0, 2, 248, 128, 1030)]);
+    let summary: Vec<_> = segs
+        .iter()
+        .map(|h| (h.conv, h.cmd, h.frg, h.sn, h.len, h.wnd, h.ts))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (42, CMD_PUSH, 2, 0, 1376, 128, 1030),
+            (42, CMD_PUSH, 1, 1, 1376, 128, 1030),
+            (42, CMD_PUSH, 0, 2, 248, 128, 1030)
+        ]
+    );
     // Ours receives theirs and acknowledges; theirs accepts the ACKs.
     let mut peer = Kcp::new(42, c);
     for d in &cd {

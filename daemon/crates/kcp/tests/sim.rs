@@ -30,18 +30,36 @@ fn every_profile_delivers_exactly_once_in_order() {
                 sim.on_demand = k % 2 == 1 || profile == "fast3";
                 let mut sa = Stream::new(seed, 150, 9000);
                 let mut sb = Stream::new(seed + 1, 40, 3000);
-                sim.run(&mut a, &mut b, &mut sa, &mut sb, 600_000, 3_000, &mut no_hook)
-                    .unwrap_or_else(|e| panic!("{profile} nc={nc} loss={loss}: {e}"));
+                sim.run(
+                    &mut a,
+                    &mut b,
+                    &mut sa,
+                    &mut sb,
+                    600_000,
+                    3_000,
+                    &mut no_hook,
+                )
+                .unwrap_or_else(|e| panic!("{profile} nc={nc} loss={loss}: {e}"));
                 let s = a.stats();
                 assert_eq!(s.messages_sent, 150);
                 assert_eq!(b.stats().messages_recv, 150);
                 if loss > 0.0 {
-                    assert!(s.retransmits + s.fast_retransmits > 0, "{profile} {loss}: no retransmission");
-                    assert!(b.stats().dup_segments > 0, "duplicating link but no duplicate counted");
+                    assert!(
+                        s.retransmits + s.fast_retransmits > 0,
+                        "{profile} {loss}: no retransmission"
+                    );
+                    assert!(
+                        b.stats().dup_segments > 0,
+                        "duplicating link but no duplicate counted"
+                    );
                 }
                 assert_eq!(a.wait_snd(), 0);
                 let rs = b.stats();
-                assert_eq!((rs.rcv_buf, rs.rcv_queue), (0, 0), "receiver holds segments after delivering all");
+                assert_eq!(
+                    (rs.rcv_buf, rs.rcv_queue),
+                    (0, 0),
+                    "receiver holds segments after delivering all"
+                );
                 assert!(!a.is_dead() && !b.is_dead());
                 runs += 1;
             }
@@ -60,11 +78,16 @@ fn clean_link_needs_no_retransmission_and_cwnd_grows() {
     sim.on_demand = true;
     let mut sa = Stream::fixed(7, 2000, 1300);
     let mut sb = Stream::empty();
-    sim.run(&mut a, &mut b, &mut sa, &mut sb, 120_000, 100, &mut no_hook).unwrap();
+    sim.run(&mut a, &mut b, &mut sa, &mut sb, 120_000, 100, &mut no_hook)
+        .unwrap();
     let s = a.stats();
     assert_eq!((s.retransmits, s.fast_retransmits), (0, 0));
     assert!(s.cwnd > 8, "cwnd stayed at {}", s.cwnd);
-    assert!((45..=60).contains(&s.srtt), "srtt {} for a 50 ms RTT", s.srtt);
+    assert!(
+        (45..=60).contains(&s.srtt),
+        "srtt {} for a 50 ms RTT",
+        s.srtt
+    );
     assert_eq!(b.stats().dup_segments, 0);
 }
 
@@ -81,7 +104,11 @@ fn single_loss_is_repaired_by_fast_retransmit() {
     }
     let mut dgrams = Vec::new();
     a.flush(0, &mut |d| dgrams.push(d.to_vec()));
-    assert_eq!(dgrams.len(), 10, "one 174-byte segment per 200-byte datagram");
+    assert_eq!(
+        dgrams.len(),
+        10,
+        "one 174-byte segment per 200-byte datagram"
+    );
     // Segment 0 is lost; the others arrive, each acknowledged at once.
     for (i, d) in dgrams.iter().enumerate().skip(1) {
         b.input(d, 10).unwrap();
@@ -94,7 +121,13 @@ fn single_loss_is_repaired_by_fast_retransmit() {
     let mut again = Vec::new();
     a.flush(30, &mut |d| again.push(d.to_vec()));
     assert_eq!(again.len(), 1);
-    assert_eq!((again[0][4], u32::from_le_bytes(again[0][12..16].try_into().unwrap())), (CMD_PUSH, 0));
+    assert_eq!(
+        (
+            again[0][4],
+            u32::from_le_bytes(again[0][12..16].try_into().unwrap())
+        ),
+        (CMD_PUSH, 0)
+    );
     assert_eq!((a.stats().fast_retransmits, a.stats().retransmits), (1, 0));
     b.input(&again[0], 40).unwrap();
     for i in 0..10u32 {
@@ -117,7 +150,10 @@ fn retransmit_times(c: KcpConfig, until: u32) -> Vec<u32> {
             times.push(now);
         }
         let next = a.check(now);
-        assert!(next.wrapping_sub(now) <= interval, "check beyond one interval");
+        assert!(
+            next.wrapping_sub(now) <= interval,
+            "check beyond one interval"
+        );
         now = next.max(now + 1);
     }
     times
@@ -128,9 +164,15 @@ fn retransmit_times(c: KcpConfig, until: u32) -> Vec<u32> {
 #[test]
 fn rto_backoff_matches_the_reference() {
     // normal: initial rto 200: 0, 225 (200+25), 625 (+400), 1425 (+800), 3025 (+1600).
-    assert_eq!(retransmit_times(cfg("normal", true), 3100), [0, 225, 625, 1425, 3025]);
+    assert_eq!(
+        retransmit_times(cfg("normal", true), 3100),
+        [0, 225, 625, 1425, 3025]
+    );
     // fast2 (nodelay): 0, 200, 500 (+300), 950 (+450), 1625 (+675).
-    assert_eq!(retransmit_times(cfg("fast2", true), 1700), [0, 200, 500, 950, 1625]);
+    assert_eq!(
+        retransmit_times(cfg("fast2", true), 1700),
+        [0, 200, 500, 950, 1625]
+    );
 }
 
 /// Minimum RTO: 30 ms with nodelay, 100 ms without, whatever the RTT.
@@ -143,12 +185,17 @@ fn minimum_rto_depends_on_nodelay() {
         sim.on_demand = true;
         let mut sa = Stream::fixed(3, 200, 100);
         let mut sb = Stream::empty();
-        sim.run(&mut a, &mut b, &mut sa, &mut sb, 60_000, 0, &mut no_hook).unwrap();
+        sim.run(&mut a, &mut b, &mut sa, &mut sb, 60_000, 0, &mut no_hook)
+            .unwrap();
         let s = a.stats();
         assert!(s.srtt <= 3);
         // rto = srtt + max(interval, 4 rttvar), floored at the minimum.
         let interval = KcpConfig::profile(profile).unwrap().interval;
-        assert_eq!(s.rto, want.max(s.srtt + interval.max(4 * s.rttvar)), "{profile}");
+        assert_eq!(
+            s.rto,
+            want.max(s.srtt + interval.max(4 * s.rttvar)),
+            "{profile}"
+        );
     }
 }
 
@@ -171,23 +218,35 @@ fn dead_link_is_detected() {
         }
         assert!(a.is_dead(), "{profile}: dead_link {dead_link} not detected");
         let s = a.stats();
-        assert_eq!((s.segments_sent, s.retransmits), (dead_link as u64, dead_link as u64 - 1));
+        assert_eq!(
+            (s.segments_sent, s.retransmits),
+            (dead_link as u64, dead_link as u64 - 1)
+        );
     }
     // A working link that dies is detected too; a healthy one never is.
     let mut a = Kcp::new(1, cfg("fast3", true));
     let mut b = Kcp::new(1, cfg("fast3", true));
     let mut sim = Sim::new(LinkCfg::lossy(0.2), LinkCfg::lossy(0.2), 6);
     let (mut sa, mut sb) = (Stream::fixed(6, 300, 800), Stream::empty());
-    sim.run(&mut a, &mut b, &mut sa, &mut sb, 300_000, 0, &mut no_hook).unwrap();
+    sim.run(&mut a, &mut b, &mut sa, &mut sb, 300_000, 0, &mut no_hook)
+        .unwrap();
     assert!(!a.is_dead() && !b.is_dead());
     sim.ab.blackhole = true;
     sim.ba.blackhole = true;
     let (mut sa, mut sb) = (Stream::fixed(7, 1, 100), Stream::empty());
-    let r = sim.run(&mut a, &mut b, &mut sa, &mut sb, sim.t + 600_000, 0, &mut |sim: &mut Sim, a: &mut Kcp, _| {
-        if a.is_dead() {
-            sim.t = u64::MAX / 2; // stop: nothing more to learn
-        }
-    });
+    let r = sim.run(
+        &mut a,
+        &mut b,
+        &mut sa,
+        &mut sb,
+        sim.t + 600_000,
+        0,
+        &mut |sim: &mut Sim, a: &mut Kcp, _| {
+            if a.is_dead() {
+                sim.t = u64::MAX / 2; // stop: nothing more to learn
+            }
+        },
+    );
     assert!(r.is_err());
     assert!(a.is_dead());
 }
@@ -207,17 +266,28 @@ fn window_probing_when_the_receiver_stops_reading() {
     let mut sa = Stream::fixed(11, 600, 1000);
     let mut sb = Stream::empty();
     let mut saw_zero_window = false;
-    sim.run(&mut a, &mut b, &mut sa, &mut sb, 600_000, 0, &mut |sim: &mut Sim, a: &mut Kcp, b: &mut Kcp| {
-        if sim.t > 2_000 && sim.t < 20_000 {
-            let (sa_, sb_) = (a.stats(), b.stats());
-            if sa_.rmt_wnd == 0 {
-                saw_zero_window = true;
-                assert_eq!(sb_.rcv_queue, 128, "zero window with a queue that is not full");
+    sim.run(
+        &mut a,
+        &mut b,
+        &mut sa,
+        &mut sb,
+        600_000,
+        0,
+        &mut |sim: &mut Sim, a: &mut Kcp, b: &mut Kcp| {
+            if sim.t > 2_000 && sim.t < 20_000 {
+                let (sa_, sb_) = (a.stats(), b.stats());
+                if sa_.rmt_wnd == 0 {
+                    saw_zero_window = true;
+                    assert_eq!(
+                        sb_.rcv_queue, 128,
+                        "zero window with a queue that is not full"
+                    );
+                }
             }
-        }
-        // The receiver's WINS after it resumes reading is lost.
-        sim.ba.blackhole = (20_000..20_500).contains(&sim.t);
-    })
+            // The receiver's WINS after it resumes reading is lost.
+            sim.ba.blackhole = (20_000..20_500).contains(&sim.t);
+        },
+    )
     .unwrap();
     assert!(saw_zero_window);
     assert!(a.stats().probes_sent >= 1, "the sender never probed");
@@ -234,8 +304,17 @@ fn probe_schedule() {
     a.flush(0, &mut |d| sink.push(d.to_vec()));
     // The peer acknowledges and announces a zero window.
     let mut ack = Vec::new();
-    kcpvpn_kcp::wire::Header { conv: 1, cmd: kcpvpn_kcp::CMD_ACK, frg: 0, wnd: 0, ts: 0, sn: 0, una: 1, len: 0 }
-        .encode(&mut ack);
+    kcpvpn_kcp::wire::Header {
+        conv: 1,
+        cmd: kcpvpn_kcp::CMD_ACK,
+        frg: 0,
+        wnd: 0,
+        ts: 0,
+        sn: 0,
+        una: 1,
+        len: 0,
+    }
+    .encode(&mut ack);
     a.input(&ack, 10).unwrap();
     a.send(b"y").unwrap();
     let mut wask_times = Vec::new();
@@ -254,8 +333,17 @@ fn probe_schedule() {
     assert!((7_000..=7_060).contains(&wask_times[0]), "{wask_times:?}");
     // A WINS with an open window reopens it.
     let mut wins = Vec::new();
-    kcpvpn_kcp::wire::Header { conv: 1, cmd: CMD_WINS, frg: 0, wnd: 64, ts: 0, sn: 0, una: 1, len: 0 }
-        .encode(&mut wins);
+    kcpvpn_kcp::wire::Header {
+        conv: 1,
+        cmd: CMD_WINS,
+        frg: 0,
+        wnd: 64,
+        ts: 0,
+        sn: 0,
+        una: 1,
+        len: 0,
+    }
+    .encode(&mut wins);
     a.input(&wins, 40_000).unwrap();
     let mut pushed = 0;
     a.flush(40_000, &mut |d| pushed += (d[4] == CMD_PUSH) as usize);
@@ -274,19 +362,30 @@ fn timeout_collapses_cwnd() {
     let mut max_cwnd = 0;
     let mut retx = 0;
     let mut after_timeout = Vec::new();
-    sim.run(&mut a, &mut b, &mut sa, &mut sb, 300_000, 0, &mut |sim: &mut Sim, a: &mut Kcp, _| {
-        let s = a.stats();
-        max_cwnd = max_cwnd.max(s.cwnd);
-        if s.retransmits > retx {
-            // First look after the flush that retransmitted.
-            retx = s.retransmits;
-            after_timeout.push(s.cwnd);
-        }
-        sim.ab.blackhole = (400..700).contains(&sim.t);
-    })
+    sim.run(
+        &mut a,
+        &mut b,
+        &mut sa,
+        &mut sb,
+        300_000,
+        0,
+        &mut |sim: &mut Sim, a: &mut Kcp, _| {
+            let s = a.stats();
+            max_cwnd = max_cwnd.max(s.cwnd);
+            if s.retransmits > retx {
+                // First look after the flush that retransmitted.
+                retx = s.retransmits;
+                after_timeout.push(s.cwnd);
+            }
+            sim.ab.blackhole = (400..700).contains(&sim.t);
+        },
+    )
     .unwrap();
     assert!(max_cwnd > 16, "cwnd never opened: {max_cwnd}");
-    assert!(!after_timeout.is_empty() && after_timeout.iter().all(|&c| c == 1), "{after_timeout:?}");
+    assert!(
+        !after_timeout.is_empty() && after_timeout.iter().all(|&c| c == 1),
+        "{after_timeout:?}"
+    );
 }
 
 /// Garbage and truncated datagrams are refused without panicking, and a
@@ -302,24 +401,39 @@ fn garbage_is_refused_without_state_change() {
     for bad in [
         &d[0][..0],
         &d[0][..23],
-        &d[0][..24],           // header claims 1376 payload bytes
+        &d[0][..24], // header claims 1376 payload bytes
         &d[0][..d[0].len() - 1],
     ] {
-        assert!(matches!(b.input(bad, 1), Err(KcpError::Truncated { .. })), "{} bytes", bad.len());
+        assert!(
+            matches!(b.input(bad, 1), Err(KcpError::Truncated { .. })),
+            "{} bytes",
+            bad.len()
+        );
     }
     // frg 200 announces 201 fragments: more than a 128-segment window holds.
     let mut frg = d[0].clone();
     frg[5] = 200;
-    let mut small = KcpConfig::default();
-    small.rcv_wnd = 128;
+    let small = KcpConfig {
+        rcv_wnd: 128,
+        ..KcpConfig::default()
+    };
     let mut c = Kcp::new(5, small);
-    assert!(matches!(c.input(&frg, 1), Err(KcpError::BadFragment { fragments: 201, .. })));
+    assert!(matches!(
+        c.input(&frg, 1),
+        Err(KcpError::BadFragment { fragments: 201, .. })
+    ));
     let mut cmd = d[0].clone();
     cmd[4] = 0;
-    assert!(matches!(b.input(&cmd, 1), Err(KcpError::BadCommand { cmd: 0, at: 0 })));
+    assert!(matches!(
+        b.input(&cmd, 1),
+        Err(KcpError::BadCommand { cmd: 0, at: 0 })
+    ));
     let after = b.stats();
     assert_eq!(after.input_errors, before.input_errors + 5);
-    assert_eq!((after.segments_recv, after.rcv_buf, after.rcv_queue), (0, 0, 0));
+    assert_eq!(
+        (after.segments_recv, after.rcv_buf, after.rcv_queue),
+        (0, 0, 0)
+    );
     let mut out = 0;
     b.flush(2, &mut |_| out += 1);
     assert_eq!(out, 0, "a refused datagram must not be acknowledged");

@@ -160,7 +160,10 @@ impl Endpoint {
         let thread = std::thread::Builder::new()
             .name("kcpvpn-datapath".into())
             .spawn(move || worker.run())?;
-        Ok(Endpoint { shared, thread: Mutex::new(Some(thread)) })
+        Ok(Endpoint {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
     }
 
     pub fn command(&self, c: Command) {
@@ -183,7 +186,11 @@ impl Endpoint {
     }
 
     pub fn is_running(&self) -> bool {
-        self.thread.lock().unwrap().as_ref().is_some_and(|t| !t.is_finished())
+        self.thread
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
     }
 
     /// Stops the thread: every session sends an authenticated close first.
@@ -192,7 +199,9 @@ impl Endpoint {
         self.shared.cmd_event.notify();
         let handle = self.thread.lock().unwrap().take();
         match handle {
-            Some(t) => t.join().unwrap_or_else(|_| Err(io::Error::other("data-path thread panicked"))),
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("data-path thread panicked"))),
             None => Ok(()),
         }
     }
@@ -294,7 +303,11 @@ impl Worker {
         // Say goodbye so peers release their side at once instead of timing out.
         let fd = self.udp.as_raw_fd();
         for p in self.peers.iter_mut().flatten() {
-            let mut tx = TxTo { q: &mut self.tx, fd, addr: p.addr };
+            let mut tx = TxTo {
+                q: &mut self.tx,
+                fd,
+                addr: p.addr,
+            };
             p.session.close(&mut tx);
         }
         let _ = self.tx.flush(fd);
@@ -345,7 +358,11 @@ impl Worker {
         let mut closed = Vec::new();
         for (idx, slot) in self.peers.iter_mut().enumerate() {
             let Some(p) = slot else { continue };
-            let mut tx = TxTo { q: &mut self.tx, fd, addr: p.addr };
+            let mut tx = TxTo {
+                q: &mut self.tx,
+                fd,
+                addr: p.addr,
+            };
             if p.dirty {
                 p.session.flush(now, &mut tx);
                 p.dirty = false;
@@ -355,7 +372,10 @@ impl Worker {
             }
             p.next_timeout = p.session.next_timeout(now);
             if !p.reading && p.session.wants_packets() {
-                p.reading = self.epoll.set_readable(p.tun.as_raw_fd(), true, idx as u64).is_ok();
+                p.reading = self
+                    .epoll
+                    .set_readable(p.tun.as_raw_fd(), true, idx as u64)
+                    .is_ok();
             }
             if let Some(reason) = p.session.closed() {
                 closed.push((idx, reason));
@@ -365,10 +385,14 @@ impl Worker {
             if let Some(p) = self.peers[idx].take() {
                 let _ = self.epoll.delete(p.tun.as_raw_fd());
                 self.by_id.remove(&p.session_id);
-                self.emit(Event::SessionClosed { session_id: p.session_id, reason });
+                self.emit(Event::SessionClosed {
+                    session_id: p.session_id,
+                    reason,
+                });
             }
         }
-        self.pending.retain(|_, pd| !after(now, pd.since.wrapping_add(PENDING_TTL_MS)));
+        self.pending
+            .retain(|_, pd| !after(now, pd.since.wrapping_add(PENDING_TTL_MS)));
     }
 
     fn on_udp(&mut self) -> io::Result<()> {
@@ -454,7 +478,9 @@ impl Worker {
     }
 
     fn on_handshake_init(&mut self, dgram: &[u8], from: SocketAddr, now: u32) {
-        let Some(responder) = self.responder.as_mut() else { return };
+        let Some(responder) = self.responder.as_mut() else {
+            return;
+        };
         match responder.read_init(dgram, sys::unix_ms()) {
             Ok((request, accept)) => {
                 self.stats.handshake_requests += 1;
@@ -465,8 +491,19 @@ impl Worker {
                 }
                 let id = self.next_pending;
                 self.next_pending += 1;
-                self.pending.insert(id, Pending { accept, from, since: now });
-                self.emit(Event::HandshakeRequest { pending_id: id, request, from });
+                self.pending.insert(
+                    id,
+                    Pending {
+                        accept,
+                        from,
+                        since: now,
+                    },
+                );
+                self.emit(Event::HandshakeRequest {
+                    pending_id: id,
+                    request,
+                    from,
+                });
             }
             Err(e) => {
                 use kcpvpn_crypto::handshake::HandshakeError as H;
@@ -496,7 +533,11 @@ impl Worker {
         }
         self.hints_left -= 1;
         let fd = self.udp.as_raw_fd();
-        let mut tx = TxTo { q: &mut self.tx, fd, addr: to };
+        let mut tx = TxTo {
+            q: &mut self.tx,
+            fd,
+            addr: to,
+        };
         let b = tx.buf();
         b.extend_from_slice(&[MSG_REJECT, code, 0, 0]);
         b.extend_from_slice(&init[4..8]);
@@ -504,7 +545,9 @@ impl Worker {
     }
 
     fn on_tun(&mut self, idx: usize) {
-        let Some(Some(p)) = self.peers.get_mut(idx) else { return };
+        let Some(Some(p)) = self.peers.get_mut(idx) else {
+            return;
+        };
         let fd = p.tun.as_raw_fd();
         let mut n = 0;
         while n < TUN_READ_BUDGET && p.session.wants_packets() {
@@ -516,7 +559,10 @@ impl Worker {
                 Ok(None) => break,
                 Err(e) => {
                     self.shared.events.lock().unwrap().push_back(Event::Error {
-                        message: format!("reading the interface of session {:#x} failed: {e}", p.session_id),
+                        message: format!(
+                            "reading the interface of session {:#x} failed: {e}",
+                            p.session_id
+                        ),
                     });
                     self.shared.event_fd.notify();
                     break;
@@ -528,7 +574,7 @@ impl Worker {
         }
         if !p.session.wants_packets() && p.reading {
             // Back-pressure: leave packets in the interface queue until KCP drains.
-            p.reading = !self.epoll.set_readable(fd, false, idx as u64).is_ok();
+            p.reading = self.epoll.set_readable(fd, false, idx as u64).is_err();
         }
     }
 
@@ -538,35 +584,65 @@ impl Worker {
         let now = sys::now_ms();
         for c in cmds {
             match c {
-                Command::AddSession { session_id, peer_id, conv, send_key, recv_key, peer, tun, cfg } => {
-                    match Session::new(cfg, conv, &send_key, &recv_key, peer_id, now) {
-                        Ok(s) => self.insert_peer(session_id, s, peer, tun, now),
-                        Err(e) => self.emit(Event::Error { message: format!("cannot start the session: {e}") }),
-                    }
-                }
-                Command::Accept { pending_id, session_id, config, tun, cfg } => {
+                Command::AddSession {
+                    session_id,
+                    peer_id,
+                    conv,
+                    send_key,
+                    recv_key,
+                    peer,
+                    tun,
+                    cfg,
+                } => match Session::new(cfg, conv, &send_key, &recv_key, peer_id, now) {
+                    Ok(s) => self.insert_peer(session_id, s, peer, tun, now),
+                    Err(e) => self.emit(Event::Error {
+                        message: format!("cannot start the session: {e}"),
+                    }),
+                },
+                Command::Accept {
+                    pending_id,
+                    session_id,
+                    config,
+                    tun,
+                    cfg,
+                } => {
                     let Some(pd) = self.pending.remove(&pending_id) else {
                         self.emit(Event::Error {
-                            message: format!("handshake {pending_id} is no longer pending (expired?)"),
+                            message: format!(
+                                "handshake {pending_id} is no longer pending (expired?)"
+                            ),
                         });
                         continue;
                     };
                     let client_id = pd.accept.sender_id();
                     // Build the session before answering, so a session we can't
                     // run (bad FEC parameters from the peer) is refused instead.
-                    let probe = Session::new(cfg.clone(), client_id, &[0; 32], &[0; 32], client_id, now);
+                    let probe =
+                        Session::new(cfg.clone(), client_id, &[0; 32], &[0; 32], client_id, now);
                     if let Err(e) = probe {
-                        let msg2 = pd.accept.refuse(&format!("the server cannot run this session: {e}"));
+                        let msg2 = pd
+                            .accept
+                            .refuse(&format!("the server cannot run this session: {e}"));
                         let fd = self.udp.as_raw_fd();
-                        let mut tx = TxTo { q: &mut self.tx, fd, addr: pd.from };
+                        let mut tx = TxTo {
+                            q: &mut self.tx,
+                            fd,
+                            addr: pd.from,
+                        };
                         tx.buf().extend_from_slice(&msg2);
                         tx.commit();
-                        self.emit(Event::Error { message: format!("refused session {session_id:#x}: {e}") });
+                        self.emit(Event::Error {
+                            message: format!("refused session {session_id:#x}: {e}"),
+                        });
                         continue;
                     }
                     let (msg2, keys) = pd.accept.accept(&config, session_id);
                     let fd = self.udp.as_raw_fd();
-                    let mut tx = TxTo { q: &mut self.tx, fd, addr: pd.from };
+                    let mut tx = TxTo {
+                        q: &mut self.tx,
+                        fd,
+                        addr: pd.from,
+                    };
                     let b = tx.buf();
                     b.extend_from_slice(&msg2);
                     tx.commit();
@@ -578,7 +654,11 @@ impl Worker {
                     if let Some(pd) = self.pending.remove(&pending_id) {
                         let msg2 = pd.accept.refuse(&reason);
                         let fd = self.udp.as_raw_fd();
-                        let mut tx = TxTo { q: &mut self.tx, fd, addr: pd.from };
+                        let mut tx = TxTo {
+                            q: &mut self.tx,
+                            fd,
+                            addr: pd.from,
+                        };
                         tx.buf().extend_from_slice(&msg2);
                         tx.commit();
                     }
@@ -587,7 +667,11 @@ impl Worker {
                     if let Some(idx) = self.by_id.remove(&session_id) {
                         if let Some(mut p) = self.peers[idx].take() {
                             let fd = self.udp.as_raw_fd();
-                            let mut tx = TxTo { q: &mut self.tx, fd, addr: p.addr };
+                            let mut tx = TxTo {
+                                q: &mut self.tx,
+                                fd,
+                                addr: p.addr,
+                            };
                             p.session.close(&mut tx);
                             let _ = self.epoll.delete(p.tun.as_raw_fd());
                         }
@@ -597,7 +681,14 @@ impl Worker {
         }
     }
 
-    fn insert_peer(&mut self, session_id: u32, session: Session, addr: SocketAddr, tun: OwnedFd, now: u32) {
+    fn insert_peer(
+        &mut self,
+        session_id: u32,
+        session: Session,
+        addr: SocketAddr,
+        tun: OwnedFd,
+        now: u32,
+    ) {
         let idx = match self.peers.iter().position(|p| p.is_none()) {
             Some(i) => i,
             None => {
@@ -608,7 +699,9 @@ impl Worker {
         let reading = sys::set_nonblocking(tun.as_raw_fd()).is_ok()
             && self.epoll.add(tun.as_raw_fd(), true, idx as u64).is_ok();
         if !reading {
-            self.emit(Event::Error { message: format!("cannot watch the interface of session {session_id:#x}") });
+            self.emit(Event::Error {
+                message: format!("cannot watch the interface of session {session_id:#x}"),
+            });
         }
         self.peers[idx] = Some(Peer {
             session_id,

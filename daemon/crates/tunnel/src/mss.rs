@@ -22,7 +22,9 @@ pub fn clamp(pkt: &mut [u8], mtu: u16, ethernet: bool) -> bool {
     } else {
         pkt
     };
-    let Some(&first) = ip.first() else { return false };
+    let Some(&first) = ip.first() else {
+        return false;
+    };
     match first >> 4 {
         4 => clamp_v4(ip, mtu.saturating_sub(40)),
         6 => clamp_v6(ip, mtu.saturating_sub(60)),
@@ -80,7 +82,9 @@ fn clamp_tcp(tcp: &mut [u8], max_mss: u16) -> bool {
             OPT_END => return false,
             OPT_NOP => i += 1,
             kind => {
-                let Some(&len) = tcp.get(i + 1) else { return false };
+                let Some(&len) = tcp.get(i + 1) else {
+                    return false;
+                };
                 let len = len as usize;
                 if len < 2 || i + len > data_off {
                     return false;
@@ -202,7 +206,11 @@ mod tests {
             let o = 20 + 20 + nops + 2;
             assert_eq!(u16::from_be_bytes([p[o], p[o + 1]]), 1360);
             let stored = u16::from_be_bytes([p[36], p[37]]);
-            assert_eq!(stored, tcp_checksum_v4(&p), "checksum broken with {nops} NOPs");
+            assert_eq!(
+                stored,
+                tcp_checksum_v4(&p),
+                "checksum broken with {nops} NOPs"
+            );
         }
     }
 
@@ -250,7 +258,10 @@ mod tests {
         assert!(clamp(&mut p, 1400, false));
         assert_eq!(mss_of(&p, 40), 1340);
         // Incremental update equals recomputation relative to the old sum.
-        assert_eq!(u16::from_be_bytes([p[56], p[57]]), checksum_adjust(before, 1440, 1340));
+        assert_eq!(
+            u16::from_be_bytes([p[56], p[57]]),
+            checksum_adjust(before, 1440, 1340)
+        );
     }
 
     #[test]

@@ -148,8 +148,18 @@ impl Session {
         peer_id: u32,
         now: u32,
     ) -> Result<Session, kcpvpn_fec::FecError> {
+        let mut cfg = cfg;
         let mut kcp_cfg = cfg.kcp.clone();
         kcp_cfg.mtu = cfg.kcp_mtu();
+        // Clamp TCP to what one KCP segment carries, not just to the interface
+        // MTU: a 1500-byte packet over the default 1350-byte UDP MTU would
+        // otherwise travel as two segments (1286 + 214 bytes), doubling the
+        // datagrams, seals and syscalls per byte.
+        if let Some(mtu) = cfg.mss_clamp_mtu {
+            let link_header = if cfg.ethernet { 18 } else { 0 };
+            let one_segment = cfg.kcp_mtu().saturating_sub(kcpvpn_kcp::wire::OVERHEAD + link_header);
+            cfg.mss_clamp_mtu = Some(mtu.min(one_segment.max(576) as u16));
+        }
         let max_dgram = cfg.udp_mtu;
         let fec_enc = match cfg.fec_send {
             Some((d, p)) => Some(FecEncoder::try_new(d as usize, p as usize, max_dgram)?),
@@ -216,7 +226,12 @@ impl Session {
     /// Takes one datagram addressed to this session. Packets it completes are
     /// passed to `deliver` (after the whole batch is in, call `flush` so ACKs
     /// leave promptly).
-    pub fn input(&mut self, datagram: &mut [u8], now: u32, deliver: &mut dyn FnMut(&[u8])) -> Received {
+    pub fn input(
+        &mut self,
+        datagram: &mut [u8],
+        now: u32,
+        deliver: &mut dyn FnMut(&[u8]),
+    ) -> Received {
         let wire_len = datagram.len() as u64;
         let opened = match self.opener.open_in_place(datagram) {
             Ok(o) => o,
@@ -294,7 +309,14 @@ impl Session {
 
     /// Sends whatever KCP has ready (new data, ACKs, retransmissions).
     pub fn flush(&mut self, now: u32, tx: &mut dyn Transmit) {
-        let Session { kcp, fec_enc, sealer, stats, last_send, .. } = self;
+        let Session {
+            kcp,
+            fec_enc,
+            sealer,
+            stats,
+            last_send,
+            ..
+        } = self;
         let mut sent = 0u64;
         let mut wire = 0u64;
         let mut seal = |shard: &[u8]| {
@@ -335,7 +357,12 @@ impl Session {
         if let Some(deadline) = self.rapid_deadline {
             if after(now, deadline) {
                 self.rapid_deadline = None;
-                let Session { fec_enc, sealer, stats, .. } = self;
+                let Session {
+                    fec_enc,
+                    sealer,
+                    stats,
+                    ..
+                } = self;
                 if let Some(enc) = fec_enc {
                     if enc.has_partial() {
                         stats.rapid_fec_flushes += 1;
@@ -351,7 +378,9 @@ impl Session {
                 }
             }
         }
-        if self.cfg.keepalive_ms > 0 && after(now, self.last_send.wrapping_add(self.cfg.keepalive_ms)) {
+        if self.cfg.keepalive_ms > 0
+            && after(now, self.last_send.wrapping_add(self.cfg.keepalive_ms))
+        {
             let buf = tx.buf();
             if self.sealer.seal_into(MSG_DATA, &[], buf).is_ok() {
                 self.stats.keepalives_out += 1;
@@ -403,6 +432,9 @@ impl Session {
     }
 
     pub fn fec_recovered(&self) -> u64 {
-        self.fec_dec.as_ref().map(|d| d.stats().recovered).unwrap_or(0)
+        self.fec_dec
+            .as_ref()
+            .map(|d| d.stats().recovered)
+            .unwrap_or(0)
     }
 }

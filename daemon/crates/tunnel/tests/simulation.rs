@@ -8,8 +8,8 @@ use kcpvpn_kcp::KcpConfig;
 use kcpvpn_tunnel::session::{Received, Session, SessionConfig, VecTransmit};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use std::collections::BinaryHeap;
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 const KEY_AB: [u8; 32] = [0x11; 32];
 const KEY_BA: [u8; 32] = [0x22; 32];
@@ -34,7 +34,14 @@ struct Link {
 
 impl Link {
     fn new(p: LinkParams, seed: u64) -> Link {
-        Link { p, rng: SmallRng::seed_from_u64(seed), seq: 0, queue: BinaryHeap::new(), sent: 0, dropped: 0 }
+        Link {
+            p,
+            rng: SmallRng::seed_from_u64(seed),
+            seq: 0,
+            queue: BinaryHeap::new(),
+            sent: 0,
+            dropped: 0,
+        }
     }
     fn push(&mut self, now: u32, d: Vec<u8>) {
         self.sent += 1;
@@ -42,16 +49,29 @@ impl Link {
             self.dropped += 1;
             return;
         }
-        let copies = if self.rng.random::<f64>() < self.p.dup { 2 } else { 1 };
+        let copies = if self.rng.random::<f64>() < self.p.dup {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             // Jitter reorders: a later datagram may get a shorter delay.
-            let j = if self.p.jitter_ms > 0 { self.rng.random_range(0..=self.p.jitter_ms) } else { 0 };
+            let j = if self.p.jitter_ms > 0 {
+                self.rng.random_range(0..=self.p.jitter_ms)
+            } else {
+                0
+            };
             self.seq += 1;
-            self.queue.push(Reverse((now + self.p.delay_ms + j, self.seq, d.clone())));
+            self.queue
+                .push(Reverse((now + self.p.delay_ms + j, self.seq, d.clone())));
         }
     }
     fn pop_due(&mut self, now: u32) -> Option<Vec<u8>> {
-        if self.queue.peek().is_some_and(|Reverse((t, _, _))| *t <= now) {
+        if self
+            .queue
+            .peek()
+            .is_some_and(|Reverse((t, _, _))| *t <= now)
+        {
             self.queue.pop().map(|Reverse((_, _, d))| d)
         } else {
             None
@@ -79,7 +99,11 @@ fn config(profile: &str, fec: Option<(u8, u8)>, rapid: bool) -> SessionConfig {
 
 fn message(i: u32, rng: &mut SmallRng) -> Vec<u8> {
     // Mostly IP-packet sizes, sometimes a jumbo frame that spans several segments.
-    let len = if rng.random::<f64>() < 0.05 { rng.random_range(1400..=9000) } else { rng.random_range(1..=1400) };
+    let len = if rng.random::<f64>() < 0.05 {
+        rng.random_range(1400..=9000)
+    } else {
+        rng.random_range(1..=1400)
+    };
     let mut m = vec![0u8; len.max(4)];
     m[..4].copy_from_slice(&i.to_le_bytes());
     for (k, b) in m.iter_mut().enumerate().skip(4) {
@@ -137,13 +161,29 @@ fn simulate(cfg: SessionConfig, link: LinkParams, n: u32, seed: u64, gap_ms: u32
         }
         now += 1;
     }
-    Outcome { delivered, sent, fec_recovered: b.fec_recovered(), elapsed_ms: now - 1000 }
+    Outcome {
+        delivered,
+        sent,
+        fec_recovered: b.fec_recovered(),
+        elapsed_ms: now - 1000,
+    }
 }
 
 fn assert_exactly_once(o: &Outcome, what: &str) {
-    assert_eq!(o.delivered.len(), o.sent.len(), "{what}: {} of {} delivered", o.delivered.len(), o.sent.len());
+    assert_eq!(
+        o.delivered.len(),
+        o.sent.len(),
+        "{what}: {} of {} delivered",
+        o.delivered.len(),
+        o.sent.len()
+    );
     for (i, (d, s)) in o.delivered.iter().zip(&o.sent).enumerate() {
-        assert!(d == s, "{what}: message {i} differs (len {} vs {})", d.len(), s.len());
+        assert!(
+            d == s,
+            "{what}: message {i} differs (len {} vs {})",
+            d.len(),
+            s.len()
+        );
     }
 }
 
@@ -156,9 +196,17 @@ fn every_profile_fec_and_loss_delivers_exactly_once_in_order() {
                     continue;
                 }
                 for loss in [0.0, 0.1, 0.3] {
-                    let link = LinkParams { loss, dup: 0.02, delay_ms: 20, jitter_ms: 10 };
+                    let link = LinkParams {
+                        loss,
+                        dup: 0.02,
+                        delay_ms: 20,
+                        jitter_ms: 10,
+                    };
                     let o = simulate(config(profile, fec, rapid), link, 300, 42, 1);
-                    assert_exactly_once(&o, &format!("{profile} fec={fec:?} rapid={rapid} loss={loss}"));
+                    assert_exactly_once(
+                        &o,
+                        &format!("{profile} fec={fec:?} rapid={rapid} loss={loss}"),
+                    );
                 }
             }
         }
@@ -167,7 +215,12 @@ fn every_profile_fec_and_loss_delivers_exactly_once_in_order() {
 
 #[test]
 fn fec_recovers_losses_without_waiting_for_retransmission() {
-    let link = LinkParams { loss: 0.05, dup: 0.0, delay_ms: 20, jitter_ms: 0 };
+    let link = LinkParams {
+        loss: 0.05,
+        dup: 0.0,
+        delay_ms: 20,
+        jitter_ms: 0,
+    };
     let o = simulate(config("fast", Some((10, 3)), false), link, 2000, 7, 0);
     assert_exactly_once(&o, "fec 10/3 at 5% loss");
     assert!(o.fec_recovered > 0, "FEC recovered nothing at 5% loss");
@@ -177,7 +230,12 @@ fn fec_recovers_losses_without_waiting_for_retransmission() {
 /// waits for a retransmission; with it, parity follows within one interval.
 #[test]
 fn rapid_fec_recovers_sparse_traffic() {
-    let link = LinkParams { loss: 0.1, dup: 0.0, delay_ms: 20, jitter_ms: 0 };
+    let link = LinkParams {
+        loss: 0.1,
+        dup: 0.0,
+        delay_ms: 20,
+        jitter_ms: 0,
+    };
     let with = simulate(config("fast", Some((10, 3)), true), link, 200, 9, 100);
     let without = simulate(config("fast", Some((10, 3)), false), link, 200, 9, 100);
     assert_exactly_once(&with, "rapid");
@@ -209,13 +267,18 @@ fn tampered_datagrams_are_counted_and_never_delivered() {
     for i in 0..d.len() {
         let mut t = d.clone();
         t[i] ^= 0x40;
-        let got = b.input(&mut t, 0, &mut |_p: &[u8]| panic!("tampered datagram delivered"));
+        let got = b.input(&mut t, 0, &mut |_p: &[u8]| {
+            panic!("tampered datagram delivered")
+        });
         assert_eq!(got, Received::Dropped, "flipped byte {i} accepted");
     }
     assert!(b.stats.auth_failures + b.stats.malformed + b.stats.replays >= d.len() as u64);
     let mut ok = d.clone();
     let mut got = Vec::new();
-    assert_eq!(b.input(&mut ok, 0, &mut |p: &[u8]| got.push(p.to_vec())), Received::Data);
+    assert_eq!(
+        b.input(&mut ok, 0, &mut |p: &[u8]| got.push(p.to_vec())),
+        Received::Data
+    );
     assert_eq!(got, vec![b"hello through the tunnel".to_vec()]);
 }
 
@@ -225,13 +288,19 @@ fn truncated_replayed_and_foreign_datagrams_are_dropped() {
     let d = one_datagram(&mut a);
     for n in 0..d.len() {
         let mut t = d[..n].to_vec();
-        assert_eq!(b.input(&mut t, 0, &mut |_p: &[u8]| panic!("truncated delivered")), Received::Dropped);
+        assert_eq!(
+            b.input(&mut t, 0, &mut |_p: &[u8]| panic!("truncated delivered")),
+            Received::Dropped
+        );
     }
     let mut first = d.clone();
     let mut count = 0;
     b.input(&mut first, 0, &mut |_p: &[u8]| count += 1);
     let mut again = d.clone();
-    assert_eq!(b.input(&mut again, 0, &mut |_p: &[u8]| count += 1), Received::Dropped);
+    assert_eq!(
+        b.input(&mut again, 0, &mut |_p: &[u8]| count += 1),
+        Received::Dropped
+    );
     assert_eq!(count, 1);
     assert_eq!(b.stats.replays, 1);
 
@@ -239,7 +308,10 @@ fn truncated_replayed_and_foreign_datagrams_are_dropped() {
     let cfg = config("fast", Some((10, 3)), false);
     let mut stranger = Session::new(cfg, 7, &[0x33; 32], &[0x44; 32], 2, 0).unwrap();
     let mut f = one_datagram(&mut stranger);
-    assert_eq!(b.input(&mut f, 0, &mut |_p: &[u8]| panic!("foreign delivered")), Received::Dropped);
+    assert_eq!(
+        b.input(&mut f, 0, &mut |_p: &[u8]| panic!("foreign delivered")),
+        Received::Dropped
+    );
     assert!(b.stats.auth_failures >= 1);
 }
 
@@ -256,13 +328,20 @@ fn keepalive_and_idle_timeout() {
         let mut tx = VecTransmit::default();
         a.poll(now, &mut tx);
         for mut d in tx.datagrams {
-            assert_eq!(b.input(&mut d, now, &mut |_p: &[u8]| {}), Received::Keepalive);
+            assert_eq!(
+                b.input(&mut d, now, &mut |_p: &[u8]| {}),
+                Received::Keepalive
+            );
         }
         let mut sink = VecTransmit::default();
         b.poll(now, &mut sink);
         now += 50;
     }
-    assert!(b.stats.keepalives_in >= 3, "B heard {} keepalives", b.stats.keepalives_in);
+    assert!(
+        b.stats.keepalives_in >= 3,
+        "B heard {} keepalives",
+        b.stats.keepalives_in
+    );
     assert_eq!(b.stats.keepalives_in, a.stats.keepalives_out);
     assert!(a.closed().is_some(), "A should have timed out");
     assert!(b.closed().is_none(), "B heard keepalives and must stay up");

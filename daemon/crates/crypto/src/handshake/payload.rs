@@ -547,7 +547,9 @@ mod tests {
         // Valid groups only: at least one of each kind, at most 255 shards.
         prop_oneof![
             Just(None),
-            (1u8..=254).prop_flat_map(|d| (Just(d), 1u8..=(255 - d))).prop_map(Some)
+            (1u8..=254)
+                .prop_flat_map(|d| (Just(d), 1u8..=(255 - d)))
+                .prop_map(Some)
         ]
     }
 

@@ -49,10 +49,22 @@ pub struct LinkCfg {
 
 impl LinkCfg {
     pub fn clean(delay: u32) -> LinkCfg {
-        LinkCfg { loss: 0.0, dup: 0.0, delay, jitter: 0, reorder: 0.0 }
+        LinkCfg {
+            loss: 0.0,
+            dup: 0.0,
+            delay,
+            jitter: 0,
+            reorder: 0.0,
+        }
     }
     pub fn lossy(loss: f64) -> LinkCfg {
-        LinkCfg { loss, dup: 0.05, delay: 20, jitter: 15, reorder: 0.1 }
+        LinkCfg {
+            loss,
+            dup: 0.05,
+            delay: 20,
+            jitter: 15,
+            reorder: 0.1,
+        }
     }
 }
 
@@ -69,7 +81,15 @@ pub struct Link {
 
 impl Link {
     pub fn new(cfg: LinkCfg, seed: u64) -> Link {
-        Link { cfg, rng: Rng::new(seed), q: BinaryHeap::new(), seq: 0, blackhole: false, offered: 0, dropped: 0 }
+        Link {
+            cfg,
+            rng: Rng::new(seed),
+            q: BinaryHeap::new(),
+            seq: 0,
+            blackhole: false,
+            offered: 0,
+            dropped: 0,
+        }
     }
 
     pub fn push(&mut self, t: u64, d: &[u8]) {
@@ -169,10 +189,20 @@ pub struct Stream {
 impl Stream {
     pub fn new(seed: u64, count: usize, max_len: usize) -> Stream {
         let mut r = Rng::new(seed ^ 0x5eed);
-        Stream { seed, lens: (0..count).map(|_| message_len(&mut r, max_len)).collect(), next_send: 0, next_recv: 0 }
+        Stream {
+            seed,
+            lens: (0..count).map(|_| message_len(&mut r, max_len)).collect(),
+            next_send: 0,
+            next_recv: 0,
+        }
     }
     pub fn fixed(seed: u64, count: usize, len: usize) -> Stream {
-        Stream { seed, lens: vec![len; count], next_send: 0, next_recv: 0 }
+        Stream {
+            seed,
+            lens: vec![len; count],
+            next_send: 0,
+            next_recv: 0,
+        }
     }
     pub fn empty() -> Stream {
         Stream::fixed(0, 0, 0)
@@ -184,11 +214,19 @@ impl Stream {
     fn check(&mut self, m: &[u8]) -> Result<(), String> {
         let i = self.next_recv;
         if i >= self.lens.len() {
-            return Err(format!("extra message of {} bytes after all {} were delivered", m.len(), i));
+            return Err(format!(
+                "extra message of {} bytes after all {} were delivered",
+                m.len(),
+                i
+            ));
         }
         let want = message(self.seed, i as u32, self.lens[i]);
         if m != want.as_slice() {
-            let got_idx = if m.len() >= 4 { u32::from_le_bytes(m[..4].try_into().unwrap()) as i64 } else { -1 };
+            let got_idx = if m.len() >= 4 {
+                u32::from_le_bytes(m[..4].try_into().unwrap()) as i64
+            } else {
+                -1
+            };
             return Err(format!(
                 "message {i}: got {} bytes (index field {got_idx}), want {} bytes",
                 m.len(),
@@ -275,7 +313,10 @@ impl Sim {
             while let Some(m) = a.recv() {
                 sb.check(&m)?;
             }
-            let (sent_a, sent_b) = (Self::top_up(a, sa, self.wait_limit)?, Self::top_up(b, sb, self.wait_limit)?);
+            let (sent_a, sent_b) = (
+                Self::top_up(a, sa, self.wait_limit)?,
+                Self::top_up(b, sb, self.wait_limit)?,
+            );
             if self.on_demand && sent_a {
                 a.flush(now, &mut out);
             }

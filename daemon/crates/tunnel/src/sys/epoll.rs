@@ -25,13 +25,23 @@ impl Epoll {
     }
 
     pub fn add(&self, fd: RawFd, readable: bool, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, if readable { libc::EPOLLIN as u32 } else { 0 }, token)
+        self.ctl(
+            libc::EPOLL_CTL_ADD,
+            fd,
+            if readable { libc::EPOLLIN as u32 } else { 0 },
+            token,
+        )
     }
 
     /// Turns read interest on or off: how the data path stops reading a TUN
     /// device whose session already holds as much as it may buffer.
     pub fn set_readable(&self, fd: RawFd, readable: bool, token: u64) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_MOD, fd, if readable { libc::EPOLLIN as u32 } else { 0 }, token)
+        self.ctl(
+            libc::EPOLL_CTL_MOD,
+            fd,
+            if readable { libc::EPOLLIN as u32 } else { 0 },
+            token,
+        )
     }
 
     pub fn delete(&self, fd: RawFd) -> io::Result<()> {

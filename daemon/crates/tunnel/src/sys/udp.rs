@@ -97,7 +97,13 @@ impl RecvBatch {
         }
         // SAFETY: every header points at live buffers owned by self / this frame.
         let n = unsafe {
-            libc::recvmmsg(fd, hdrs.as_mut_ptr(), BATCH as _, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                BATCH as _,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -106,15 +112,17 @@ impl RecvBatch {
                 Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(0),
                 // An ICMP error queued on the socket (peer port closed) surfaces
                 // here once; it is not a reason to stop the data path.
-                Some(libc::ECONNREFUSED) | Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH) => Ok(0),
+                Some(libc::ECONNREFUSED) | Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH) => {
+                    Ok(0)
+                }
                 _ => Err(e),
             };
         }
         let n = n as usize;
-        for i in 0..n {
-            // A datagram longer than our buffer is truncated by the kernel (MSG_TRUNC);
-            // it can't be a valid one of ours, so it's given as-is and fails authentication.
-            self.lens[i] = hdrs[i].msg_len as usize;
+        // A datagram longer than our buffer is truncated by the kernel (MSG_TRUNC);
+        // it can't be a valid one of ours, so it's given as-is and fails authentication.
+        for (len, hdr) in self.lens.iter_mut().zip(&hdrs[..n]) {
+            *len = hdr.msg_len as usize;
         }
         self.count = n;
         Ok(n)
@@ -149,7 +157,9 @@ pub struct SendQueue {
 impl SendQueue {
     pub fn new(max_datagram: usize) -> Self {
         SendQueue {
-            bufs: (0..BATCH).map(|_| Vec::with_capacity(max_datagram)).collect(),
+            bufs: (0..BATCH)
+                .map(|_| Vec::with_capacity(max_datagram))
+                .collect(),
             addrs: vec![unsafe { zeroed() }; BATCH],
             addr_lens: vec![0; BATCH],
             count: 0,
@@ -193,7 +203,8 @@ impl SendQueue {
                     iov_base: self.bufs[i].as_mut_ptr().cast(),
                     iov_len: self.bufs[i].len(),
                 };
-                hdrs[j].msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+                hdrs[j].msg_hdr.msg_name =
+                    (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
                 hdrs[j].msg_hdr.msg_namelen = self.addr_lens[i];
                 hdrs[j].msg_hdr.msg_iov = &mut iovs[j];
                 hdrs[j].msg_hdr.msg_iovlen = 1;
@@ -204,9 +215,15 @@ impl SendQueue {
                 let e = io::Error::last_os_error();
                 match e.raw_os_error() {
                     Some(libc::EINTR) => continue,
-                    Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::ECONNREFUSED)
-                    | Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH) | Some(libc::EPERM)
-                    | Some(libc::EMSGSIZE) | Some(libc::EINVAL) | Some(libc::EADDRNOTAVAIL) => {
+                    Some(libc::EAGAIN)
+                    | Some(libc::ENOBUFS)
+                    | Some(libc::ECONNREFUSED)
+                    | Some(libc::EHOSTUNREACH)
+                    | Some(libc::ENETUNREACH)
+                    | Some(libc::EPERM)
+                    | Some(libc::EMSGSIZE)
+                    | Some(libc::EINVAL)
+                    | Some(libc::EADDRNOTAVAIL) => {
                         // Skip the datagram at the head of the batch and go on.
                         self.send_errors += 1;
                         start += 1;
@@ -236,7 +253,13 @@ pub fn set_dscp(fd: RawFd, dscp: u8, ipv6: bool) -> io::Result<()> {
     };
     // SAFETY: passes a pointer to a local c_int of the stated size.
     cvt(unsafe {
-        libc::setsockopt(fd, level, opt, (&tos as *const libc::c_int).cast(), size_of::<libc::c_int>() as _)
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&tos as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as _,
+        )
     })?;
     Ok(())
 }
