@@ -118,7 +118,16 @@ def _make_command(mode: str) -> Callable[..., None]:
         _setup_logging(loaded.config.log_level)
         for w in loaded.warnings:
             logging.getLogger("kcpvpn").warning("%s", w)
-        raise typer.Exit(RUN[mode](loaded.config) or 0)
+        from .tun import InterfaceError
+
+        try:
+            code = RUN[mode](loaded.config) or 0
+        except (OSError, InterfaceError) as e:
+            # Start-up failures (port in use, no /dev/net/tun, ...): one line
+            # that names what failed, not a traceback.
+            typer.echo(f"kcpvpn {mode}: error: {e}", err=True)
+            raise typer.Exit(1) from None
+        raise typer.Exit(code)
 
     parameters = [
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
@@ -195,6 +204,43 @@ for _mode, _alias, _help in (("server", "s", _SERVER_HELP), ("client", "c", _CLI
     _cmd = _make_command(_mode)
     app.command(_mode, help=_help, cls=TyperCommand)(_cmd)
     app.command(_alias, help=f"Alias of `kcpvpn {_mode}`.", hidden=True)(_cmd)
+
+
+@app.command("status")
+def status_cmd(
+    socket_path: Annotated[
+        str | None,
+        typer.Option("--socket", "-s", help="Status socket of the daemon (default: all found)"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON")] = False,
+) -> None:
+    """Live figures of running daemons: sessions, RTT, retransmissions, FEC recoveries."""
+    from . import status as st
+    from .status_view import render
+
+    paths = [socket_path] if socket_path else st.find_sockets()
+    if not paths:
+        typer.echo(
+            f"kcpvpn status: no daemon found (no socket in {st.RUN_DIR}); "
+            "pass --socket PATH if it uses --status-socket",
+            err=True,
+        )
+        raise typer.Exit(1)
+    code = 0
+    for p in paths:
+        try:
+            doc = st.read(p)
+        except (OSError, ValueError) as e:
+            typer.echo(f"kcpvpn status: {p}: {e}", err=True)
+            code = 1
+            continue
+        if as_json:
+            import json
+
+            typer.echo(json.dumps(doc, indent=2))
+        else:
+            render(doc, p)
+    raise typer.Exit(code)
 
 
 # --------------------------------------------------------------------------

@@ -167,3 +167,11 @@ def test_mss_clamped_to_tunnel_mtu(topo):
 
 def test_no_mss_clamp_leaves_syn_alone(topo):
     assert _syn_mss_across(topo, "--no-mss-clamp") == 1460
+
+
+def test_port_in_use_is_a_clear_error(topo):
+    first = start_server(topo.server, *SERVER_FLAGS)
+    second = start_server(topo.server, *SERVER_FLAGS, wait=False)
+    assert second.wait(timeout=20) == 1
+    assert "cannot listen on" in second.log() and "Traceback" not in second.log(), second.log()
+    assert first.alive()
