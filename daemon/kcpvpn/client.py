@@ -12,7 +12,14 @@ import socket
 import time
 
 from . import _engine, tun
-from .supervisor import Stopper, event_loop, open_socket, session_params, stretch
+from .supervisor import (
+    Stopper,
+    event_loop,
+    open_socket,
+    open_status,
+    session_params,
+    stretch,
+)
 
 log = logging.getLogger("kcpvpn.client")
 
@@ -32,9 +39,19 @@ class Client:
     def __init__(self, cfg) -> None:
         self.cfg = cfg
         t = cfg.transport
+        if cfg.bridge:
+            try:
+                tun.require_bridge(cfg.bridge)
+            except tun.InterfaceError as e:
+                raise SystemExit(f"kcpvpn client: --bridge: {e}") from None
         self.psk = stretch(t.secret)
         self.server = self._resolve(t.ip, t.port)
         self.iface: tun.Interface | None = None
+        self.ep = None
+        self.ip: str | None = None
+        self.status = None
+        self.started = time.time()
+        self.connected_since: float | None = None
         self.stopper = Stopper()
         self.hooks = None
         if cfg.on_connected_hook or cfg.on_disconnected_hook:
@@ -108,8 +125,17 @@ class Client:
             self.iface = tun.open_tun(cfg.vni_name, tap=tap, persistent=cfg.persistent_vni)
         name = self.iface.name
         ip = conf.get("client_ip")
-        if cfg.no_ip_configuration or cfg.bridge:
-            tun.configure(name, mtu=mtu, bridge=cfg.bridge if tap else None)
+        if cfg.bridge and not tap:
+            log.warning(
+                "--bridge %s has no effect: the server runs TUN mode (only a TAP joins a bridge)",
+                cfg.bridge,
+            )
+        if tap and cfg.bridge:
+            # A bridge port carries no address of its own (the bridge may).
+            tun.configure(name, mtu=mtu, bridge=cfg.bridge, flush=True)
+            ip = None
+        elif cfg.no_ip_configuration:
+            tun.configure(name, mtu=mtu)
         elif ip:
             if tap:
                 plen = conf.get("prefixlen")
@@ -125,7 +151,8 @@ class Client:
     def session(self) -> str:
         """One session, from handshake to end. Returns why it ended."""
         cfg, t = self.cfg, self.cfg.transport
-        sock = open_socket(t.ip, t.port, bind=False, sockbuf=t.sockbuf, dscp=t.dscp)
+        # The resolved address decides the family (--ip may be a host name).
+        sock = open_socket(self.server[0], t.port, bind=False, sockbuf=t.sockbuf, dscp=t.dscp)
         try:
             out, my_id = self.handshake(sock, None if cfg.auto_reconnect else HANDSHAKE_ATTEMPTS)
             if out is None:
@@ -146,6 +173,9 @@ class Client:
                 t,
                 peer_fec=conf.get("fec"),
                 max_packet=conf.get("full_frame_mtu") or conf["mtu"] + 22,
+                mtu=conf["mtu"],
+                tap=conf["tap"],
+                mss_clamp=cfg.mss_clamp,
             )
             ep = _engine.Endpoint.client(os.dup(sock.fileno()), max_datagram=t.udp_mtu)
             try:
@@ -162,8 +192,11 @@ class Client:
                         log.error("%s", ev["message"])
                     return True
 
-                event_loop(ep, self.stopper, on_event)
+                self.ep, self.ip = ep, ip
+                self.connected_since = time.time()
+                event_loop(ep, self.stopper, on_event, status=self.status)
             finally:
+                self.ep = None
                 ep.stop()
             self._hook("disconnected", iface.name, ip, conf)
             return reason
@@ -187,8 +220,25 @@ class Client:
             self.iface.close()
             self.iface = None
 
+    def snapshot(self) -> dict:
+        ep = self.ep
+        stats = ep.stats() if ep is not None else {"sessions": [], "endpoint": {}}
+        return {
+            "mode": "client",
+            "pid": os.getpid(),
+            "started": self.started,
+            "server": f"{self.server[0]}:{self.server[1]}",
+            "state": "connected" if ep is not None else "connecting",
+            "interface": self.iface.name if self.iface else None,
+            "ip": self.ip,
+            "since": self.connected_since,
+            "sessions": stats["sessions"],
+            "endpoint": stats["endpoint"],
+        }
+
     def run(self) -> int:
         cfg = self.cfg
+        self.status = open_status("client", cfg, self.snapshot)
         backoff = 1.0
         code = 0
         try:
@@ -221,6 +271,8 @@ class Client:
         finally:
             self._drop_interface()
             self.stopper.close()
+            if self.status:
+                self.status.close()
             if self.hooks:
                 self.hooks.wait(timeout=5)
         return code

@@ -163,6 +163,7 @@ class ServerConfig:
     bridge: str | None = None
     mss_clamp: bool = True
     log_level: str = "info"
+    status_socket: str | None = None
 
     @property
     def prefixlen(self) -> int | None:
@@ -190,13 +191,18 @@ class ClientConfig:
     no_ip_configuration: bool = False
     mss_clamp: bool = True
     log_level: str = "info"
+    status_socket: str | None = None
 
     @property
     def ip_mode(self) -> int:
-        """0 = the server assigns, 1 = --local-ip, 2 = --no-ip-configuration."""
+        """0 = the server assigns, 1 = --local-ip, 2 = --no-ip-configuration
+        (also with --bridge and no --local-ip: a bridge port gets no address,
+        so none is taken from the server's pool)."""
         if self.no_ip_configuration:
             return 2
-        return 1 if self.local_ip else 0
+        if self.local_ip:
+            return 1
+        return 2 if self.bridge else 0
 
 
 Config = ServerConfig | ClientConfig
@@ -522,6 +528,15 @@ FLAGS: tuple[Flag, ...] = (
         "debug, info, warning or error",
         PANEL_GENERAL,
         metavar="LEVEL",
+        new=True,
+    ),
+    Flag(
+        "status_socket",
+        ("--status-socket",),
+        "Unix socket where `kcpvpn status` reads live figures "
+        "(default /run/kcpvpn/server-PORT.sock or /run/kcpvpn/client-VNI.sock; 'none' = off)",
+        PANEL_GENERAL,
+        metavar="PATH",
         new=True,
     ),
 )

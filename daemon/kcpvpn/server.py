@@ -6,10 +6,19 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from . import _engine, tun
-from .supervisor import Stopper, event_loop, open_socket, session_params, stretch
+from .config import client_id_problem
+from .supervisor import (
+    Stopper,
+    event_loop,
+    open_socket,
+    open_status,
+    session_params,
+    stretch,
+)
 
 log = logging.getLogger("kcpvpn.server")
 
@@ -26,6 +35,7 @@ class Client:
     ip: str | None
     ip_mode: int
     remote: str
+    since: float = field(default_factory=time.time)
 
 
 def _fmt_addr(addr) -> str:
@@ -43,6 +53,11 @@ class Server:
         self.cfg = cfg
         t = cfg.transport
         self.tap = cfg.vni_mode == "tap"
+        if cfg.bridge:
+            try:
+                tun.require_bridge(cfg.bridge)
+            except tun.InterfaceError as e:
+                raise SystemExit(f"kcpvpn server: --bridge: {e}") from None
         self.pool = IpPool(
             cfg.assignable_ips,
             exclude=[cfg.local_ip] if cfg.local_ip else [],
@@ -56,7 +71,9 @@ class Server:
             os.dup(self.sock.fileno()), self.psk, max_datagram=t.udp_mtu
         )
         host, port = self.sock.getsockname()[:2]
-        log.info("listening on %s (%s mode)", _fmt_addr((host, port)), cfg.vni_mode)
+        self.listen = _fmt_addr((host, port))
+        self.started = time.time()
+        log.info("listening on %s (%s mode)", self.listen, cfg.vni_mode)
 
     # -- handshake policy -------------------------------------------------
     def _refuse(self, pending_id: int, reason: str) -> None:
@@ -69,6 +86,11 @@ class Server:
         pid = ev["pending_id"]
         cid = req["client_id"]
         remote = _fmt_addr(ev["from"])
+        # The handshake decoder already refuses such ids; checked again here
+        # because the id becomes part of a hook's path.
+        why = client_id_problem(cid)
+        if why:
+            return self._refuse(pid, why)
         if req["cipher"] != t.crypt:
             return self._refuse(
                 pid,
@@ -122,7 +144,14 @@ class Server:
             "prefixlen": cfg.prefixlen,
             "fec": t.fec,
         }
-        params = session_params(t, peer_fec=req.get("fec"), max_packet=full_frame)
+        params = session_params(
+            t,
+            peer_fec=req.get("fec"),
+            max_packet=full_frame,
+            mtu=mtu,
+            tap=self.tap,
+            mss_clamp=cfg.mss_clamp,
+        )
         self.endpoint.accept(pid, session_id, server_cfg, os.dup(iface.fd), params)
         c = Client(session_id, cid, iface, ip, mode, remote)
         self.clients[session_id] = c
@@ -158,7 +187,11 @@ class Server:
         if c.ip:
             self.pool.release(c.ip)
         log.info(
-            "client %s disconnected (%s); %s released", c.client_id or "(no id)", why, c.iface.name
+            "client %s disconnected (%s); released %s%s",
+            c.client_id or "(no id)",
+            why,
+            c.iface.name,
+            f" and {c.ip}" if c.ip else "",
         )
         self._hook("disconnected", c)
 
@@ -179,12 +212,42 @@ class Server:
             log.error("%s", ev["message"])
         return True
 
+    def snapshot(self) -> dict:
+        """What `kcpvpn status` shows: each client with its session's counters."""
+        stats = self.endpoint.stats()
+        by_id = {s["session_id"]: s for s in stats["sessions"]}
+        clients = []
+        for c in self.clients.values():
+            clients.append(
+                {
+                    "client_id": c.client_id,
+                    "interface": c.iface.name,
+                    "ip": c.ip,
+                    "ip_mode": c.ip_mode,
+                    "remote": c.remote,
+                    "since": c.since,
+                    **by_id.get(c.session_id, {}),
+                }
+            )
+        return {
+            "mode": "server",
+            "pid": os.getpid(),
+            "started": self.started,
+            "listen": self.listen,
+            "vni_mode": self.cfg.vni_mode,
+            "clients": clients,
+            "endpoint": stats["endpoint"],
+        }
+
     def run(self) -> int:
         stopper = Stopper()
+        status = open_status("server", self.cfg, self.snapshot)
         try:
-            event_loop(self.endpoint, stopper, self.on_event)
+            event_loop(self.endpoint, stopper, self.on_event, status=status)
         finally:
             stopper.close()
+            if status:
+                status.close()
             self.shutdown()
         return 0
 

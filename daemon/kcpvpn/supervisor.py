@@ -20,7 +20,15 @@ SO_SNDBUFFORCE = 32
 SO_RCVBUFFORCE = 33
 
 
-def session_params(t, peer_fec: tuple[int, int] | None, max_packet: int) -> dict:
+def session_params(
+    t,
+    peer_fec: tuple[int, int] | None,
+    max_packet: int,
+    *,
+    mtu: int,
+    tap: bool,
+    mss_clamp: bool = True,
+) -> dict:
     """The native session's parameters from the transport flags."""
     nodelay, interval, resend, nc = t.kcp_profile
     keepalive_ms = max(1, int(t.keepalive)) * 1000
@@ -42,6 +50,9 @@ def session_params(t, peer_fec: tuple[int, int] | None, max_packet: int) -> dict
         "udp_mtu": t.udp_mtu,
         "send_buffer": t.smuxbuf,
         "max_packet": max_packet,
+        # TCP SYNs crossing the tunnel get an MSS that fits its MTU.
+        "mss_clamp_mtu": mtu if mss_clamp else None,
+        "ethernet": tap,
     }
 
 
@@ -76,7 +87,14 @@ def open_socket(host: str, port: int, *, bind: bool, sockbuf: int, dscp: int) ->
             else:
                 s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, dscp << 2)
         if bind:
-            s.bind(addr)
+            try:
+                s.bind(addr)
+            except OSError as e:
+                where = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+                raise OSError(
+                    f"cannot listen on {where}: {e.strerror} (another program has the port? "
+                    "choose another --port)"
+                ) from None
     except OSError:
         s.close()
         raise
@@ -127,6 +145,21 @@ class Stopper:
         os.close(self._w)
 
 
+def open_status(mode: str, cfg, snapshot: Callable[[], dict]):
+    """The status socket (None when --status-socket none). A socket that can't
+    be created costs the user `kcpvpn status`, not the tunnel: log and go on."""
+    from .status import StatusServer, default_path
+
+    path = cfg.status_socket or default_path(mode, cfg)
+    if path.lower() == "none":
+        return None
+    try:
+        return StatusServer(path, snapshot)
+    except OSError as e:
+        log.warning("no status socket (%s): `kcpvpn status` won't work for this daemon", e)
+        return None
+
+
 def stretch(secret: str) -> _engine.Psk:
     """The secret stretched once with Argon2id (costly on purpose: a weak
     password costs an offline guesser as much per guess)."""
@@ -138,11 +171,16 @@ def event_loop(
     stopper: Stopper,
     on_event: Callable[[dict], bool],
     tick: Callable[[], None] | None = None,
+    status=None,
 ) -> None:
-    """Runs until a signal or until `on_event` returns False."""
+    """Runs until a signal or until `on_event` returns False; answers status
+    requests on `status` (a status.StatusServer) meanwhile."""
     efd = endpoint.event_fd()
+    fds = [efd] if status is None else [efd, status.fileno()]
     while not stopper.stopped:
-        stopper.wait([efd], 1.0)
+        ready = stopper.wait(fds, 1.0)
+        if status is not None and status.fileno() in ready:
+            status.handle()
         for ev in endpoint.events():
             if not on_event(ev):
                 return

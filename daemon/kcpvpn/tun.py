@@ -21,6 +21,9 @@ TUNSETPERSIST = 0x400454CB
 IFF_TUN = 0x0001
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
+# No duplicate address detection on tunnel addresses: the address is ours by
+# assignment, and DAD would keep it unusable ("tentative") for a second or more.
+IFA_F_NODAD = 0x02
 
 IFNAMSIZ = 16
 
@@ -92,6 +95,24 @@ def link_exists(name: str) -> bool:
         return bool(ipr.link_lookup(ifname=name))
 
 
+def require_bridge(name: str) -> None:
+    """Raises InterfaceError unless bridge `name` exists (checked at start-up,
+    so a typo is reported before any client connects)."""
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=name)
+        kind = None
+        if found:
+            info = ipr.get_links(found[0])[0].get_attr("IFLA_LINKINFO")
+            kind = info.get_attr("IFLA_INFO_KIND") if info else None
+    if not found:
+        raise InterfaceError(
+            f"bridge {name!r} does not exist: create it first "
+            f"(ip link add {name} type bridge) or drop --bridge"
+        )
+    if kind != "bridge":
+        raise InterfaceError(f"{name!r} is not a bridge (it is a {kind or 'plain'} interface)")
+
+
 def free_name(prefix: str, taken: set[str]) -> str:
     """The lowest `prefix<N>` that is neither ours nor an existing link."""
     with IPRoute() as ipr:
@@ -113,8 +134,8 @@ def configure(
     bridge: str | None = None,
     flush: bool = False,
 ) -> None:
-    """Sets MTU, the address (point-to-point when `peer` is given) or bridge
-    membership, and brings the link up."""
+    """Sets MTU, brings the link up, then sets the address (point-to-point
+    when `peer` is given) or bridge membership."""
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=name)
         if not found:
@@ -124,16 +145,17 @@ def configure(
             ipr.link("set", index=idx, mtu=mtu)
         except Exception as e:  # pyroute2 raises NetlinkError
             raise InterfaceError(f"cannot set MTU {mtu} on {name}: {e}") from e
+        # Up before addressing: an IPv6 point-to-point address added while the
+        # link is down gets a route to its local end, not to the peer, once up.
+        ipr.link("set", index=idx, state="up")
         if flush:
             for a in ipr.get_addr(index=idx):
                 if a.get("scope", 0) == 0:  # global addresses we may have set before
                     try:
-                        ipr.addr(
-                            "del",
-                            index=idx,
-                            address=a.get_attr("IFA_ADDRESS"),
-                            prefixlen=a["prefixlen"],
-                        )
+                        ends = {"address": a.get_attr("IFA_ADDRESS")}
+                        if a.get_attr("IFA_LOCAL"):  # point-to-point: both ends name it
+                            ends["local"] = a.get_attr("IFA_LOCAL")
+                        ipr.addr("del", index=idx, prefixlen=a["prefixlen"], **ends)
                     except Exception:
                         pass
         if bridge:
@@ -146,6 +168,7 @@ def configure(
             ipr.link("set", index=idx, master=br[0])
         elif local:
             ip = ipaddress.ip_address(local)
+            nodad = {"flags": IFA_F_NODAD} if ip.version == 6 else {}
             try:
                 if peer:
                     ipr.addr(
@@ -154,11 +177,11 @@ def configure(
                         local=local,
                         address=peer,
                         prefixlen=ip.max_prefixlen,
+                        **nodad,
                     )
                 else:
                     plen = ip.max_prefixlen if prefixlen is None else prefixlen
-                    ipr.addr("add", index=idx, address=local, prefixlen=plen)
+                    ipr.addr("add", index=idx, address=local, prefixlen=plen, **nodad)
             except Exception as e:
                 if "exists" not in str(e).lower():
                     raise InterfaceError(f"cannot set address {local} on {name}: {e}") from e
-        ipr.link("set", index=idx, state="up")

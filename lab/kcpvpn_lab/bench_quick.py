@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"kcpvpn {' '.join(a.flags) or '(defaults)'}: {res['mbit_s']:.0f} Mbit/s, "
             f"{res['streams']} stream(s) {'server→client' if a.reverse else 'client→server'}, "
-            f"{res['daemon_cpu_s']:.1f} CPU-s in both daemons = {res['cpu_s_per_gb']:.2f} CPU-s/GB, "
+            f"{res['daemon_cpu_s']:.1f} CPU-s in both daemons = "
+            f"{res['cpu_s_per_gb']:.2f} CPU-s/GB, "
             f"TCP retransmits {res['retransmits']}"
         )
     return 0
