@@ -97,12 +97,19 @@ class Server:
                 f"cipher mismatch: the server uses --crypt {t.crypt}, the client "
                 f"{req['cipher']}; use the same --crypt on both sides",
             )
-        # A client that reconnects (same non-empty id) replaces its old session.
-        if cid:
-            for old in [c for c in self.clients.values() if c.client_id == cid]:
-                log.info("client %s reconnected from %s; dropping its old session", cid, remote)
-                self.endpoint.close(old.session_id)
-                self._release(old, "replaced by a new connection")
+        # A new handshake replaces the old session of the same client: the same
+        # non-empty id, or the same address and port (one socket has one
+        # session; on a lossy path a lost answer makes the client try again).
+        for old in [
+            c for c in self.clients.values() if (cid and c.client_id == cid) or c.remote == remote
+        ]:
+            log.info(
+                "client %s handshook again from %s; dropping its old session",
+                cid or "(no id)",
+                remote,
+            )
+            self.endpoint.close(old.session_id)
+            self._release(old, "replaced by a new connection")
         mode = req["ip_mode"]
         ip: str | None = None
         if mode == IP_MODE_SERVER:

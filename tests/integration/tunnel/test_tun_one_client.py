@@ -177,3 +177,47 @@ def test_port_in_use_is_a_clear_error(topo):
     assert second.wait(timeout=20) == 1
     assert "cannot listen on" in second.log() and "Traceback" not in second.log(), second.log()
     assert first.alive()
+
+
+def test_repeated_handshake_from_one_socket_keeps_one_session(topo):
+    """When the server's answer is lost, the client tries again with a new
+    initiation from the same socket: the server must end up with one session,
+    not two interfaces and two addresses."""
+    import secrets
+    import socket
+
+    from kcpvpn import _engine
+    from kcpvpn_lab.vpn import SECRET
+
+    srv = start_server(topo.server, *SERVER_FLAGS)
+    psk = _engine.Psk(SECRET.encode())
+    payload = {
+        "client_id": "",
+        "mtu": 1500,
+        "ip_mode": 0,
+        "ip": None,
+        "fec": (10, 3),
+        "cipher": "aes",
+    }
+    sock = topo.client(1).socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.settimeout(5)
+        answers = []
+        for _ in range(2):  # the first answer is "lost": read but ignored
+            ini = _engine.Initiator(psk, payload, secrets.randbits(31) + 1)
+            sock.sendto(ini.message(), (str(topo.server.address), 4000))
+            out = None
+            while out is None:  # skip the old session's close message
+                data, _ = sock.recvfrom(2048)
+                out = ini.read_response(data)
+            answers.append(out)
+    finally:
+        sock.close()
+    assert all(a is not None and a.accepted for a in answers), [a and a.reason for a in answers]
+    assert answers[0].config["client_ip"] == answers[1].config["client_ip"] == "192.168.88.2"
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and "kvs1" in links(topo.server):
+        time.sleep(0.1)
+    kvs = [n for n in links(topo.server) if n.startswith("kvs")]
+    assert kvs == ["kvs0"], kvs
+    assert "dropping its old session" in srv.log()
