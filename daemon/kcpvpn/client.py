@@ -274,7 +274,7 @@ class Client:
             if self.status:
                 self.status.close()
             if self.hooks:
-                self.hooks.wait(timeout=5)
+                self.hooks.stop(grace=5)
         return code
 
 

@@ -93,6 +93,12 @@ def is_runnable(path: Path) -> bool:
     return stat.S_ISREG(st.st_mode) and os.access(path, os.X_OK)
 
 
+# Process groups of hooks running now, so a daemon that shuts down can end
+# them instead of leaving them behind (see _Runner.stop).
+_running: set[int] = set()
+_running_lock = threading.Lock()
+
+
 def run_hook(
     path: str | Path,
     env: Mapping[str, str],
@@ -116,6 +122,8 @@ def run_hook(
     except OSError as e:
         return HookResult(path, None, False, f"cannot run: {e.strerror}".encode(), 0)
 
+    with _running_lock:
+        _running.add(proc.pid)
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     out = bytearray()
@@ -160,6 +168,8 @@ def run_hook(
                     take(chunk)
                 break
     finally:
+        with _running_lock:
+            _running.discard(proc.pid)
         if pidfd is not None:
             os.close(pidfd)
         proc.stdout.close()
@@ -229,6 +239,7 @@ class _Runner:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._queues: dict[object, deque[Callable[[], None]]] = {}
+        self._stopping = False
         self.on_result: Callable[[str, HookContext, HookResult], None] | None = None  # for tests
 
     def _submit(self, key: object, event: str, path: Path, ctx: HookContext) -> None:
@@ -260,9 +271,32 @@ class _Runner:
                     self._idle.notify_all()
                     return
                 job = q[0]
-            job()
+                skip = self._stopping
+            if skip:
+                log.warning("a queued hook was not run: the daemon is shutting down")
+            else:
+                job()
             with self._lock:
                 q.popleft()
+
+    def stop(self, grace: float = 5.0) -> None:
+        """At shutdown: queued hooks are not started; running ones get `grace`
+        seconds, then their process groups are ended (SIGTERM, then SIGKILL),
+        so no hook outlives the daemon."""
+        with self._lock:
+            self._stopping = True
+        if self.wait(grace):
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with _running_lock:
+                groups = list(_running)
+            for pgid in groups:
+                try:
+                    os.killpg(pgid, sig)
+                except ProcessLookupError:
+                    pass
+            if self.wait(KILL_GRACE):
+                return
 
     def wait(self, timeout: float | None = None) -> bool:
         """Waits until no hook is queued or running; False on timeout."""

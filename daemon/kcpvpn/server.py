@@ -264,7 +264,7 @@ class Server:
             self._release(c, "server shutting down")
         self.sock.close()
         if self.hooks:
-            self.hooks.wait(timeout=5)
+            self.hooks.stop(grace=5)
 
 
 def run(cfg) -> int:

@@ -343,3 +343,40 @@ def test_client_hook_that_vanished_is_not_run(tmp_path, caplog):
             is None
         )
     assert "not an executable regular file" in caplog.text
+
+
+def test_stop_ends_hooks_that_outlive_the_grace(tmp_path):
+    """A daemon shutting down must not leave a hook (or its children) behind."""
+    import time
+
+    from kcpvpn.hooks import ClientHooks
+
+    pidfile = tmp_path / "pids"
+    hook = tmp_path / "on_connected"
+    hook.write_text(f"#!/bin/sh\nsleep 60 &\necho $$ $! > {pidfile}\nwait\n")
+    hook.chmod(0o755)
+    h = ClientHooks(str(hook), None, timeout=30)
+    h.run(
+        "connected",
+        client_id="c",
+        interface="kvc0",
+        client_ip=None,
+        ip_mode=0,
+        remote_addr=("192.0.2.1", 1),
+    )
+    deadline = time.monotonic() + 5
+    while not pidfile.exists() or not pidfile.read_text().strip():
+        assert time.monotonic() < deadline, "hook did not start"
+        time.sleep(0.05)
+    pids = [int(x) for x in pidfile.read_text().split()]
+    started = time.monotonic()
+    h.stop(grace=0.5)
+    assert time.monotonic() - started < 10
+    for pid in pids:
+        # Gone, or a zombie waiting for whoever inherited it: not running.
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            state = "gone"
+        assert state in ("gone", "Z", "X"), f"process {pid} of the hook survived stop()"
