@@ -126,6 +126,8 @@ pub struct Session {
     last_send: u32,
     last_recv: u32,
     rapid_deadline: Option<u32>,
+    /// When data shards last left (for telling sparse traffic from a flow).
+    last_data_flush: u32,
     closed: Option<Closed>,
     pub stats: SessionStats,
 }
@@ -133,6 +135,14 @@ pub struct Session {
 fn after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) >= 0
 }
+
+fn before(a: u32, b: u32) -> bool {
+    !after(a, b)
+}
+
+/// With rapid FEC, how long a partial group of sparse traffic waits for
+/// company before its parity leaves (ms).
+pub const RAPID_SPARSE_DELAY_MS: u32 = 2;
 
 impl Session {
     /// `conv` must be the same on both sides; `send_key`/`recv_key` are this
@@ -157,7 +167,9 @@ impl Session {
         // datagrams, seals and syscalls per byte.
         if let Some(mtu) = cfg.mss_clamp_mtu {
             let link_header = if cfg.ethernet { 18 } else { 0 };
-            let one_segment = cfg.kcp_mtu().saturating_sub(kcpvpn_kcp::wire::OVERHEAD + link_header);
+            let one_segment = cfg
+                .kcp_mtu()
+                .saturating_sub(kcpvpn_kcp::wire::OVERHEAD + link_header);
             cfg.mss_clamp_mtu = Some(mtu.min(one_segment.max(576) as u16));
         }
         let max_dgram = cfg.udp_mtu;
@@ -179,6 +191,7 @@ impl Session {
             last_send: now,
             last_recv: now,
             rapid_deadline: None,
+            last_data_flush: now.wrapping_sub(cfg.kcp.interval.max(1)),
             closed: None,
             cfg,
             stats: SessionStats::default(),
@@ -336,12 +349,27 @@ impl Session {
             stats.datagrams_out += sent;
             stats.wire_bytes_out += wire;
         }
-        if self.cfg.rapid_fec && self.rapid_deadline.is_none() {
+        if sent > 0 && self.cfg.rapid_fec && self.rapid_deadline.is_none() {
             if let Some(enc) = &self.fec_enc {
                 if enc.has_partial() {
-                    self.rapid_deadline = Some(now.wrapping_add(self.cfg.kcp.interval.max(1)));
+                    // Sparse traffic (nothing sent for an interval) won't fill
+                    // the group: its parity leaves almost at once, so one loss
+                    // costs ~RAPID_SPARSE_DELAY_MS instead of an interval. The
+                    // short wait lets an ACK and the reply that follows it share
+                    // one group. A steady flow fills groups before the interval.
+                    let interval = self.cfg.kcp.interval.max(1);
+                    let sparse = !before(now, self.last_data_flush.wrapping_add(interval));
+                    let delay = if sparse {
+                        RAPID_SPARSE_DELAY_MS.min(interval)
+                    } else {
+                        interval
+                    };
+                    self.rapid_deadline = Some(now.wrapping_add(delay));
                 }
             }
+        }
+        if sent > 0 {
+            self.last_data_flush = now;
         }
     }
 

@@ -115,6 +115,8 @@ fn message(i: u32, rng: &mut SmallRng) -> Vec<u8> {
 struct Outcome {
     delivered: Vec<Vec<u8>>,
     sent: Vec<Vec<u8>>,
+    /// Per message: delivery time minus send time (ms).
+    latency_ms: Vec<u32>,
     fec_recovered: u64,
     elapsed_ms: u32,
 }
@@ -128,7 +130,9 @@ fn simulate(cfg: SessionConfig, link: LinkParams, n: u32, seed: u64, gap_ms: u32
     let mut ba = Link::new(link, seed ^ 0xdead);
     let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed);
     let mut sent = Vec::new();
+    let mut sent_at = Vec::new();
     let mut delivered = Vec::new();
+    let mut latency_ms = Vec::new();
     let mut next_send = now;
     let limit = now + 600_000;
     while now < limit {
@@ -136,6 +140,7 @@ fn simulate(cfg: SessionConfig, link: LinkParams, n: u32, seed: u64, gap_ms: u32
             let m = message(sent.len() as u32, &mut rng);
             assert!(a.send_packet(&mut m.clone()));
             sent.push(m);
+            sent_at.push(now);
             next_send = now + gap_ms;
         }
         let mut tx = VecTransmit::default();
@@ -145,7 +150,10 @@ fn simulate(cfg: SessionConfig, link: LinkParams, n: u32, seed: u64, gap_ms: u32
             ab.push(now, d);
         }
         while let Some(mut d) = ab.pop_due(now) {
-            b.input(&mut d, now, &mut |p: &[u8]| delivered.push(p.to_vec()));
+            b.input(&mut d, now, &mut |p: &[u8]| {
+                latency_ms.push(now - sent_at[delivered.len()]);
+                delivered.push(p.to_vec());
+            });
         }
         let mut tx = VecTransmit::default();
         b.flush(now, &mut tx);
@@ -164,6 +172,7 @@ fn simulate(cfg: SessionConfig, link: LinkParams, n: u32, seed: u64, gap_ms: u32
     Outcome {
         delivered,
         sent,
+        latency_ms,
         fec_recovered: b.fec_recovered(),
         elapsed_ms: now - 1000,
     }
@@ -243,6 +252,23 @@ fn rapid_fec_recovers_sparse_traffic() {
     assert!(with.fec_recovered > 0, "rapid FEC recovered nothing");
     assert!(with.fec_recovered > without.fec_recovered);
     let _ = (with.elapsed_ms, without.elapsed_ms);
+    // Latency: with rapid FEC a lost message of sparse traffic is repaired
+    // within a few ms of its parity; without, it waits for the RTO (>= 100 ms).
+    let worst = |o: &Outcome| {
+        let mut l = o.latency_ms.clone();
+        l.sort_unstable();
+        l[l.len() * 95 / 100]
+    };
+    assert!(
+        worst(&with) <= 20 + 10,
+        "rapid FEC p95 one-way latency {} ms",
+        worst(&with)
+    );
+    assert!(
+        worst(&without) >= 20 + 100,
+        "without rapid FEC p95 {} ms",
+        worst(&without)
+    );
 }
 
 fn pair() -> (Session, Session) {
