@@ -56,8 +56,9 @@ bench-criterion:              ## criterion benchmarks of the protocol machinery
 bench-quick:                  ## iperf3 through the tunnel on a clean link: Mbit/s and CPU-s/GB
 	$(PY) -m kcpvpn_lab.bench_quick
 
-lab:                          ## the demo: a server and two clients over a lossy emulated link
-	$(VENV)/bin/kcpvpn lab demo
+LAB_ARGS ?=
+lab:                          ## the demo: a server and two clients over a lossy emulated link (root)
+	$(VENV)/bin/kcpvpn lab demo $(LAB_ARGS)
 
 clean:
 	rm -rf daemon/target $(VENV)

@@ -1,5 +1,6 @@
 """`kcpvpn-lab`: the lab's command line (also mountable as `kcpvpn lab`).
 
+kcpvpn-lab demo                                       # server + 2 clients, live figures
 kcpvpn-lab up --clients 2 --delay-ms 20 --loss 0.05   # build, hold until Ctrl-C
 kcpvpn-lab list                                       # the lab's namespaces
 kcpvpn-lab clean                                      # remove leftovers of crashed runs
@@ -106,6 +107,62 @@ def up(
                 console.print(" | ".join(parts))
         except KeyboardInterrupt:
             console.print("tearing down")
+
+
+@app.command()
+def demo(
+    clients: Annotated[int, typer.Option(help="number of client hosts (1..20)")] = 2,
+    delay: Annotated[float, typer.Option(help="one-way delay in ms, each direction")] = 20.0,
+    loss: Annotated[
+        float, typer.Option(help="random loss each way, a fraction (0.05 = 5%)")
+    ] = 0.05,
+    duration: Annotated[
+        float | None,
+        typer.Option(
+            help="run this many seconds, then tear down and exit 0 (default: until Ctrl-C)"
+        ),
+    ] = None,
+    rapid_fec: Annotated[bool, typer.Option(help="start both daemons with --rapid-fec")] = True,
+    rate: Annotated[
+        float, typer.Option(help="iperf3 TCP flow per client in Mbit/s (0 = pings only)")
+    ] = 4.0,
+    seed: Annotated[int | None, typer.Option(help="emulator seed (random if unset)")] = None,
+) -> None:
+    """A server and clients over an emulated lossy link: real daemons, ping and iperf3
+    traffic, live per-client figures; Ctrl-C tears everything down."""
+    _need_root()
+    if not 1 <= clients <= 20:
+        console.print(f"[red]--clients {clients}: use 1..20[/red]")
+        raise typer.Exit(2)
+    if not 0 <= loss < 1:
+        console.print(f"[red]--loss {loss}: a fraction in [0, 1), e.g. 0.05 for 5%[/red]")
+        raise typer.Exit(2)
+    if delay < 0 or (duration is not None and duration <= 0) or rate < 0:
+        console.print("[red]--delay and --rate must be >= 0, --duration > 0[/red]")
+        raise typer.Exit(2)
+    import shutil
+
+    missing = [
+        t for t in ("ip", "ping", "ethtool") + (("iperf3",) if rate else ()) if not shutil.which(t)
+    ]
+    if missing:
+        console.print(
+            f"[red]missing tools: {' '.join(missing)}; run `make deps` (as root) "
+            "or install them with apt-get[/red]"
+        )
+        raise typer.Exit(1)
+    from .demo import Demo
+
+    d = Demo(
+        clients=clients,
+        delay_ms=delay,
+        loss=loss,
+        rapid_fec=rapid_fec,
+        rate_mbit=rate,
+        seed=seed,
+        console=console,
+    )
+    raise typer.Exit(d.run(duration=duration))
 
 
 @app.command("bench-emulator")

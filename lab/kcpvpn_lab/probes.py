@@ -156,6 +156,7 @@ def udp_flow(
 class PingResult:
     sent: int
     rtts_ms: list[float]  # one per reply, in sequence order (duplicates dropped)
+    output: str = field(default="", repr=False)  # ping's stdout and stderr, for diagnostics
 
     @property
     def received(self) -> int:
@@ -166,6 +167,8 @@ class PingResult:
         return 1 - self.received / self.sent if self.sent else 0.0
 
     def p(self, pct: float) -> float:
+        if not self.rtts_ms:
+            raise ValueError(f"no ping reply arrived; ping said:\n{self.output}")
         return percentile(self.rtts_ms, pct)
 
     @property
@@ -207,7 +210,7 @@ def ping(
         m = _PING_LINE.search(line)
         if m and "DUP!" not in line:
             rtts.setdefault(int(m.group(1)), float(m.group(2)))
-    return PingResult(count, [rtts[k] for k in sorted(rtts)])
+    return PingResult(count, [rtts[k] for k in sorted(rtts)], r.stdout + r.stderr)
 
 
 # --- capture and single-packet probes ------------------------------------------------------------
