@@ -287,16 +287,18 @@ class _Runner:
             self._stopping = True
         if self.wait(grace):
             return
+        with _running_lock:
+            groups = set(_running)
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with _running_lock:
-                groups = list(_running)
+                groups |= _running
+            # The whole group, every time: a hook's children may outlive it.
             for pgid in groups:
                 try:
                     os.killpg(pgid, sig)
                 except ProcessLookupError:
                     pass
-            if self.wait(KILL_GRACE):
-                return
+            self.wait(KILL_GRACE)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Waits until no hook is queued or running; False on timeout."""

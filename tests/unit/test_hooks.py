@@ -372,11 +372,18 @@ def test_stop_ends_hooks_that_outlive_the_grace(tmp_path):
     started = time.monotonic()
     h.stop(grace=0.5)
     assert time.monotonic() - started < 10
-    for pid in pids:
-        # Gone, or a zombie waiting for whoever inherited it: not running.
+
+    def state(pid: int) -> str:
         try:
             with open(f"/proc/{pid}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
+                return f.read().rsplit(")", 1)[1].split()[0]
         except FileNotFoundError:
-            state = "gone"
-        assert state in ("gone", "Z", "X"), f"process {pid} of the hook survived stop()"
+            return "gone"
+
+    for pid in pids:
+        # Gone, or a zombie waiting for whoever inherited it: not running.
+        # (A killed process may take a moment to finish exiting.)
+        deadline = time.monotonic() + 3
+        while state(pid) not in ("gone", "Z", "X") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert state(pid) in ("gone", "Z", "X"), f"process {pid} of the hook survived stop()"
