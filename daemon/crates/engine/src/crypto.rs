@@ -31,7 +31,7 @@ fn value_err(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
 
-fn kind(name: &str) -> PyResult<CipherKind> {
+pub(crate) fn kind(name: &str) -> PyResult<CipherKind> {
     CipherKind::parse(name).map_err(value_err)
 }
 
@@ -186,6 +186,7 @@ impl Opener {
 }
 
 // ------------------------------------------------------------ dict helpers
+// (shared with the tunnel bindings)
 
 fn check_keys(d: &Bound<'_, PyDict>, allowed: &[&str], what: &str) -> PyResult<()> {
     for k in d.keys() {
@@ -202,7 +203,10 @@ fn check_keys(d: &Bound<'_, PyDict>, allowed: &[&str], what: &str) -> PyResult<(
     Ok(())
 }
 
-fn opt<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<T>> {
+pub(crate) fn opt<'py, T: FromPyObjectOwned<'py>>(
+    d: &Bound<'py, PyDict>,
+    key: &str,
+) -> PyResult<Option<T>> {
     match d.get_item(key)? {
         Some(v) if !v.is_none() => v
             .extract::<T>()
@@ -212,11 +216,14 @@ fn opt<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyR
     }
 }
 
-fn req<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
+pub(crate) fn req<'py, T: FromPyObjectOwned<'py>>(
+    d: &Bound<'py, PyDict>,
+    key: &str,
+) -> PyResult<T> {
     opt(d, key)?.ok_or_else(|| PyValueError::new_err(format!("missing key {key:?}")))
 }
 
-fn ip(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<IpAddr>> {
+pub(crate) fn ip(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<IpAddr>> {
     match opt::<String>(d, key)? {
         None => Ok(None),
         Some(s) => s
@@ -237,7 +244,7 @@ const CONFIG_KEYS: &[&str] = &[
     "fec",
 ];
 
-fn init_payload(d: &Bound<'_, PyDict>) -> PyResult<hs::InitPayload> {
+pub(crate) fn init_payload(d: &Bound<'_, PyDict>) -> PyResult<hs::InitPayload> {
     check_keys(d, INIT_KEYS, "handshake payload")?;
     Ok(hs::InitPayload {
         client_id: opt(d, "client_id")?.unwrap_or_default(),
@@ -249,7 +256,7 @@ fn init_payload(d: &Bound<'_, PyDict>) -> PyResult<hs::InitPayload> {
     })
 }
 
-fn init_dict<'py>(py: Python<'py>, p: &hs::InitPayload) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn init_dict<'py>(py: Python<'py>, p: &hs::InitPayload) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("client_id", &p.client_id)?;
     d.set_item("mtu", p.mtu)?;
@@ -260,7 +267,7 @@ fn init_dict<'py>(py: Python<'py>, p: &hs::InitPayload) -> PyResult<Bound<'py, P
     Ok(d)
 }
 
-fn server_config(d: &Bound<'_, PyDict>) -> PyResult<hs::ServerConfigPayload> {
+pub(crate) fn server_config(d: &Bound<'_, PyDict>) -> PyResult<hs::ServerConfigPayload> {
     check_keys(d, CONFIG_KEYS, "server configuration")?;
     let c = hs::ServerConfigPayload {
         tap: opt(d, "tap")?.unwrap_or(false),
@@ -275,7 +282,10 @@ fn server_config(d: &Bound<'_, PyDict>) -> PyResult<hs::ServerConfigPayload> {
     Ok(c)
 }
 
-fn config_dict<'py>(py: Python<'py>, c: &hs::ServerConfigPayload) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn config_dict<'py>(
+    py: Python<'py>,
+    c: &hs::ServerConfigPayload,
+) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("tap", c.tap)?;
     d.set_item("mtu", c.mtu)?;

@@ -3,8 +3,8 @@
 //! stretched secret `Psk`, and the client-side handshake `Initiator`.
 //! Session keys never cross into Python: they travel from the handshake
 //! objects to the endpoint inside native memory.
+use crate::crypto::{config_dict, init_dict, init_payload, kind, opt, req, server_config};
 use kcpvpn_crypto::handshake as hs;
-use kcpvpn_crypto::packet::CipherKind;
 use kcpvpn_kcp::KcpConfig;
 use kcpvpn_tunnel::endpoint::{Command, Endpoint as NativeEndpoint, EndpointConfig, Event};
 use kcpvpn_tunnel::session::{Closed, SessionConfig};
@@ -42,46 +42,19 @@ impl Psk {
     }
 }
 
-fn bad_param(key: &str, e: PyErr) -> PyErr {
-    PyValueError::new_err(format!("parameter {key:?}: {e}"))
-}
-
-fn get<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
-    match d.get_item(key)? {
-        Some(v) => v.extract::<T>().map_err(|e| bad_param(key, e.into())),
-        None => Err(PyValueError::new_err(format!("missing parameter {key:?}"))),
-    }
-}
-
-fn get_opt<'py, T: FromPyObjectOwned<'py>>(
-    d: &Bound<'py, PyDict>,
-    key: &str,
-) -> PyResult<Option<T>> {
-    match d.get_item(key)? {
-        Some(v) if !v.is_none() => Ok(Some(
-            v.extract::<T>().map_err(|e| bad_param(key, e.into()))?,
-        )),
-        _ => Ok(None),
-    }
-}
-
-fn cipher(name: &str) -> PyResult<CipherKind> {
-    CipherKind::parse(name).map_err(|e| PyValueError::new_err(e.to_string()))
-}
-
 fn session_config(d: &Bound<'_, PyDict>) -> PyResult<SessionConfig> {
     let kcp = KcpConfig {
-        nodelay: get(d, "nodelay")?,
-        interval: get(d, "interval")?,
-        resend: get(d, "resend")?,
-        nc: get(d, "nc")?,
-        snd_wnd: get(d, "sndwnd")?,
-        rcv_wnd: get(d, "rcvwnd")?,
-        ack_nodelay: get(d, "ack_nodelay")?,
+        nodelay: req(d, "nodelay")?,
+        interval: req(d, "interval")?,
+        resend: req(d, "resend")?,
+        nc: req(d, "nc")?,
+        snd_wnd: req(d, "sndwnd")?,
+        rcv_wnd: req(d, "rcvwnd")?,
+        ack_nodelay: req(d, "ack_nodelay")?,
         ..KcpConfig::default()
     };
-    let udp_mtu: usize = get(d, "udp_mtu")?;
-    let fec_send: Option<(u8, u8)> = get_opt(d, "fec_send")?;
+    let udp_mtu: usize = req(d, "udp_mtu")?;
+    let fec_send: Option<(u8, u8)> = opt(d, "fec_send")?;
     if udp_mtu < 256 + kcpvpn_tunnel::session::overhead(fec_send.is_some()) {
         return Err(PyValueError::new_err(format!(
             "udp_mtu {udp_mtu} is too small"
@@ -90,76 +63,22 @@ fn session_config(d: &Bound<'_, PyDict>) -> PyResult<SessionConfig> {
     Ok(SessionConfig {
         kcp,
         fec_send,
-        fec_recv: get_opt(d, "fec_recv")?,
-        rapid_fec: get(d, "rapid_fec")?,
-        cipher: cipher(&get::<String>(d, "cipher")?)?,
-        keepalive_ms: get(d, "keepalive_ms")?,
-        idle_timeout_ms: get(d, "idle_timeout_ms")?,
+        fec_recv: opt(d, "fec_recv")?,
+        rapid_fec: req(d, "rapid_fec")?,
+        cipher: kind(&req::<String>(d, "cipher")?)?,
+        keepalive_ms: req(d, "keepalive_ms")?,
+        idle_timeout_ms: req(d, "idle_timeout_ms")?,
         udp_mtu,
-        send_buffer_bytes: get(d, "send_buffer")?,
-        max_packet: get(d, "max_packet")?,
-        mss_clamp_mtu: get_opt(d, "mss_clamp_mtu")?,
-        ethernet: get_opt(d, "ethernet")?.unwrap_or(false),
+        send_buffer_bytes: req(d, "send_buffer")?,
+        max_packet: req(d, "max_packet")?,
+        mss_clamp_mtu: opt(d, "mss_clamp_mtu")?,
+        ethernet: opt(d, "ethernet")?.unwrap_or(false),
     })
 }
 
-fn ip_opt(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<IpAddr>> {
-    match get_opt::<String>(d, key)? {
-        Some(s) => s.parse().map(Some).map_err(|_| {
-            PyValueError::new_err(format!("parameter {key:?}: {s:?} is not an IP address"))
-        }),
-        None => Ok(None),
-    }
-}
-
-/// Python dict → the server's answer in message 2.
-fn server_config(d: &Bound<'_, PyDict>) -> PyResult<hs::ServerConfigPayload> {
-    Ok(hs::ServerConfigPayload {
-        tap: get(d, "tap")?,
-        mtu: get(d, "mtu")?,
-        full_frame_mtu: get(d, "full_frame_mtu")?,
-        server_ip: ip_opt(d, "server_ip")?,
-        client_ip: ip_opt(d, "client_ip")?,
-        prefixlen: get_opt(d, "prefixlen")?,
-        fec: get_opt(d, "fec")?,
-    })
-}
-
-fn server_config_dict<'py>(
-    py: Python<'py>,
-    c: &hs::ServerConfigPayload,
-) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("tap", c.tap)?;
-    d.set_item("mtu", c.mtu)?;
-    d.set_item("full_frame_mtu", c.full_frame_mtu)?;
-    d.set_item("server_ip", c.server_ip.map(|i| i.to_string()))?;
-    d.set_item("client_ip", c.client_ip.map(|i| i.to_string()))?;
-    d.set_item("prefixlen", c.prefixlen)?;
-    d.set_item("fec", c.fec)?;
-    Ok(d)
-}
-
-fn init_payload(d: &Bound<'_, PyDict>) -> PyResult<hs::InitPayload> {
-    Ok(hs::InitPayload {
-        client_id: get::<String>(d, "client_id")?,
-        mtu: get(d, "mtu")?,
-        ip_mode: get(d, "ip_mode")?,
-        ip: ip_opt(d, "ip")?,
-        fec: get_opt(d, "fec")?,
-        cipher: cipher(&get::<String>(d, "cipher")?)?,
-    })
-}
-
+/// What the control plane needs to decide on a client: its message-1 payload.
 fn request_dict<'py>(py: Python<'py>, r: &hs::InitRequest) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("client_id", &r.payload.client_id)?;
-    d.set_item("mtu", r.payload.mtu)?;
-    d.set_item("ip_mode", r.payload.ip_mode)?;
-    d.set_item("ip", r.payload.ip.map(|i| i.to_string()))?;
-    d.set_item("fec", r.payload.fec)?;
-    d.set_item("cipher", r.payload.cipher.name())?;
-    Ok(d)
+    init_dict(py, &r.payload)
 }
 
 /// Client side of the handshake: one initiation (message 1) and its answer.
@@ -268,7 +187,7 @@ impl HandshakeOutcome {
     fn config<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         match self.outcome.lock().unwrap().as_ref() {
             Some(hs::HandshakeOutcome::Accepted { config, .. }) => {
-                Ok(Some(server_config_dict(py, config)?))
+                Ok(Some(config_dict(py, config)?))
             }
             _ => Ok(None),
         }
