@@ -532,15 +532,20 @@ impl Worker {
             return;
         }
         self.hints_left -= 1;
+        let mut hint = [MSG_REJECT, code, 0, 0, 0, 0, 0, 0];
+        hint[4..].copy_from_slice(&init[4..8]);
+        self.send_raw(to, &hint);
+    }
+
+    /// Queues a datagram built elsewhere (handshake answers, hints).
+    fn send_raw(&mut self, to: SocketAddr, bytes: &[u8]) {
         let fd = self.udp.as_raw_fd();
         let mut tx = TxTo {
             q: &mut self.tx,
             fd,
             addr: to,
         };
-        let b = tx.buf();
-        b.extend_from_slice(&[MSG_REJECT, code, 0, 0]);
-        b.extend_from_slice(&init[4..8]);
+        tx.buf().extend_from_slice(bytes);
         tx.commit();
     }
 
@@ -623,29 +628,14 @@ impl Worker {
                         let msg2 = pd
                             .accept
                             .refuse(&format!("the server cannot run this session: {e}"));
-                        let fd = self.udp.as_raw_fd();
-                        let mut tx = TxTo {
-                            q: &mut self.tx,
-                            fd,
-                            addr: pd.from,
-                        };
-                        tx.buf().extend_from_slice(&msg2);
-                        tx.commit();
+                        self.send_raw(pd.from, &msg2);
                         self.emit(Event::Error {
                             message: format!("refused session {session_id:#x}: {e}"),
                         });
                         continue;
                     }
                     let (msg2, keys) = pd.accept.accept(&config, session_id);
-                    let fd = self.udp.as_raw_fd();
-                    let mut tx = TxTo {
-                        q: &mut self.tx,
-                        fd,
-                        addr: pd.from,
-                    };
-                    let b = tx.buf();
-                    b.extend_from_slice(&msg2);
-                    tx.commit();
+                    self.send_raw(pd.from, &msg2);
                     let s = Session::new(cfg, client_id, &keys.send, &keys.recv, client_id, now)
                         .expect("parameters were checked above");
                     self.insert_peer(session_id, s, pd.from, tun, now);
@@ -653,14 +643,7 @@ impl Worker {
                 Command::Refuse { pending_id, reason } => {
                     if let Some(pd) = self.pending.remove(&pending_id) {
                         let msg2 = pd.accept.refuse(&reason);
-                        let fd = self.udp.as_raw_fd();
-                        let mut tx = TxTo {
-                            q: &mut self.tx,
-                            fd,
-                            addr: pd.from,
-                        };
-                        tx.buf().extend_from_slice(&msg2);
-                        tx.commit();
+                        self.send_raw(pd.from, &msg2);
                     }
                 }
                 Command::Close { session_id } => {
