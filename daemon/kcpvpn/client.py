@@ -159,16 +159,6 @@ class Client:
                 return "stopped"
             conf = out.config
             iface, ip = self._setup_interface(conf)
-            log.info(
-                "connected to %s:%s: interface %s (%s), address %s, peer %s, MTU %d",
-                self.server[0],
-                self.server[1],
-                iface.name,
-                "tap" if conf["tap"] else "tun",
-                ip or "none",
-                conf.get("server_ip") or "none",
-                conf["mtu"],
-            )
             params = session_params(
                 t,
                 peer_fec=conf.get("fec"),
@@ -180,11 +170,23 @@ class Client:
             ep = _engine.Endpoint.client(os.dup(sock.fileno()), max_datagram=t.udp_mtu)
             try:
                 ep.add_session(out, my_id, self.server[:2], os.dup(iface.fd), params)
-                self._hook("connected", iface.name, ip, conf)
                 reason = "stopped"
 
                 def on_event(ev: dict) -> bool:
                     nonlocal reason
+                    if ev["event"] == "up":
+                        # The data path has the session: traffic flows from now on.
+                        log.info(
+                            "connected to %s:%s: interface %s (%s), address %s, peer %s, MTU %d",
+                            self.server[0],
+                            self.server[1],
+                            iface.name,
+                            "tap" if conf["tap"] else "tun",
+                            ip or "none",
+                            conf.get("server_ip") or "none",
+                            conf["mtu"],
+                        )
+                        self._hook("connected", iface.name, ip, conf)
                     if ev["event"] == "closed":
                         reason = ev["reason"]
                         return False
