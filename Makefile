@@ -21,7 +21,7 @@ deps:                         ## Debian packages the tests and the lab use
 venv:
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "maturin>=1.7,<2" typer rich pyroute2 pytest pytest-xdist pytest-timeout hypothesis scapy ruff tomli-w
+	$(PY) -m pip install -q "maturin>=1.7,<2" typer rich pyroute2 pytest pytest-xdist pytest-timeout hypothesis scapy ruff tomli-w matplotlib
 
 build:                        ## build the native engine (release) into the venv
 	$(VENV)/bin/maturin develop --release -q
@@ -55,6 +55,10 @@ bench-criterion:              ## criterion benchmarks of the protocol machinery
 
 bench-quick:                  ## iperf3 through the tunnel on a clean link: Mbit/s and CPU-s/GB
 	$(PY) -m kcpvpn_lab.bench_quick
+
+BENCH_ARGS ?=
+bench:                        ## kcpvpn vs no tunnel vs wireguard-go: bench-results/<time>/report.md (root)
+	$(PY) -m kcpvpn_lab.bench $(BENCH_ARGS)
 
 LAB_ARGS ?=
 lab:                          ## the demo: a server and two clients over a lossy emulated link (root)

@@ -5,6 +5,7 @@ kcpvpn-lab up --clients 2 --delay-ms 20 --loss 0.05   # build, hold until Ctrl-C
 kcpvpn-lab list                                       # the lab's namespaces
 kcpvpn-lab clean                                      # remove leftovers of crashed runs
 kcpvpn-lab bench-emulator                             # emulator throughput and rate accuracy
+kcpvpn-lab bench [--quick]                            # kcpvpn vs no tunnel vs wireguard-go
 """
 
 from __future__ import annotations
@@ -177,6 +178,38 @@ def bench_emulator(
 
     sys.argv = ["bench_emulator", "--seconds", str(seconds)]
     b.main()
+
+
+@app.command()
+def bench(
+    quick: Annotated[bool, typer.Option(help="the short set: under 5 minutes")] = False,
+    repeats: Annotated[
+        int | None, typer.Option(help="runs per TCP figure (default 3, quick 1)")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option(help="output folder (default bench-results/<UTC time>)")
+    ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="systems, comma-separated: none, kcpvpn, kcpvpn-bare, kcpvpn-rapid-fec, "
+            "wireguard-go"
+        ),
+    ] = None,
+) -> None:
+    """kcpvpn against no tunnel and wireguard-go (clean link; 40 ms / 100 Mbit/s with
+    0-20% loss): results.json, report.md and plots. More knobs: python -m kcpvpn_lab.bench -h."""
+    _need_root()
+    from .bench import main as bench_main
+
+    argv = ["--quick"] if quick else []
+    if repeats is not None:
+        argv += ["--repeats", str(repeats)]
+    if out is not None:
+        argv += ["--out", out]
+    if only is not None:
+        argv += ["--only", only]
+    raise typer.Exit(bench_main(argv))
 
 
 def main() -> None:
