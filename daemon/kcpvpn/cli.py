@@ -85,8 +85,11 @@ def _option(mode: str, flag: Flag) -> tuple[type, Any, Any]:
     if unset:
         default = None
     ann = kind | None if default is None else kind
+    names = flag.names
+    if flag.off_switch:
+        names = (f"{names[0]}/{flag.off_switch}", *names[1:])
     opt = typer.Option(
-        *flag.names,
+        *names,
         help=flag.help_for(mode),
         rich_help_panel=flag.panel,
         hidden=flag.hidden,

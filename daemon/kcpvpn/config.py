@@ -49,6 +49,7 @@ KCP_PROFILES: dict[str, KcpProfile] = {
     "fast3": KcpProfile(1, 10, 2, 1),
 }
 KCP_MODES = ("fast3", "fast2", "fast", "normal", "manual")
+CONGESTION = ("bbr", "off")
 
 CIPHERS = {
     "aes": "AES-256-GCM",
@@ -118,8 +119,9 @@ class TransportConfig:
     sndwnd: int = 1024
     rcvwnd: int = 1024
     datashard: int = 10
-    parityshard: int = 3
-    rapid_fec: bool = False
+    parityshard: int = 8
+    rapid_fec: bool = True
+    congestion: str = "bbr"
     dscp: int = 0
     sockbuf: int = 4194304
     smuxbuf: int = 4194304
@@ -239,6 +241,8 @@ class Flag:
     metavar: str | None = None
     # Flags whose config field is the negation (--no-mss-clamp sets mss_clamp False).
     negates: bool = False
+    # A switch on by default: the name that turns it off (--no-rapid-fec).
+    off_switch: str | None = None
     new: bool = False  # not in the original
 
     @property
@@ -352,15 +356,27 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "parityshard",
         ("--parityshard", "--ps"),
-        "Reed-Solomon parity shards per FEC group (0 = FEC off)",
+        "Most Reed-Solomon parity shards per FEC group; the peer's loss reports decide how "
+        "many are sent (0 = FEC off)",
         PANEL_TUNING,
     ),
     Flag(
         "rapid_fec",
         ("--rapid-fec",),
-        "Send parity after one KCP interval when traffic is sparse, so losses are "
-        "repaired without waiting for a retransmission (costs a little bandwidth)",
+        "Send a partial FEC group's parity soon (1 ms after sparse traffic, one KCP "
+        "interval otherwise), so a lost packet is rebuilt without waiting for a "
+        "retransmission; on by default (off in the original), --no-rapid-fec turns it off",
         PANEL_TUNING,
+        off_switch="--no-rapid-fec",
+    ),
+    Flag(
+        "congestion",
+        ("--congestion",),
+        "Congestion control: bbr (pace at the measured bottleneck rate; random loss does "
+        "not slow it) or off (send a whole window per round trip, like the original)",
+        PANEL_TUNING,
+        metavar="CC",
+        new=True,
     ),
     Flag(
         "smuxbuf",
@@ -876,6 +892,11 @@ def validate(cfg: Config) -> list[tuple[str, str]]:
             )
         else:
             p.add("crypt", f"--crypt {t.crypt!r} is unknown: use {choices}")
+    if t.congestion not in CONGESTION:
+        p.add(
+            "congestion",
+            f"--congestion {t.congestion!r} is unknown: use bbr (the default) or off",
+        )
     if t.tcp and not TCP_SUPPORTED:
         p.add(
             "tcp",

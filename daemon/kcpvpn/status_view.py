@@ -26,6 +26,7 @@ def session_row(s: dict) -> list[str]:
         f"{k.get('srtt_ms', 0)} ms",
         f"{resent} ({100 * resent / sent:.1f}%)",
         str(s.get("fec_recovered", 0)),
+        f"{s.get('fec_parity', 0)} ({s.get('fec_loss_ppm', 0) / 1e4:.1f}%)",
         human_bytes(s.get("bytes_in", 0)),
         human_bytes(s.get("bytes_out", 0)),
         f"{wire / payload:.2f}",
@@ -33,7 +34,16 @@ def session_row(s: dict) -> list[str]:
     ]
 
 
-STAT_COLUMNS = ["RTT", "resent", "FEC fixed", "sent", "received", "wire/payload", "dropped"]
+STAT_COLUMNS = [
+    "RTT",
+    "resent",
+    "FEC fixed",
+    "parity (loss)",
+    "sent",
+    "received",
+    "wire/payload",
+    "dropped",
+]
 
 
 def render(doc: dict, path: str, console: Console | None = None) -> None:

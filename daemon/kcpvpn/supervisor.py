@@ -37,6 +37,7 @@ def session_params(
         "interval": interval,
         "resend": resend,
         "nc": bool(nc),
+        "bbr": t.congestion == "bbr",
         "sndwnd": t.sndwnd,
         "rcvwnd": t.rcvwnd,
         "ack_nodelay": bool(t.acknodelay),

@@ -161,7 +161,7 @@ class Demo:
     # --- set-up ---------------------------------------------------------------------------
     def start(self) -> None:
         t = self.topo
-        fec = ("--rapid-fec",) if self.rapid_fec else ()
+        fec = ("--rapid-fec",) if self.rapid_fec else ("--no-rapid-fec",)
         self.server_sock = status_socket(t.server, "server")
         self.console.print(
             f"lab [bold]{t.prefix}[/bold]: server + {self.n} client(s), "

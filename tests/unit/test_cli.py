@@ -239,3 +239,12 @@ def test_lab_forwards_to_the_lab_app(monkeypatch):
     r = invoke("lab", "up", "--clients", "3")
     assert r.exit_code == 0, r.output
     assert seen == [3]
+
+
+def test_rapid_fec_is_on_by_default_and_can_be_turned_off(ran):
+    args = ("client", "--ip", "192.0.2.1", "--port", "1235", "--secret", KEY)
+    assert invoke(*args).exit_code == 0
+    assert invoke(*args, "--rapid-fec").exit_code == 0  # the original's flag still works
+    r = invoke(*args, "--no-rapid-fec")
+    assert r.exit_code == 0, r.output
+    assert [c.transport.rapid_fec for _, c in ran] == [True, True, False]

@@ -54,7 +54,7 @@ def write(path: Path, text: str, mode: int = 0o600) -> Path:
 def test_transport_defaults_equal_the_original():
     t = server().transport
     assert (t.udp_mtu, t.kcp_mode, t.sndwnd, t.rcvwnd) == (1350, "fast", 1024, 1024)
-    assert (t.datashard, t.parityshard, t.rapid_fec, t.dscp) == (10, 3, False, 0)
+    assert (t.datashard, t.parityshard, t.rapid_fec, t.dscp) == (10, 8, True, 0)
     assert (t.sockbuf, t.smuxbuf, t.keepalive, t.crypt, t.tcp) == (
         4194304,
         4194304,
@@ -97,7 +97,7 @@ def test_manual_profile_uses_hidden_flags():
 
 
 def test_fec_off_when_either_shard_count_is_zero():
-    assert server().transport.fec == (10, 3)
+    assert server().transport.fec == (10, 8)
     assert server(datashard=0).transport.fec is None
     assert server(parityshard=0).transport.fec is None
 
@@ -435,5 +435,5 @@ def test_readme_flags_section_lists_every_flag():
     readme = Path(__file__).resolve().parents[2] / "README.md"
     section = readme.read_text().split("## Flags", 1)[1]
     for flag in FLAGS:
-        for name in flag.names:
+        for name in (*flag.names, *([flag.off_switch] if flag.off_switch else [])):
             assert f"`{name}`" in section, name

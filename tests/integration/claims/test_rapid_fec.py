@@ -77,6 +77,8 @@ def test_rapid_fec_keeps_p99_rtt_near_the_no_loss_rtt(make_topology):
     rapid2 = add_client(rapid, 2, ("--rapid-fec",))
     plain = open_tun(
         lossy_link,
+        ("--no-rapid-fec",),
+        ("--no-rapid-fec",),
         client=3,
         port=4002,
         server_ip="192.168.89.1",

@@ -29,7 +29,7 @@ pub enum CryptoError {
     /// Shorter than the outer header plus the tag.
     #[error("truncated datagram: shorter than the outer header and tag")]
     Truncated,
-    /// Not a data or close message, or the reserved header bytes are not zero.
+    /// Not a data, close or feedback message, or the reserved header bytes are not zero.
     #[error("unexpected message type or non-zero reserved header bytes")]
     BadType,
     /// The counter was already received (inside the replay window).

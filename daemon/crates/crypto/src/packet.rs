@@ -26,6 +26,14 @@ pub const MSG_HANDSHAKE_RESPONSE: u8 = 2;
 pub const MSG_DATA: u8 = 3;
 /// An authenticated goodbye: the peer releases the session at once.
 pub const MSG_CLOSE: u8 = 4;
+/// Receiver feedback for adaptive FEC (loss report), protected like data.
+pub const MSG_FEEDBACK: u8 = 6;
+
+/// The message types sealed with the packet keys (data, close, feedback).
+#[inline]
+pub const fn is_sealed_type(t: u8) -> bool {
+    matches!(t, MSG_DATA | MSG_CLOSE | MSG_FEEDBACK)
+}
 
 /// The data cipher. Both directions of a session use the same kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -145,7 +153,7 @@ impl std::str::FromStr for CipherKind {
     }
 }
 
-/// The outer header of a data or close datagram.
+/// The outer header of a data, close or feedback datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     pub msg_type: u8,
@@ -165,14 +173,14 @@ impl Header {
     }
 }
 
-/// Reads the header of a data or close datagram without decrypting, so the
-/// caller can route by receiver session id first. `None` when the datagram
-/// is too short for a header, is another message type, or has non-zero
-/// reserved bytes.
+/// Reads the header of a data, close or feedback datagram without
+/// decrypting, so the caller can route by receiver session id first. `None`
+/// when the datagram is too short for a header, is another message type, or
+/// has non-zero reserved bytes.
 #[inline]
 pub fn peek_header(datagram: &[u8]) -> Option<Header> {
     let h: &[u8; HEADER_LEN] = datagram.get(..HEADER_LEN)?.try_into().ok()?;
-    if !matches!(h[0], MSG_DATA | MSG_CLOSE) || h[1..4] != [0, 0, 0] {
+    if !is_sealed_type(h[0]) || h[1..4] != [0, 0, 0] {
         return None;
     }
     Some(Header {
@@ -256,7 +264,7 @@ impl Sealer {
     /// Reserves the next counter and writes the header.
     #[inline]
     fn next_header(&mut self, msg_type: u8) -> Result<[u8; HEADER_LEN], CryptoError> {
-        if !matches!(msg_type, MSG_DATA | MSG_CLOSE) {
+        if !is_sealed_type(msg_type) {
             return Err(CryptoError::BadType);
         }
         // u64::MAX is never used, so "counter + 1" below cannot overflow and
@@ -543,7 +551,8 @@ mod tests {
     fn header_is_authenticated() {
         let (mut s, mut o) = pair(CipherKind::ChaCha20Poly1305);
         let mut d = Vec::new();
-        for (i, byte) in [(0usize, MSG_CLOSE), (4, 0x12)] {
+        // Turning data into a close or a feedback (or back) needs the key.
+        for (i, byte) in [(0usize, MSG_CLOSE), (0, MSG_FEEDBACK), (4, 0x12)] {
             s.seal_into(MSG_DATA, b"abc", &mut d).unwrap();
             d[i] = byte;
             assert_eq!(
@@ -582,6 +591,29 @@ mod tests {
         let mut d = Vec::new();
         s.seal_into(MSG_DATA, b"abc", &mut d).unwrap();
         assert!(o.open_in_place(&mut d).is_ok());
+    }
+
+    #[test]
+    fn feedback_is_sealed_and_opened_like_data() {
+        for kind in CipherKind::ALL {
+            let (mut s, mut o) = pair(kind);
+            let mut d = Vec::new();
+            s.seal_into(MSG_DATA, b"data", &mut d).unwrap();
+            o.open_in_place(&mut d).unwrap();
+            s.seal_into(MSG_FEEDBACK, b"\x01report!", &mut d).unwrap();
+            assert_eq!(peek_header(&d).unwrap().msg_type, MSG_FEEDBACK);
+            let opened = o.open_in_place(&mut d).unwrap();
+            // Same counter space as data: the second datagram of the direction.
+            assert_eq!((opened.msg_type, opened.counter), (MSG_FEEDBACK, 1));
+            assert_eq!(opened.payload, b"\x01report!");
+        }
+        // Type 5 (the unauthenticated rejection hint) is still not a sealed type.
+        let mut d = [0u8; 40];
+        d[0] = 5;
+        assert_eq!(
+            pair(CipherKind::None).1.open_in_place(&mut d),
+            Err(CryptoError::BadType)
+        );
     }
 
     #[test]

@@ -51,6 +51,7 @@ fn session_config(d: &Bound<'_, PyDict>) -> PyResult<SessionConfig> {
         snd_wnd: req(d, "sndwnd")?,
         rcv_wnd: req(d, "rcvwnd")?,
         ack_nodelay: req(d, "ack_nodelay")?,
+        bbr: opt(d, "bbr")?.unwrap_or(false),
         ..KcpConfig::default()
     };
     let udp_mtu: usize = req(d, "udp_mtu")?;
@@ -428,6 +429,10 @@ impl Endpoint {
                 sd.set_item("keepalives_in", st.keepalives_in)?;
                 sd.set_item("keepalives_out", st.keepalives_out)?;
                 sd.set_item("rapid_fec_flushes", st.rapid_fec_flushes)?;
+                sd.set_item("fec_parity", st.fec_parity)?;
+                sd.set_item("fec_loss_ppm", st.fec_loss_ppm)?;
+                sd.set_item("feedback_in", st.feedback_in)?;
+                sd.set_item("feedback_out", st.feedback_out)?;
                 sd.set_item("fec_recovered", ss.fec_recovered)?;
                 let k = &ss.kcp;
                 let kd = PyDict::new(py);
@@ -452,9 +457,13 @@ impl Endpoint {
                     ("snd_inflight", k.snd_inflight),
                     ("rcv_queue", k.rcv_queue),
                     ("rcv_buf", k.rcv_buf),
+                    ("min_rtt_ms", k.min_rtt),
                 ] {
                     kd.set_item(name, v)?;
                 }
+                kd.set_item("bandwidth_kbit", k.bandwidth_kbit)?;
+                kd.set_item("cc_restarts", k.cc_restarts)?;
+                kd.set_item("cc_queue_corrections", k.cc_queue_corrections)?;
                 sd.set_item("kcp", kd)?;
                 sd.set_item("fec_errors", st.fec_errors)?;
                 sd.set_item("kcp_errors", st.kcp_errors)?;

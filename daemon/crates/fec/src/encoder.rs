@@ -18,11 +18,22 @@ pub struct EncoderStats {
     pub oversize: u64,
 }
 
+/// Loss assumed for groups closed early before any loss report.
+const PARTIAL_PRIOR: f64 = 0.1;
+
 /// Turns datagrams into FEC shards. Buffers are allocated once, in `new`.
 pub struct FecEncoder {
     ds: usize,
     ps: usize,
     rs: ReedSolomon,
+    /// Parity shards a full group gets now (0..=ps; `set_parity`).
+    active: usize,
+    /// Loss rate the parity is chosen for (`set_loss`); None: full parity.
+    loss: Option<f64>,
+    /// Encoders for fewer than ps parity shards, built on first use: parity
+    /// row j is the same whatever the total, so RS(ds, n) computes exactly
+    /// the first n parity shards of RS(ds, ps) without the cost of the rest.
+    rs_fewer: Vec<Option<ReedSolomon>>,
     max_datagram: usize,
     groups: u32,
     group: u32,
@@ -88,6 +99,9 @@ impl FecEncoder {
             ds: data_shards,
             ps: parity_shards,
             rs,
+            active: parity_shards,
+            loss: None,
+            rs_fewer: (0..parity_shards).map(|_| None).collect(),
             max_datagram,
             groups,
             group: first_group % groups,
@@ -110,6 +124,45 @@ impl FecEncoder {
 
     pub fn parity_shards(&self) -> usize {
         self.ps
+    }
+
+    /// Parity shards each full group gets from now on (clamped to
+    /// `0..=parity_shards()`): adaptive FEC lowers it on a clean link. The
+    /// seqids of a group still reserve all ps parity indices, so the
+    /// receiver needs no change; it just gets fewer parity shards.
+    pub fn set_parity(&mut self, n: usize) {
+        self.active = n.min(self.ps);
+    }
+
+    /// Chooses parity for a loss rate (adaptive FEC): full groups get
+    /// [`parity_for_loss`](crate::parity_for_loss)`(ds, ps, loss, 1%)` shards, a
+    /// group closed early with `k` data shards the count that protects `k`
+    /// shards equally well (at least one). `None`: every group gets all ps.
+    pub fn set_loss(&mut self, loss: Option<f64>) {
+        self.set_loss_with_target(loss, crate::GROUP_FAILURE);
+    }
+
+    /// [`set_loss`](Self::set_loss) with the share of full groups allowed
+    /// to fail (more lost than parity) instead of [`GROUP_FAILURE`](crate::GROUP_FAILURE).
+    pub fn set_loss_with_target(&mut self, loss: Option<f64>, full_group_failure: f64) {
+        self.loss = loss;
+        self.active = match loss {
+            Some(p) => crate::parity_for_loss(self.ds, self.ps, p, full_group_failure),
+            None => self.ps,
+        };
+    }
+
+    /// Reports stopped coming (idle, or lost): full groups get all parity
+    /// again, since the link may have changed; groups closed early keep the
+    /// last estimate, because sparse traffic is exactly what leaves the
+    /// reports stale and full parity would multiply it by up to ps + 1.
+    pub fn set_stale(&mut self) {
+        self.active = self.ps;
+    }
+
+    /// Parity shards a full group gets now.
+    pub fn parity(&self) -> usize {
+        self.active
     }
 
     pub fn max_datagram(&self) -> usize {
@@ -149,17 +202,30 @@ impl FecEncoder {
         self.count += 1;
         self.coded_len = self.coded_len.max(buf.len() - HEADER_LEN);
         if self.count == self.ds {
-            self.emit_parity(out);
+            self.emit_parity(self.active, out);
         }
     }
 
     /// Rapid FEC: emits parity for the partial group now (the data shards it
     /// lacks count as empty) and closes it; the next datagram starts a new
-    /// group. Does nothing when there is no partial group.
+    /// group. Does nothing when there is no partial group. The group gets
+    /// as many parity shards as its `k` data shards need to fail at most
+    /// 0.1% of the time at the loss rate set (10% before any): for one or
+    /// two datagrams usually fewer than a full group gets, and none on a
+    /// clean link.
     pub fn flush_partial(&mut self, out: &mut dyn FnMut(&[u8])) {
         if self.count > 0 {
             self.stats.partial_groups += 1;
-            self.emit_parity(out);
+            // Ten times stricter than for full groups: such groups carry
+            // interactive traffic, whose every loss shows as a latency
+            // spike, and one more parity shard costs little. Before any
+            // report, assume a bad link (PARTIAL_PRIOR).
+            // On a link measured clean that is none at all: rapid FEC then
+            // costs nothing, and the receiver simply never completes the
+            // group (its data shards were delivered on arrival).
+            let p = self.loss.unwrap_or(PARTIAL_PRIOR);
+            let n = crate::parity_for_loss(self.count, self.ps, p, crate::GROUP_FAILURE / 10.0);
+            self.emit_parity(n, out);
         }
     }
 
@@ -168,7 +234,13 @@ impl FecEncoder {
         self.group * (self.ds + self.ps) as u32 + index as u32
     }
 
-    fn emit_parity(&mut self, out: &mut dyn FnMut(&[u8])) {
+    /// Emits `np` (1..=ps, or 0 for none) parity shards and closes the group.
+    fn emit_parity(&mut self, np: usize, out: &mut dyn FnMut(&[u8])) {
+        let np = np.min(self.ps);
+        if np == 0 {
+            self.next_group();
+            return;
+        }
         let k = self.count;
         let len = self.coded_len;
         for d in &mut self.data[..k] {
@@ -176,9 +248,22 @@ impl FecEncoder {
         }
         self.zeros.clear();
         self.zeros.resize(len, 0);
-        for p in &mut self.parity {
+        for p in &mut self.parity[..np] {
             p.resize(HEADER_LEN + len, 0);
         }
+        if np < self.ps && self.rs_fewer[np].is_none() {
+            // Once per parity count in the session's life, not per group.
+            self.rs_fewer[np] = ReedSolomon::new(self.ds, np).ok();
+        }
+        let rs = if np == self.ps {
+            &self.rs
+        } else {
+            match &self.rs_fewer[np] {
+                Some(rs) => rs,
+                // Cannot happen (ds + np <= ds + ps was accepted); send all.
+                None => return self.emit_parity(self.ps, out),
+            }
+        };
         {
             // Slices of the coded regions, on the stack (no allocation).
             let mut inputs: [&[u8]; MAX_TOTAL_SHARDS] = [&[]; MAX_TOTAL_SHARDS];
@@ -191,23 +276,25 @@ impl FecEncoder {
             }
             let mut outputs: [&mut [u8]; MAX_TOTAL_SHARDS] =
                 std::array::from_fn(|_| <&mut [u8]>::default());
-            for (slot, p) in outputs.iter_mut().zip(self.parity.iter_mut()) {
+            for (slot, p) in outputs.iter_mut().zip(self.parity[..np].iter_mut()) {
                 *slot = &mut p[HEADER_LEN..];
             }
             // Cannot fail: counts were checked in `new` and all regions
             // have length `len`.
-            let r = self
-                .rs
-                .encode_sep(&inputs[..self.ds], &mut outputs[..self.ps]);
+            let r = rs.encode_sep(&inputs[..self.ds], &mut outputs[..np]);
             debug_assert!(r.is_ok(), "parity encoding failed: {r:?}");
         }
-        for j in 0..self.ps {
+        for j in 0..np {
             let seqid = self.seqid(self.ds + j);
             let p = &mut self.parity[j];
             wire::write_header(p, seqid, KIND_PARITY, k as u8);
             out(p);
         }
-        self.stats.parity_shards += self.ps as u64;
+        self.stats.parity_shards += np as u64;
+        self.next_group();
+    }
+
+    fn next_group(&mut self) {
         self.group = (self.group + 1) % self.groups;
         self.count = 0;
         self.coded_len = 0;

@@ -34,10 +34,12 @@
 //! [`FecError::InvalidShardCounts`]; [`FecEncoder::new`] and
 //! [`FecDecoder::new`] panic on them (use those only with validated counts).
 
+pub mod adapt;
 mod decoder;
 mod encoder;
 mod wire;
 
+pub use adapt::{parity_for_loss, GROUP_FAILURE};
 pub use decoder::{DecoderStats, FecDecoder};
 pub use encoder::{EncoderStats, FecEncoder};
 pub use wire::{

@@ -137,7 +137,9 @@ fn partial_group_recovers_its_one_datagram_from_parity() {
     enc.encode(&datagram(7, 50), &mut |s| shards.push(s.to_vec()));
     enc.flush_partial(&mut |s| shards.push(s.to_vec()));
     assert!(!enc.has_partial());
-    assert_eq!(shards.len(), 4);
+    // Before any loss report a lone datagram is protected as if 10% were
+    // lost: 2 parity shards fail together 0.01% of the time.
+    assert_eq!(shards.len(), 3);
     for p in &shards[1..] {
         assert_eq!(
             p[4..6],
@@ -145,8 +147,8 @@ fn partial_group_recovers_its_one_datagram_from_parity() {
             "parity must say the group had 1 data shard"
         );
     }
-    // Any one of the 4 shards is enough.
-    for keep in 0..4 {
+    // Any one of the 3 shards is enough.
+    for keep in 0..3 {
         let mut dec = FecDecoder::new(10, 3, 8);
         assert_eq!(
             feed(&mut dec, &shards[keep..keep + 1]),
@@ -484,7 +486,7 @@ fn counts(v: &[Vec<u8>]) -> HashMap<Vec<u8>, usize> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
-    /// At most `ps` shards lost per group (partial groups included), shards
+    /// At most as many shards lost per group as it has parity, shards
     /// reordered within neighbouring groups and some duplicated: every
     /// datagram comes out exactly once and intact.
     #[test]
@@ -500,7 +502,9 @@ proptest! {
         let mut wire: Vec<Vec<u8>> = Vec::new();
         for g in &r.order {
             let mut shards = r.groups[g].clone();
-            let lose = next() % (ps + 1);
+            // Groups closed early carry only the parity their size needs.
+            let parity_here = shards.iter().filter(|s| is_parity(s)).count();
+            let lose = next() % (parity_here + 1);
             for _ in 0..lose.min(shards.len()) {
                 let i = next() % shards.len();
                 shards.remove(i);
@@ -569,5 +573,138 @@ proptest! {
         for s in &shards {
             let _ = dec.input(s, &mut |d| assert!(d.len() <= 64));
         }
+    }
+}
+
+// --- adaptive parity (set_parity) -------------------------------------------
+
+fn is_parity(shard: &[u8]) -> bool {
+    shard[4] == KIND_PARITY
+}
+
+/// Fewer parity shards are exactly the first ones of the full set (same
+/// seqids, same bytes), so any receiver decodes them unchanged.
+#[test]
+fn reduced_parity_is_a_prefix_of_full_parity() {
+    let ds: Vec<Vec<u8>> = (0..30)
+        .map(|i| datagram(i, 40 + (i as usize * 37) % 1200))
+        .collect();
+    let mut full = FecEncoder::new(10, 4, 1400);
+    let all = encode_all(&mut full, &ds);
+    for n in 0..=4 {
+        let mut enc = FecEncoder::new(10, 4, 1400);
+        enc.set_parity(n);
+        assert_eq!(enc.parity(), n);
+        let some = encode_all(&mut enc, &ds);
+        let expect: Vec<Vec<u8>> = all
+            .iter()
+            .filter(|s| !is_parity(s) || (seqid(s) % 14) < 10 + n as u32)
+            .cloned()
+            .collect();
+        assert_eq!(some, expect, "parity {n}");
+        assert_eq!(enc.stats().parity_shards, 3 * n as u64);
+    }
+}
+
+#[test]
+fn set_parity_is_clamped_to_the_configured_maximum() {
+    let mut enc = FecEncoder::new(10, 3, 1400);
+    enc.set_parity(200);
+    assert_eq!(enc.parity(), 3);
+}
+
+#[test]
+fn no_parity_groups_still_deliver_and_keep_seqids() {
+    let ds: Vec<Vec<u8>> = (0..25).map(|i| datagram(i, 100)).collect();
+    let mut enc = FecEncoder::new(10, 3, 1400);
+    enc.set_parity(0);
+    let shards = encode_all(&mut enc, &ds);
+    assert_eq!(shards.len(), 25);
+    assert!(shards.iter().all(|s| !is_parity(s)));
+    // Group 1 starts at 13 even though its parity ids 10..13 were never used.
+    assert_eq!(seqid(&shards[10]), 13);
+    assert_eq!(seqid(&shards[20]), 26);
+    let mut dec = FecDecoder::new(10, 3, 64);
+    assert_eq!(feed(&mut dec, &shards), ds);
+    assert_eq!(dec.stats().malformed, 0);
+}
+
+#[test]
+fn partial_flush_parity_follows_the_loss_rate() {
+    let mut enc = FecEncoder::new(10, 3, 1400);
+    // A clean link: no parity at all, but the group is closed all the same.
+    enc.set_loss(Some(0.0));
+    assert_eq!(enc.parity(), 0);
+    let mut out = Vec::new();
+    enc.encode(&datagram(0, 300), &mut |s| out.push(s.to_vec()));
+    enc.flush_partial(&mut |s| out.push(s.to_vec()));
+    assert_eq!(out.len(), 1);
+    assert!(!enc.has_partial());
+    enc.encode(&datagram(1, 300), &mut |s| out.push(s.to_vec()));
+    assert_eq!(
+        seqid(&out[1]),
+        13,
+        "the next datagram starts the next group"
+    );
+    // 1% loss: one shard fails 0.01% of the time with 1 parity shard.
+    enc.set_loss(Some(0.01));
+    let mut out = Vec::new();
+    enc.flush_partial(&mut |s| out.push(s.to_vec()));
+    assert_eq!(out.len(), 1);
+    assert!(is_parity(&out[0]));
+    // Losing the data shard: the one parity rebuilds it.
+    let mut dec = FecDecoder::new(10, 3, 64);
+    assert_eq!(feed(&mut dec, &out), vec![datagram(1, 300)]);
+    // At 5% loss one datagram needs 2 (1 would fail 0.25% > 0.1% of the
+    // time), while full groups get 3.
+    enc.set_loss(Some(0.05));
+    assert_eq!(enc.parity(), 3);
+    let mut out = Vec::new();
+    enc.encode(&datagram(2, 30), &mut |s| out.push(s.to_vec()));
+    enc.flush_partial(&mut |s| out.push(s.to_vec()));
+    assert_eq!(out.iter().filter(|s| is_parity(s)).count(), 2);
+    // Stale reports: full groups go back to all parity, lone datagrams
+    // keep the last estimate.
+    enc.set_stale();
+    assert_eq!(enc.parity(), 3);
+    let mut out = Vec::new();
+    enc.encode(&datagram(3, 30), &mut |s| out.push(s.to_vec()));
+    enc.flush_partial(&mut |s| out.push(s.to_vec()));
+    assert_eq!(out.iter().filter(|s| is_parity(s)).count(), 2);
+}
+
+proptest! {
+    /// With n parity shards per group, losing any n shards of each group
+    /// still delivers everything, whatever n is set to between groups.
+    #[test]
+    fn any_n_losses_recovered_with_n_parity(
+        counts in proptest::collection::vec(0usize..=3, 1..6),
+        seed in any::<u64>(),
+    ) {
+        let mut enc = FecEncoder::new(6, 3, 1400);
+        let mut shards = Vec::new();
+        let mut sent = Vec::new();
+        let mut id = 0;
+        for &n in &counts {
+            enc.set_parity(n);
+            let mut group = Vec::new();
+            for _ in 0..6 {
+                let d = datagram(id, 20 + (id as usize * 53) % 700);
+                id += 1;
+                enc.encode(&d, &mut |s| group.push(s.to_vec()));
+                sent.push(d);
+            }
+            prop_assert_eq!(group.len(), 6 + n);
+            // Drop n shards picked from the seed (data or parity).
+            let mut s = seed ^ id as u64;
+            for _ in 0..n {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let at = (s >> 33) as usize % group.len();
+                group.remove(at);
+            }
+            shards.extend(group);
+        }
+        let mut dec = FecDecoder::new(6, 3, 64);
+        prop_assert_eq!(sorted(feed(&mut dec, &shards)), sorted(sent));
     }
 }

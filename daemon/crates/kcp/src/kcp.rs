@@ -16,6 +16,7 @@
 //! long, so a capacity of `2 * rcv_wnd` never aliases.
 use std::collections::VecDeque;
 
+use crate::bbr::{Bbr, Sent};
 use crate::wire::{Header, CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, OVERHEAD};
 use crate::{KcpConfig, KcpError, KcpStats, MAX_FRAGMENTS};
 
@@ -35,6 +36,9 @@ const ASK_TELL: u8 = 2;
 /// A segment's backed-off RTO is capped here only so that wrapping time
 /// comparisons stay meaningful (the reference lets it overflow).
 const SEG_RTO_CAP: u32 = 1 << 30;
+/// Bounds of the reordering window fast retransmission allows with bbr (ms).
+const REORDER_MIN_MS: u32 = 2;
+const REORDER_MAX_MS: u32 = 10;
 
 #[inline]
 fn tdiff(a: u32, b: u32) -> i32 {
@@ -52,6 +56,8 @@ struct SndSeg {
     resendts: u32,
     rto: u32,
     fastack: u32,
+    /// Delivery state at the last transmission (for `bbr`).
+    sent: Sent,
     prev: Option<u32>,
     next: Option<u32>,
 }
@@ -191,6 +197,11 @@ pub struct Kcp {
     updated: bool,
     ts_flush: u32,
     dead: bool,
+    /// Model-based congestion control and pacing (`KcpConfig::bbr`).
+    cc: Option<Bbr>,
+    /// What a segment costs on the path beyond itself (see `set_path_cost`).
+    path_extra: usize,
+    path_factor: f64,
 
     // Receiver.
     rcv_nxt: u32,
@@ -252,6 +263,9 @@ impl Kcp {
             updated: false,
             ts_flush: 0,
             dead: false,
+            cc: c.bbr.then(|| Bbr::new(c.mtu)),
+            path_extra: 0,
+            path_factor: 1.0,
             rcv_nxt: 0,
             que_start: 0,
             rbuf,
@@ -293,8 +307,32 @@ impl Kcp {
     }
 
     /// Segments queued or in flight (not yet acknowledged).
+    /// Segments queued and never sent: non-zero when the windows or pacing,
+    /// not the application, limit the rate.
+    pub fn queued(&self) -> u32 {
+        self.snd_end.wrapping_sub(self.snd_nxt)
+    }
+
     pub fn wait_snd(&self) -> usize {
         self.inflight as usize + self.snd_end.wrapping_sub(self.snd_nxt) as usize
+    }
+
+    /// With `bbr`: each segment costs `extra` more bytes on the path (outer
+    /// headers) and the total is multiplied by `factor` (FEC parity: 1 +
+    /// parity / data shards). Pacing and the in-flight bound then count
+    /// what the bottleneck carries, so adding parity slows the segments
+    /// instead of overflowing the path.
+    pub fn set_path_cost(&mut self, extra: usize, factor: f64) {
+        self.path_extra = extra;
+        self.path_factor = if factor.is_finite() {
+            factor.clamp(1.0, 256.0)
+        } else {
+            1.0
+        };
+        let full = (self.mtu + extra) as f64 * self.path_factor;
+        if let Some(cc) = &mut self.cc {
+            cc.set_seg_bytes(full as usize);
+        }
     }
 
     /// True once a segment has been transmitted `dead_link` times.
@@ -309,6 +347,14 @@ impl Kcp {
         s.rto = self.rx_rto;
         s.cwnd = self.cwnd;
         s.ssthresh = self.ssthresh;
+        if let Some(cc) = &self.cc {
+            s.cwnd = cc.cwnd_segments();
+            s.ssthresh = 0;
+            s.bandwidth_kbit = (cc.bandwidth() * 8.0) as u64;
+            s.min_rtt = cc.min_rtt().unwrap_or(0);
+            s.cc_restarts = cc.restarts();
+            s.cc_queue_corrections = cc.queue_corrections();
+        }
         s.rmt_wnd = self.rmt_wnd;
         s.snd_queue = self.snd_end.wrapping_sub(self.snd_nxt);
         s.snd_inflight = self.inflight;
@@ -389,18 +435,24 @@ impl Kcp {
         tdiff(sn, self.snd_una) >= 0 && tdiff(sn, self.snd_nxt) < 0
     }
 
-    /// Marks one in-flight segment acknowledged.
-    fn ack_one(&mut self, sn: u32) {
-        if self.ring.seg(sn).acked {
+    /// Marks one in-flight segment acknowledged; `rtt` when this ACK
+    /// measured one.
+    fn ack_one(&mut self, sn: u32, now: u32, rtt: Option<u32>) {
+        let s = self.ring.seg(sn);
+        if s.acked {
             return;
         }
-        self.ring.seg(sn).acked = true;
+        s.acked = true;
+        let sent = s.sent;
         self.unlink(sn);
+        if let Some(cc) = &mut self.cc {
+            cc.on_ack(now, sent, rtt);
+        }
     }
 
     /// Everything before `una` is acknowledged; then slide `snd_una` past
     /// acknowledged segments. Each segment is passed once: amortized O(1).
-    fn parse_una(&mut self, una: u32) {
+    fn parse_una(&mut self, una: u32, now: u32) {
         let end = if tdiff(una, self.snd_nxt) > 0 {
             self.snd_nxt
         } else {
@@ -408,7 +460,7 @@ impl Kcp {
         };
         while tdiff(end, self.snd_una) > 0 {
             let sn = self.snd_una;
-            self.ack_one(sn);
+            self.ack_one(sn, now, None);
             self.snd_una = sn.wrapping_add(1);
         }
         self.shrink();
@@ -440,6 +492,17 @@ impl Kcp {
         if self.fastresend == 0 || !self.in_flight(maxack) {
             return;
         }
+        // With bbr, a skip counts only for segments sent a reordering window
+        // before the one acknowledged: FEC rebuilds a lost datagram when the
+        // rest of its group arrives, and an ACK lost on the way back comes
+        // back the same way, both a little after later ACKs. Counting those
+        // as losses resends (in one measurement) 15% of all segments for
+        // nothing; time, unlike a count of ACKs, does not grow with the rate.
+        let newest = self.ring.seg(maxack).sent.time;
+        let reorder = self
+            .cc
+            .as_ref()
+            .map(|cc| (cc.min_rtt().unwrap_or(0) / 8).clamp(REORDER_MIN_MS, REORDER_MAX_MS));
         let mut cur = self.head;
         while let Some(sn) = cur {
             if tdiff(sn, maxack) >= 0 {
@@ -447,6 +510,11 @@ impl Kcp {
             }
             let s = self.ring.seg(sn);
             cur = s.next;
+            if let Some(w) = reorder {
+                if tdiff(newest, s.sent.time) < w as i32 {
+                    break; // sent later still: so are all that follow
+                }
+            }
             s.fastack += 1;
             if s.fastack >= self.fastresend && !s.fast_pending && s.xmit <= FASTACK_LIMIT {
                 s.fast_pending = true;
@@ -542,7 +610,7 @@ impl Kcp {
             at = body + len;
 
             self.rmt_wnd = h.wnd as u32;
-            self.parse_una(h.una);
+            self.parse_una(h.una, now);
             match h.cmd {
                 CMD_ACK => {
                     self.stats.acks_recv += 1;
@@ -551,7 +619,7 @@ impl Kcp {
                         self.update_rtt(rtt as i64);
                     }
                     if self.in_flight(h.sn) {
-                        self.ack_one(h.sn);
+                        self.ack_one(h.sn, now, u32::try_from(rtt).ok());
                         self.shrink();
                     }
                     maxack = match maxack {
@@ -730,8 +798,25 @@ impl Kcp {
         }
     }
 
+    /// With bbr: when queued segments held back only by pacing may leave.
+    fn pacing_wakeup(&self, now: u32) -> Option<u32> {
+        let cc = self.cc.as_ref()?;
+        if self.snd_nxt == self.snd_end
+            || !cc.window_open()
+            || tdiff(
+                self.snd_nxt,
+                self.snd_una.wrapping_add(self.snd_wnd.min(self.rmt_wnd)),
+            ) >= 0
+        {
+            return None; // nothing queued, or an ACK (not time) unblocks it
+        }
+        Some(cc.next_send_time(now).unwrap_or(now))
+    }
+
     fn timer_due(&self, now: u32) -> bool {
-        !self.fast_queue.is_empty() || (self.head.is_some() && tdiff(now, self.resend_lb) >= 0)
+        !self.fast_queue.is_empty()
+            || (self.head.is_some() && tdiff(now, self.resend_lb) >= 0)
+            || self.pacing_wakeup(now).is_some_and(|t| tdiff(now, t) >= 0)
     }
 
     /// When `update` must be called next (`now` if at once). Never later than
@@ -750,6 +835,9 @@ impl Kcp {
         let mut minimal = tdiff(ts_flush, now) as u32;
         if self.head.is_some() {
             minimal = minimal.min(tdiff(self.resend_lb, now) as u32);
+        }
+        if let Some(at) = self.pacing_wakeup(now) {
+            minimal = minimal.min(tdiff(at, now).max(0) as u32);
         }
         now.wrapping_add(minimal.min(self.interval))
     }
@@ -847,6 +935,11 @@ impl Kcp {
         if s.xmit >= self.dead_link {
             self.dead = true;
         }
+        if let Some(cc) = &mut self.cc {
+            let bytes = (s.len as usize + OVERHEAD + self.path_extra) as f64 * self.path_factor;
+            let previous = (s.xmit > 1).then_some(s.sent);
+            self.ring.segs[i].sent = cc.on_send(now, bytes as usize, previous);
+        }
         self.stats.segments_sent += 1;
     }
 
@@ -929,9 +1022,13 @@ impl Kcp {
             }
         }
 
-        // New segments, as far as the windows allow.
+        // New segments, as far as the windows (and with bbr, the path
+        // model's window and pacing) allow.
         let limit = self.snd_una.wrapping_add(cwnd);
-        while self.snd_nxt != self.snd_end && tdiff(self.snd_nxt, limit) < 0 {
+        while self.snd_nxt != self.snd_end
+            && tdiff(self.snd_nxt, limit) < 0
+            && self.cc.as_mut().is_none_or(|cc| cc.can_send(now))
+        {
             let sn = self.snd_nxt;
             self.snd_nxt = sn.wrapping_add(1);
             let rto = self.rx_rto;
@@ -946,6 +1043,14 @@ impl Kcp {
             self.link_tail(sn);
             self.note_resend(ts);
             self.emit(sn, now, wnd, p);
+        }
+        if self.snd_nxt == self.snd_end {
+            if let Some(cc) = &mut self.cc {
+                if cc.window_open() {
+                    // Out of data, not of window: the rate seen is the application's.
+                    cc.on_app_limited();
+                }
+            }
         }
 
         if change {

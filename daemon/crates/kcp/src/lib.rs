@@ -12,6 +12,7 @@
 //!
 //! Time is `u32` milliseconds from an arbitrary origin, wrapping; nothing here
 //! reads a clock or does I/O. The wire format is in docs/protocol.md §3.
+pub mod bbr;
 mod kcp;
 pub mod wire;
 
@@ -51,6 +52,11 @@ pub struct KcpConfig {
     pub ack_nodelay: bool,
     /// A segment transmitted this many times marks the link dead (`is_dead`).
     pub dead_link: u32,
+    /// Pace sending and bound data in flight by a model of the path
+    /// (bottleneck rate and propagation delay; see [`bbr`]) instead of the
+    /// reference's loss-driven window. Overrides `nc`. Off by default, like
+    /// the reference; the daemon turns it on.
+    pub bbr: bool,
 }
 
 /// Profile names accepted by [`KcpConfig::profile`].
@@ -83,6 +89,7 @@ impl KcpConfig {
             mtu: 1400,
             ack_nodelay: false,
             dead_link: 20,
+            bbr: false,
         }
     }
 
@@ -168,7 +175,8 @@ pub struct KcpStats {
     pub srtt: u32,
     pub rttvar: u32,
     pub rto: u32,
-    /// Congestion window and slow-start threshold, segments.
+    /// Congestion window and slow-start threshold, segments (with `bbr`:
+    /// the data allowed in flight, and 0).
     pub cwnd: u32,
     pub ssthresh: u32,
     /// The peer's last advertised free receive window, segments.
@@ -179,6 +187,14 @@ pub struct KcpStats {
     /// Segments ready for `recv` / received out of order.
     pub rcv_queue: u32,
     pub rcv_buf: u32,
+    /// With `bbr`: the bottleneck rate estimate (kbit/s of segments, 0
+    /// before a measurement) and the propagation RTT estimate (ms).
+    pub bandwidth_kbit: u64,
+    pub min_rtt: u32,
+    /// With `bbr`: times the model started over for want of rate samples,
+    /// and times a standing queue shrank the estimate.
+    pub cc_restarts: u64,
+    pub cc_queue_corrections: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

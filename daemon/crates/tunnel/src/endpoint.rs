@@ -408,7 +408,7 @@ impl Worker {
                 let (dgram, from) = self.rx.get_mut(i);
                 let Some(from) = from else { continue };
                 match dgram.first().copied() {
-                    Some(packet::MSG_DATA) | Some(packet::MSG_CLOSE) => {
+                    Some(t) if packet::is_sealed_type(t) => {
                         Self::on_data(
                             dgram,
                             from,

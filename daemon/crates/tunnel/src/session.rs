@@ -5,7 +5,12 @@
 //! datagram. Receiving: datagram → replay check + AEAD open → FEC decode →
 //! `Kcp::input` → whole messages → packets. Time is passed in; nothing here
 //! reads a clock, touches a socket or allocates per packet.
-use kcpvpn_crypto::packet::{CipherKind, Opener, Sealer, MSG_CLOSE, MSG_DATA};
+//!
+//! Adaptive FEC (docs/protocol.md, section 6.7): a side that receives FEC
+//! shards reports, at most every [`FEEDBACK_PERIOD_MS`], how many of the
+//! peer's datagrams it lost (from gaps in the packet counters); the sender
+//! turns the smoothed loss rate into the parity count of its next groups.
+use kcpvpn_crypto::packet::{CipherKind, Opener, Sealer, MSG_CLOSE, MSG_DATA, MSG_FEEDBACK};
 use kcpvpn_fec::{FecDecoder, FecEncoder};
 use kcpvpn_kcp::{Kcp, KcpConfig};
 
@@ -92,6 +97,12 @@ pub struct SessionStats {
     pub keepalives_out: u64,
     pub keepalives_in: u64,
     pub rapid_fec_flushes: u64,
+    /// Parity shards our full FEC groups get now (adaptive, 0..=ps).
+    pub fec_parity: u64,
+    /// The peer's smoothed report of our datagram loss, parts per million.
+    pub fec_loss_ppm: u64,
+    pub feedback_in: u64,
+    pub feedback_out: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +121,8 @@ pub enum Received {
     Data,
     Keepalive,
     Close,
+    /// A loss report for adaptive FEC (section 6.7).
+    Feedback,
     /// Dropped and counted (failed authentication, replay, malformed).
     Dropped,
 }
@@ -129,7 +142,92 @@ pub struct Session {
     /// When data shards last left (for telling sparse traffic from a flow).
     last_data_flush: u32,
     closed: Option<Closed>,
+    rx: LossCounter,
+    /// When the next loss report leaves (None: no FEC data since the last).
+    feedback_due: Option<u32>,
+    /// Smoothed loss rate the peer reports for what we send.
+    loss_estimate: f64,
+    /// Reports are trusted until then; None: none yet, or they stopped
+    /// coming, so full parity.
+    feedback_fresh_until: Option<u32>,
     pub stats: SessionStats,
+}
+
+/// Receiver side of adaptive FEC: datagrams the peer sent (from the gaps in
+/// its packet counters) and datagrams that arrived, since the last report.
+#[derive(Default)]
+struct LossCounter {
+    /// First counter of the current period.
+    next: u64,
+    /// One more than the highest counter received (0: none yet).
+    end: u64,
+    /// Authenticated datagrams with a counter >= `next`.
+    received: u64,
+}
+
+impl LossCounter {
+    fn authenticated(&mut self, counter: u64) {
+        // A datagram from before the last report was already reported as
+        // lost; counting it now would push this period's loss below zero.
+        if counter >= self.next {
+            self.received += 1;
+            self.end = self.end.max(counter.saturating_add(1));
+        }
+    }
+
+    /// (expected, lost) since the last call, and a new period.
+    fn take(&mut self) -> (u32, u32) {
+        let expected = self.end.saturating_sub(self.next);
+        let lost = expected.saturating_sub(self.received);
+        self.next = self.next.max(self.end);
+        self.received = 0;
+        let expected = expected.min(u32::MAX as u64) as u32;
+        (expected, (lost.min(expected as u64)) as u32)
+    }
+}
+
+/// Share of full FEC groups allowed to fail (more datagrams lost than
+/// parity shards; KCP then resends what is missing). Groups closed early
+/// by rapid FEC, i.e. sparse traffic, use [`kcpvpn_fec::GROUP_FAILURE`]/10.
+pub const FULL_GROUP_FAILURE: f64 = 0.05;
+
+/// A side receiving FEC sends a loss report at most this often (ms), and
+/// only while FEC data arrives.
+pub const FEEDBACK_PERIOD_MS: u32 = 100;
+/// Version byte of the feedback plaintext.
+pub const FEEDBACK_VERSION: u8 = 1;
+/// Feedback plaintext: version u8, expected u32, lost u32.
+pub const FEEDBACK_LEN: usize = 9;
+/// Without a report for this long (ms) the sender goes back to full parity:
+/// the link may have changed while we were idle or the reports are lost.
+pub const FEEDBACK_STALE_MS: u32 = 1000;
+/// Loss estimate before any report: conservative (10% wants more than the
+/// default 3 parity shards), so smoothing starts from "protect fully".
+const LOSS_PRIOR: f64 = 0.1;
+/// A report of `e` datagrams moves the estimate by `e / (e + this)`, at
+/// least [`MIN_WEIGHT`]: big samples count, a handful of datagrams barely.
+const WEIGHT_DATAGRAMS: f64 = 256.0;
+const MIN_WEIGHT: f64 = 0.125;
+
+/// Encodes a loss report (section 6.7).
+pub fn encode_feedback(expected: u32, lost: u32) -> [u8; FEEDBACK_LEN] {
+    let mut b = [0u8; FEEDBACK_LEN];
+    b[0] = FEEDBACK_VERSION;
+    b[1..5].copy_from_slice(&expected.to_le_bytes());
+    b[5..9].copy_from_slice(&lost.to_le_bytes());
+    b
+}
+
+/// Decodes a loss report: `None` if it is short, of an unknown version, or
+/// reports more lost than expected. Bytes after the ninth are ignored (room
+/// for later fields).
+pub fn decode_feedback(b: &[u8]) -> Option<(u32, u32)> {
+    if b.len() < FEEDBACK_LEN || b[0] != FEEDBACK_VERSION {
+        return None;
+    }
+    let expected = u32::from_le_bytes(b[1..5].try_into().ok()?);
+    let lost = u32::from_le_bytes(b[5..9].try_into().ok()?);
+    (lost <= expected).then_some((expected, lost))
 }
 
 fn after(a: u32, b: u32) -> bool {
@@ -142,7 +240,7 @@ fn before(a: u32, b: u32) -> bool {
 
 /// With rapid FEC, how long a partial group of sparse traffic waits for
 /// company before its parity leaves (ms).
-pub const RAPID_SPARSE_DELAY_MS: u32 = 2;
+pub const RAPID_SPARSE_DELAY_MS: u32 = 1;
 
 impl Session {
     /// `conv` must be the same on both sides; `send_key`/`recv_key` are this
@@ -181,7 +279,7 @@ impl Session {
             Some((d, p)) => Some(FecDecoder::try_new(d as usize, p as usize, 64)?),
             None => None,
         };
-        Ok(Session {
+        let mut session = Session {
             kcp: Kcp::new(conv, kcp_cfg),
             fec_enc,
             fec_dec,
@@ -193,9 +291,30 @@ impl Session {
             rapid_deadline: None,
             last_data_flush: now.wrapping_sub(cfg.kcp.interval.max(1)),
             closed: None,
+            rx: LossCounter::default(),
+            feedback_due: None,
+            loss_estimate: LOSS_PRIOR,
+            feedback_fresh_until: None,
+            stats: SessionStats {
+                fec_parity: cfg.fec_send.map_or(0, |(_, p)| p as u64),
+                fec_loss_ppm: (LOSS_PRIOR * 1e6) as u64,
+                ..SessionStats::default()
+            },
             cfg,
-            stats: SessionStats::default(),
-        })
+        };
+        session.update_path_cost();
+        Ok(session)
+    }
+
+    /// Tells KCP's pacing what a segment costs on the path: outer headers
+    /// (IP + UDP, ours) and, with FEC, the parity share of each group.
+    fn update_path_cost(&mut self) {
+        const IP_UDP: usize = 28;
+        let extra = IP_UDP + overhead(self.fec_enc.is_some());
+        let factor = self.fec_enc.as_ref().map_or(1.0, |e| {
+            (e.data_shards() + e.parity()) as f64 / e.data_shards() as f64
+        });
+        self.kcp.set_path_cost(extra, factor);
     }
 
     pub fn config(&self) -> &SessionConfig {
@@ -261,9 +380,23 @@ impl Session {
         self.stats.datagrams_in += 1;
         self.stats.wire_bytes_in += wire_len;
         self.last_recv = now;
+        self.rx.authenticated(opened.counter);
         if opened.msg_type == MSG_CLOSE {
             self.closed = Some(Closed::ByPeer);
             return Received::Close;
+        }
+        if opened.msg_type == MSG_FEEDBACK {
+            return match decode_feedback(opened.payload) {
+                Some((expected, lost)) => {
+                    self.stats.feedback_in += 1;
+                    self.on_feedback(expected, lost, now);
+                    Received::Feedback
+                }
+                None => {
+                    self.stats.malformed += 1;
+                    Received::Dropped
+                }
+            };
         }
         if opened.msg_type != MSG_DATA {
             self.stats.malformed += 1;
@@ -278,6 +411,11 @@ impl Session {
         let stats = &mut self.stats;
         match &mut self.fec_dec {
             Some(dec) => {
+                // FEC traffic is arriving: the sender wants a loss report.
+                // Keepalives and feedback don't arm it, so idle stays silent.
+                if self.feedback_due.is_none() {
+                    self.feedback_due = Some(now.wrapping_add(FEEDBACK_PERIOD_MS));
+                }
                 let mut kcp_err = 0;
                 if dec
                     .input(payload, &mut |d: &[u8]| {
@@ -301,6 +439,66 @@ impl Session {
         Received::Data
     }
 
+    /// Sender side of adaptive FEC: folds a report into the loss estimate
+    /// and picks the parity count for the next groups.
+    fn on_feedback(&mut self, expected: u32, lost: u32, now: u32) {
+        let Some(enc) = &mut self.fec_enc else {
+            return; // we send no FEC; nothing to adapt
+        };
+        if expected == 0 {
+            return;
+        }
+        let e = expected as f64;
+        let weight = (e / (e + WEIGHT_DATAGRAMS)).max(MIN_WEIGHT);
+        let sample = lost as f64 / e;
+        self.loss_estimate += weight * (sample - self.loss_estimate);
+        self.feedback_fresh_until = Some(now.wrapping_add(FEEDBACK_STALE_MS));
+        // Groups fill only with dense traffic (sparse traffic is closed
+        // early by rapid FEC, under a strict target of its own): there,
+        // resending what parity did not save costs fewer bytes than parity
+        // on every group, and the bytes are the throughput.
+        enc.set_loss_with_target(Some(self.loss_estimate), FULL_GROUP_FAILURE);
+        self.stats.fec_parity = enc.parity() as u64;
+        self.update_path_cost();
+        self.stats.fec_loss_ppm = (self.loss_estimate * 1e6) as u64;
+    }
+
+    /// Back to full parity when reports stopped (idle, or lost on the way).
+    fn expire_feedback(&mut self, now: u32) {
+        if let Some(until) = self.feedback_fresh_until {
+            if after(now, until) {
+                self.feedback_fresh_until = None;
+                if let Some(enc) = &mut self.fec_enc {
+                    enc.set_stale();
+                    self.stats.fec_parity = enc.parity() as u64;
+                }
+                self.update_path_cost();
+            }
+        }
+    }
+
+    /// Receiver side of adaptive FEC: the loss report, when one is due.
+    fn send_feedback(&mut self, now: u32, tx: &mut dyn Transmit) {
+        match self.feedback_due {
+            Some(due) if after(now, due) => {}
+            _ => return,
+        }
+        self.feedback_due = None;
+        let (expected, lost) = self.rx.take();
+        let buf = tx.buf();
+        if self
+            .sealer
+            .seal_into(MSG_FEEDBACK, &encode_feedback(expected, lost), buf)
+            .is_ok()
+        {
+            self.stats.feedback_out += 1;
+            self.stats.datagrams_out += 1;
+            self.stats.wire_bytes_out += buf.len() as u64;
+            tx.commit();
+            self.last_send = now;
+        }
+    }
+
     fn drain_messages(&mut self, deliver: &mut dyn FnMut(&[u8])) {
         while let Some(size) = self.kcp.peek_size() {
             if size > self.msg_buf.len() {
@@ -322,6 +520,7 @@ impl Session {
 
     /// Sends whatever KCP has ready (new data, ACKs, retransmissions).
     pub fn flush(&mut self, now: u32, tx: &mut dyn Transmit) {
+        self.expire_feedback(now);
         let Session {
             kcp,
             fec_enc,
@@ -382,6 +581,7 @@ impl Session {
         if after(now, self.kcp.check(now)) {
             self.flush(now, tx);
         }
+        self.send_feedback(now, tx);
         if let Some(deadline) = self.rapid_deadline {
             if after(now, deadline) {
                 self.rapid_deadline = None;
@@ -438,6 +638,9 @@ impl Session {
         if let Some(d) = self.rapid_deadline {
             earliest(d);
         }
+        if let Some(d) = self.feedback_due {
+            earliest(d);
+        }
         if self.cfg.keepalive_ms > 0 {
             earliest(self.last_send.wrapping_add(self.cfg.keepalive_ms));
         }
@@ -457,6 +660,11 @@ impl Session {
 
     pub fn kcp_stats(&self) -> kcpvpn_kcp::KcpStats {
         self.kcp.stats()
+    }
+
+    /// What our FEC encoder sent (None with FEC off).
+    pub fn fec_encoder_stats(&self) -> Option<kcpvpn_fec::EncoderStats> {
+        self.fec_enc.as_ref().map(|e| e.stats())
     }
 
     pub fn fec_recovered(&self) -> u64 {

@@ -3,9 +3,10 @@
 //! exactly once, in order, intact, for every KCP profile, FEC on and off and
 //! rapid FEC on and off; forged, truncated and replayed datagrams must be
 //! counted and dropped, never delivered.
-use kcpvpn_crypto::packet::CipherKind;
+use kcpvpn_crypto::packet::{CipherKind, Sealer, MSG_DATA, MSG_FEEDBACK};
+use kcpvpn_fec::EncoderStats;
 use kcpvpn_kcp::KcpConfig;
-use kcpvpn_tunnel::session::{Received, Session, SessionConfig, VecTransmit};
+use kcpvpn_tunnel::session::{Received, Session, SessionConfig, SessionStats, VecTransmit};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
@@ -119,6 +120,22 @@ struct Outcome {
     latency_ms: Vec<u32>,
     fec_recovered: u64,
     elapsed_ms: u32,
+    /// The sender's and the receiver's counters at the end.
+    a: SessionStats,
+    b: SessionStats,
+    /// A's FEC encoder counters when half the messages were sent, and at the end.
+    enc_half: EncoderStats,
+    enc_end: EncoderStats,
+}
+
+impl Outcome {
+    /// Parity shards per data shard A sent in the second half of the run
+    /// (after the loss estimate settled).
+    fn late_parity_ratio(&self) -> f64 {
+        let d = self.enc_end.data_shards - self.enc_half.data_shards;
+        let p = self.enc_end.parity_shards - self.enc_half.parity_shards;
+        p as f64 / d.max(1) as f64
+    }
 }
 
 /// Sends `n` messages from A to B (and a trickle back) over the lossy link.
@@ -135,7 +152,11 @@ fn simulate(cfg: SessionConfig, link: LinkParams, n: u32, seed: u64, gap_ms: u32
     let mut latency_ms = Vec::new();
     let mut next_send = now;
     let limit = now + 600_000;
+    let mut enc_half = EncoderStats::default();
     while now < limit {
+        if sent.len() == n as usize / 2 {
+            enc_half = a.fec_encoder_stats().unwrap_or_default();
+        }
         if sent.len() < n as usize && now >= next_send && a.wants_packets() {
             let m = message(sent.len() as u32, &mut rng);
             assert!(a.send_packet(&mut m.clone()));
@@ -175,6 +196,10 @@ fn simulate(cfg: SessionConfig, link: LinkParams, n: u32, seed: u64, gap_ms: u32
         latency_ms,
         fec_recovered: b.fec_recovered(),
         elapsed_ms: now - 1000,
+        a: a.stats.clone(),
+        b: b.stats.clone(),
+        enc_half,
+        enc_end: a.fec_encoder_stats().unwrap_or_default(),
     }
 }
 
@@ -204,18 +229,22 @@ fn every_profile_fec_and_loss_delivers_exactly_once_in_order() {
                 if rapid && fec.is_none() {
                     continue;
                 }
-                for loss in [0.0, 0.1, 0.3] {
-                    let link = LinkParams {
-                        loss,
-                        dup: 0.02,
-                        delay_ms: 20,
-                        jitter_ms: 10,
-                    };
-                    let o = simulate(config(profile, fec, rapid), link, 300, 42, 1);
-                    assert_exactly_once(
-                        &o,
-                        &format!("{profile} fec={fec:?} rapid={rapid} loss={loss}"),
-                    );
+                for bbr in [false, true] {
+                    for loss in [0.0, 0.1, 0.3] {
+                        let link = LinkParams {
+                            loss,
+                            dup: 0.02,
+                            delay_ms: 20,
+                            jitter_ms: 10,
+                        };
+                        let mut cfg = config(profile, fec, rapid);
+                        cfg.kcp.bbr = bbr;
+                        let o = simulate(cfg, link, 300, 42, 1);
+                        assert_exactly_once(
+                            &o,
+                            &format!("{profile} fec={fec:?} rapid={rapid} bbr={bbr} loss={loss}"),
+                        );
+                    }
                 }
             }
         }
@@ -250,7 +279,17 @@ fn rapid_fec_recovers_sparse_traffic() {
     assert_exactly_once(&with, "rapid");
     assert_exactly_once(&without, "no rapid");
     assert!(with.fec_recovered > 0, "rapid FEC recovered nothing");
-    assert!(with.fec_recovered > without.fec_recovered);
+    // Without rapid FEC a group of sparse traffic fills only after ~1 s, so
+    // its parity also rebuilds shards KCP has long retransmitted: counting
+    // recoveries can't tell the two apart. Messages that missed the one-way
+    // delay (+10 ms) can: with rapid FEC almost none, without it every loss.
+    let late = |o: &Outcome| o.latency_ms.iter().filter(|&&l| l > 20 + 10).count();
+    assert!(
+        late(&with) * 10 < late(&without) && late(&with) <= 4,
+        "late messages: {} with rapid FEC, {} without",
+        late(&with),
+        late(&without)
+    );
     let _ = (with.elapsed_ms, without.elapsed_ms);
     // Latency: with rapid FEC a lost message of sparse traffic is repaired
     // within a few ms of its parity; without, it waits for the RTO (>= 100 ms).
@@ -371,4 +410,211 @@ fn keepalive_and_idle_timeout() {
     assert_eq!(b.stats.keepalives_in, a.stats.keepalives_out);
     assert!(a.closed().is_some(), "A should have timed out");
     assert!(b.closed().is_none(), "B heard keepalives and must stay up");
+}
+
+// --- adaptive FEC (docs/protocol.md, section 6.7) ---------------------------
+
+fn bulk(loss: f64, seed: u64) -> Outcome {
+    let link = LinkParams {
+        loss,
+        dup: 0.0,
+        delay_ms: 20,
+        jitter_ms: 0,
+    };
+    simulate(config("fast", Some((10, 3)), false), link, 4000, seed, 0)
+}
+
+#[test]
+fn clean_link_sends_no_parity_once_reports_arrive() {
+    let o = bulk(0.0, 11);
+    assert_exactly_once(&o, "clean link");
+    assert!(
+        o.b.feedback_out > 0 && o.a.feedback_in > 0,
+        "no reports: {:?}",
+        o.b
+    );
+    assert_eq!(
+        o.a.fec_parity, 0,
+        "parity still {} on a clean link",
+        o.a.fec_parity
+    );
+    assert!(
+        o.a.fec_loss_ppm < 1000,
+        "loss estimate {} ppm",
+        o.a.fec_loss_ppm
+    );
+    // Full parity (3 per 10) until the first reports, then none at all.
+    assert!(o.enc_half.parity_shards > 0, "should start at full parity");
+    assert_eq!(o.late_parity_ratio(), 0.0);
+    // On the wire: data shards plus a report per 100 ms, nothing else.
+    let data = o.enc_end.data_shards - o.enc_half.data_shards;
+    assert!(data > 1000);
+}
+
+#[test]
+fn lossy_link_raises_parity_and_fec_recovers() {
+    let o = bulk(0.1, 12);
+    assert_exactly_once(&o, "10% loss");
+    // Full groups may fail 5% of the time (section 6.7): 3 of 10 (2 if
+    // the measured loss came out just under 7.1%).
+    assert!(
+        (2..=3).contains(&o.a.fec_parity),
+        "parity {} at 10% loss",
+        o.a.fec_parity
+    );
+    assert!(
+        (50_000..200_000).contains(&o.a.fec_loss_ppm),
+        "loss estimate {} ppm for 10% loss",
+        o.a.fec_loss_ppm
+    );
+    assert!(
+        o.late_parity_ratio() >= 0.1,
+        "parity ratio {}",
+        o.late_parity_ratio()
+    );
+    assert!(o.fec_recovered > 100, "recovered only {}", o.fec_recovered);
+}
+
+#[test]
+fn parity_follows_the_loss_rate() {
+    let low = bulk(0.01, 13);
+    let high = bulk(0.05, 13);
+    assert_exactly_once(&low, "1% loss");
+    assert_exactly_once(&high, "5% loss");
+    // With at most 5% of full groups failing (binomial, section 6.7), 1%
+    // needs 1 parity shard of 10 and 5% needs 2.
+    assert_eq!(low.a.fec_parity, 1, "1%");
+    assert_eq!(high.a.fec_parity, 2, "5%");
+    assert!(low.late_parity_ratio() < high.late_parity_ratio());
+}
+
+/// Seals what the peer of `pair()`'s A would send it (B → A key, A's id).
+fn as_b(counter: u64, msg_type: u8, payload: &[u8]) -> Vec<u8> {
+    let mut s = Sealer::new(CipherKind::Aes256Gcm, &KEY_BA, 2);
+    s.set_counter_for_testing(counter);
+    let mut d = Vec::new();
+    s.seal_into(msg_type, payload, &mut d).unwrap();
+    d
+}
+
+fn report(expected: u32, lost: u32) -> Vec<u8> {
+    let mut p = vec![1u8];
+    p.extend_from_slice(&expected.to_le_bytes());
+    p.extend_from_slice(&lost.to_le_bytes());
+    p
+}
+
+#[test]
+fn bad_feedback_is_dropped_and_counted_good_feedback_adapts() {
+    let (mut a, _) = pair();
+    assert_eq!(a.stats.fec_parity, 3, "full parity before any report");
+    let mut no = |_p: &[u8]| panic!("feedback delivered as a packet");
+    // Authentic but malformed: short, unknown version, more lost than sent.
+    let mut bad_version = report(100, 0);
+    bad_version[0] = 2;
+    for (i, p) in [
+        vec![],
+        vec![1u8],
+        report(100, 0)[..8].to_vec(),
+        bad_version,
+        report(10, 11),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut d = as_b(i as u64, MSG_FEEDBACK, &p);
+        assert_eq!(a.input(&mut d, 0, &mut no), Received::Dropped, "report {i}");
+    }
+    assert_eq!(a.stats.malformed, 5);
+    // Forged: another key.
+    let mut s = Sealer::new(CipherKind::Aes256Gcm, &[0x55; 32], 2);
+    s.set_counter_for_testing(100);
+    let mut f = Vec::new();
+    s.seal_into(MSG_FEEDBACK, &report(1000, 0), &mut f).unwrap();
+    assert_eq!(a.input(&mut f, 0, &mut no), Received::Dropped);
+    assert_eq!(a.stats.auth_failures, 1);
+    // A data datagram relabelled as feedback fails authentication too.
+    let mut relabel = as_b(10, MSG_DATA, &report(1000, 0));
+    relabel[0] = MSG_FEEDBACK;
+    assert_eq!(a.input(&mut relabel, 0, &mut no), Received::Dropped);
+    assert_eq!(a.stats.auth_failures, 2);
+    assert_eq!((a.stats.feedback_in, a.stats.fec_parity), (0, 3));
+
+    // Genuine reports of a clean link bring parity down to zero...
+    let mut c = 20;
+    while a.stats.fec_parity > 0 {
+        let mut d = as_b(c, MSG_FEEDBACK, &report(1000, 0));
+        assert_eq!(a.input(&mut d, 10, &mut no), Received::Feedback);
+        c += 1;
+        assert!(c < 30, "parity stuck at {}", a.stats.fec_parity);
+    }
+    // ...and a trailing byte (a later version's field) is ignored.
+    let mut longer = report(1000, 0);
+    longer.push(0xAA);
+    let mut d = as_b(c, MSG_FEEDBACK, &longer);
+    assert_eq!(a.input(&mut d, 10, &mut no), Received::Feedback);
+    // A lossy report brings it back up; reports that stop coming restore
+    // full parity at the next flush.
+    let mut d = as_b(c + 1, MSG_FEEDBACK, &report(1000, 80));
+    a.input(&mut d, 20, &mut no);
+    assert!(
+        a.stats.fec_parity >= 1,
+        "parity {} after 8% loss",
+        a.stats.fec_parity
+    );
+    let mut d = as_b(c + 2, MSG_FEEDBACK, &report(1000, 0));
+    a.input(&mut d, 30, &mut no);
+    let mut tx = VecTransmit::default();
+    a.flush(30 + 2000, &mut tx);
+    assert_eq!(a.stats.fec_parity, 3);
+}
+
+#[test]
+fn no_feedback_while_idle_or_without_fec() {
+    for fec in [Some((10, 3)), None] {
+        let mut cfg = config("fast", fec, true);
+        cfg.keepalive_ms = 1000;
+        let mut a = Session::new(cfg.clone(), 7, &KEY_AB, &KEY_BA, 2, 0).unwrap();
+        let mut b = Session::new(cfg, 7, &KEY_BA, &KEY_AB, 1, 0).unwrap();
+        let mut got = 0;
+        let mut after_traffic = None;
+        for now in 0..30_000u32 {
+            // Traffic for the first 2 s, then nothing but keepalives.
+            if now < 2000 && now % 10 == 0 {
+                assert!(a.send_packet(&mut [0x45; 200]));
+            }
+            let mut tx = VecTransmit::default();
+            a.flush(now, &mut tx);
+            a.poll(now, &mut tx);
+            for mut d in tx.datagrams.drain(..) {
+                b.input(&mut d, now + 1, &mut |_p: &[u8]| got += 1);
+            }
+            b.flush(now, &mut tx);
+            b.poll(now, &mut tx);
+            for mut d in tx.datagrams.drain(..) {
+                a.input(&mut d, now + 1, &mut |_p: &[u8]| {});
+            }
+            if now == 2500 {
+                after_traffic = Some((a.stats.feedback_out, b.stats.feedback_out));
+            }
+        }
+        assert_eq!(got, 200);
+        assert!(
+            b.stats.keepalives_in >= 20,
+            "{fec:?}: idle link carried no keepalives"
+        );
+        let (fa, fb) = after_traffic.unwrap();
+        assert_eq!(
+            (a.stats.feedback_out, b.stats.feedback_out),
+            (fa, fb),
+            "{fec:?}: feedback sent while idle"
+        );
+        if fec.is_some() {
+            // ~one report per 100 ms of the 2 s of traffic, each way (A hears B's ACKs).
+            assert!((10..=25).contains(&fb), "B sent {fb} reports");
+            assert!(fa > 0 && fa <= 25, "A sent {fa} reports");
+        } else {
+            assert_eq!((fa, fb), (0, 0));
+        }
+    }
 }

@@ -1,0 +1,102 @@
+"""Claims about the two feedback loops inside a session (docs/architecture.md):
+
+1. Congestion control: through a 50 Mbit/s bottleneck with a 20 ms delay, a
+   bulk TCP transfer with `--congestion bbr` (the default) overflows the
+   bottleneck's queue rarely; with `--congestion off` (the original's
+   behaviour: a whole window per round trip) it overflows it massively. The
+   emulator counts the drops, so this compares behaviour, not speed.
+2. Adaptive FEC: on a clean link the sender stops sending parity once the
+   peer's loss reports arrive; at 10% loss it sends what that loss calls for.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from kcpvpn_lab import probes
+from kcpvpn_lab.vpn import sessions_of, status_when
+
+from .conftest import open_tun
+
+pytestmark = pytest.mark.netns
+
+BOTTLENECK = {"delay_ms": 10, "rate_mbit": 50, "queue_bytes": 200_000}
+
+
+def _queue_drop_share(topo, tun, congestion: str) -> float:
+    """Share of the client's frames the bottleneck dropped for a full queue
+    during a 4-second iperf3 upload (on top of warm-up)."""
+    before = topo.emulator_stats()["to_server"]
+    probes.iperf3(topo.client(1), topo.server, dst_ip=tun.server_ip, seconds=4)
+    after = topo.emulator_stats()["to_server"]
+    offered = after["rx_frames"] - before["rx_frames"]
+    dropped = after["dropped_queue"] - before["dropped_queue"]
+    assert offered > 1000, f"{congestion}: hardly any traffic ({offered} frames)"
+    return dropped / offered
+
+
+@pytest.mark.parametrize("congestion", ["bbr", "off"])
+def test_bbr_does_not_overrun_the_bottleneck(make_topology, congestion):
+    topo = make_topology(clients=1, impair=BOTTLENECK, seed=7)
+    flags = ("--congestion", congestion)
+    tun = open_tun(topo, server_flags=flags, client_flags=flags)
+    share = _queue_drop_share(topo, tun, congestion)
+    if congestion == "bbr":
+        # Probing for bandwidth overfills the queue a little, now and then.
+        assert share < 0.03, f"bbr: {share:.1%} of frames dropped by the full queue"
+        client = sessions_of(status_when(tun.client_sock, sessions_of))[0]
+        bw = client["kcp"]["bandwidth_kbit"] / 1000
+        # The estimate counts bytes as the path sees them (headers, parity).
+        assert 35 <= bw <= 70, f"bottleneck estimate {bw:.1f} Mbit/s for a 50 Mbit/s link"
+    else:
+        # The reference: a window per round trip is ~3× this path's capacity.
+        assert share > 0.10, f"off: only {share:.1%} dropped; the test's link is too easy"
+
+
+def _parity_when(sock: str, cond, timeout: float = 10.0) -> dict:
+    doc = status_when(sock, lambda d: sessions_of(d) and cond(sessions_of(d)[0]), timeout=timeout)
+    return sessions_of(doc)[0]
+
+
+def test_parity_follows_the_loss_reports(make_topology):
+    topo = make_topology(clients=1, impair={"delay_ms": 10}, seed=8)
+    tun = open_tun(topo)
+    c, s = topo.client(1), topo.server
+
+    # Clean link: once reports arrive, full groups carry no parity. (Read
+    # at once: a second after the last report the sender goes back to full
+    # parity, in case the link changed while idle.)
+    flow = probes.udp_flow(
+        c, s, dst_ip=tun.server_ip, count=2000, size=300, interval=0.001, idle_timeout=0.3
+    )
+    assert flow.complete, flow
+    client = _parity_when(tun.client_sock, lambda x: x["feedback_in"] > 5, timeout=0.5)
+    assert client["fec_parity"] == 0, client
+    assert client["fec_loss_ppm"] < 5_000, client
+
+    # 10% loss each way: a steady flow fills its groups, which may fail
+    # 5% of the time (KCP resends the rest): 3 of the default 8 parity
+    # shards. Read while the flow runs (reports only come with traffic).
+    topo.impair({"delay_ms": 10, "loss": 0.10})
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(
+            probes.udp_flow,
+            c,
+            s,
+            dst_ip=tun.server_ip,
+            count=4000,
+            size=300,
+            interval=0.001,
+            idle_timeout=3.0,
+        )
+        time.sleep(2.5)
+        client = _parity_when(tun.client_sock, lambda x: True)
+        flow = running.result(timeout=60)
+    assert flow.complete, f"lost {flow.lost} through the tunnel"
+    assert 2 <= client["fec_parity"] <= 4, client
+    assert 50_000 <= client["fec_loss_ppm"] <= 200_000, client
+    server = _parity_when(tun.server_sock, lambda x: True)
+    assert server["feedback_out"] > 0 and client["feedback_in"] > 0, (server, client)
