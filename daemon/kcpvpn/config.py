@@ -122,6 +122,7 @@ class TransportConfig:
     parityshard: int = 8
     rapid_fec: bool = True
     congestion: str = "bbr"
+    unordered: bool = False
     dscp: int = 0
     sockbuf: int = 4194304
     smuxbuf: int = 4194304
@@ -376,6 +377,17 @@ FLAGS: tuple[Flag, ...] = (
         "not slow it) or off (send a whole window per round trip, like the original)",
         PANEL_TUNING,
         metavar="CC",
+        new=True,
+    ),
+    Flag(
+        "unordered",
+        ("--unordered",),
+        "Deliver a packet that arrived beyond a loss at once instead of after the "
+        "retransmission fills the gap: lower latency for UDP, voice and games, but "
+        "TCP with cubic inside reads the reordering as loss and slows down; "
+        "--ordered keeps strict order",
+        PANEL_TUNING,
+        off_switch="--ordered",
         new=True,
     ),
     Flag(

@@ -38,6 +38,7 @@ def session_params(
         "resend": resend,
         "nc": bool(nc),
         "bbr": t.congestion == "bbr",
+        "unordered": bool(t.unordered),
         "sndwnd": t.sndwnd,
         "rcvwnd": t.rcvwnd,
         "ack_nodelay": bool(t.acknodelay),

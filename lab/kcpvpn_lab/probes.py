@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import subprocess
+
     from .topology import Host
 
 ETH_P_ALL = 0x0003
@@ -548,6 +550,19 @@ class IperfResult:
         return self.bits_per_second / 1e6
 
 
+def iperf3_json(r: subprocess.CompletedProcess) -> dict:
+    """iperf3 -J's report from a finished run; RuntimeError (with iperf3's own
+    words) when it gave none or reports an error."""
+    try:
+        j = json.loads(r.stdout)
+    except json.JSONDecodeError:
+        said = (r.stderr or r.stdout or "").strip()[-500:]
+        raise RuntimeError(f"iperf3 gave no result (exit {r.returncode}): {said}") from None
+    if "error" in j:
+        raise RuntimeError(f"iperf3 failed: {j['error']}")
+    return j
+
+
 def iperf3(
     src: Host,
     dst: Host,
@@ -573,14 +588,7 @@ def iperf3(
         r = src.run(argv, check=False, timeout=seconds + 30)
     finally:
         server.stop(timeout=2)
-    try:
-        j = json.loads(r.stdout)
-    except json.JSONDecodeError:
-        raise RuntimeError(
-            f"iperf3 gave no result: {r.stderr.strip() or r.stdout.strip()}"
-        ) from None
-    if "error" in j:
-        raise RuntimeError(f"iperf3 failed: {j['error']}")
+    j = iperf3_json(r)
     end = j["end"]
     if udp:
         s = end["sum"]

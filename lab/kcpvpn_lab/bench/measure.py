@@ -4,7 +4,6 @@ report uses."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import statistics
@@ -94,14 +93,7 @@ def iperf_tcp(
         emu1 = topo.emulator_stats() if topo is not None else None
     finally:
         srv.stop(timeout=2)
-    try:
-        j = json.loads(r.stdout)
-    except json.JSONDecodeError:
-        raise RuntimeError(
-            f"iperf3 gave no JSON (exit {r.returncode}): {(r.stderr or r.stdout).strip()[-500:]}"
-        ) from None
-    if "error" in j:
-        raise RuntimeError(f"iperf3 failed: {j['error']}")
+    j = probes.iperf3_json(r)
     end = j["end"]
     received = end["sum_received"]
     res: dict[str, Any] = {

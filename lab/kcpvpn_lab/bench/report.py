@@ -458,6 +458,19 @@ def plot(res: dict, summary: dict, out: Path) -> dict[str, str]:
         plt.close(fig)
         made[key] = name
 
+    def finish(
+        fig: Any, ax: Any, drawn: bool, key: str, name: str, bottom: float, legend: int, **labels
+    ) -> None:
+        """Labels, grid and legend, then save; a plot with nothing drawn is dropped."""
+        if not drawn:
+            plt.close(fig)
+            return
+        ax.set(xlabel="random loss each way (%)", **labels)
+        ax.set_ylim(bottom=bottom)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend)
+        save(fig, key, name)
+
     def lossy_lines(
         ax: Any, what: str, cc: str, style: str = "-", label: Callable[[str], str] | None = None
     ) -> bool:
@@ -486,18 +499,12 @@ def plot(res: dict, summary: dict, out: Path) -> dict[str, str]:
 
     for cc in cfg["ccs"]:
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        if lossy_lines(ax, "mbit_s", cc):
-            ax.set(
-                xlabel="random loss each way (%)",
-                ylabel="TCP goodput (Mbit/s)",
-                title=f"Goodput vs loss, inner {cc} (40 ms RTT, 100 Mbit/s)",
-            )
-            ax.set_ylim(bottom=0)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
-            save(fig, f"goodput_{cc}", PLOTS["goodput"].format(cc=cc))
-        else:
-            plt.close(fig)
+        finish(
+            fig, ax, lossy_lines(ax, "mbit_s", cc), f"goodput_{cc}",
+            PLOTS["goodput"].format(cc=cc), 0, 8,
+            ylabel="TCP goodput (Mbit/s)",
+            title=f"Goodput vs loss, inner {cc} (40 ms RTT, 100 Mbit/s)",
+        )  # fmt: skip
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = False
@@ -507,17 +514,11 @@ def plot(res: dict, summary: dict, out: Path) -> dict[str, str]:
         )
     if drawn:
         ax.axhline(1.5, color="black", linewidth=0.8, linestyle=":", label="target ≤ 1.5 (5% loss)")
-        ax.set(
-            xlabel="random loss each way (%)",
-            ylabel="bytes on the wire per byte delivered",
-            title="Wire overhead vs loss (both directions, drops included)",
-        )
-        ax.set_ylim(bottom=0.9)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        save(fig, "wire", PLOTS["wire"])
-    else:
-        plt.close(fig)
+    finish(
+        fig, ax, drawn, "wire", PLOTS["wire"], 0.9, 7,
+        ylabel="bytes on the wire per byte delivered",
+        title="Wire overhead vs loss (both directions, drops included)",
+    )  # fmt: skip
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     drawn = False
@@ -545,18 +546,11 @@ def plot(res: dict, summary: dict, out: Path) -> dict[str, str]:
                 color=c,
             )
         drawn = True
-    if drawn:
-        ax.set(
-            xlabel="random loss each way (%)",
-            ylabel="ping RTT (ms)",
-            title="Sparse pings (100 ms apart): p50, p99; labels: delivered if < 100%",
-        )
-        ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-        save(fig, "ping", PLOTS["ping"])
-    else:
-        plt.close(fig)
+    finish(
+        fig, ax, drawn, "ping", PLOTS["ping"], 0, 7,
+        ylabel="ping RTT (ms)",
+        title="Sparse pings (100 ms apart): p50, p99; labels: delivered if < 100%",
+    )  # fmt: skip
 
     clean = summary["clean"]
     systems = [

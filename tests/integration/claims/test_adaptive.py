@@ -1,6 +1,6 @@
 """Claims about the two feedback loops inside a session (docs/architecture.md):
 
-1. Congestion control: through a 50 Mbit/s bottleneck with a 20 ms delay, a
+1. Congestion control: through a 20 Mbit/s bottleneck with a 20 ms delay, a
    bulk TCP transfer with `--congestion bbr` (the default) overflows the
    bottleneck's queue rarely; with `--congestion off` (the original's
    behaviour: a whole window per round trip) it overflows it massively. The
@@ -23,7 +23,9 @@ from .conftest import open_tun
 
 pytestmark = pytest.mark.netns
 
-BOTTLENECK = {"delay_ms": 10, "rate_mbit": 50, "queue_bytes": 200_000}
+# Slow enough that the reference (`off`) overruns it even when CI's two
+# workers starve the sender of CPU: at 50 Mbit/s it sometimes could not.
+BOTTLENECK = {"delay_ms": 10, "rate_mbit": 20, "queue_bytes": 80_000}
 
 
 def _queue_drop_share(topo, tun, congestion: str) -> float:
@@ -50,7 +52,7 @@ def test_bbr_does_not_overrun_the_bottleneck(make_topology, congestion):
         client = sessions_of(status_when(tun.client_sock, sessions_of))[0]
         bw = client["kcp"]["bandwidth_kbit"] / 1000
         # The estimate counts bytes as the path sees them (headers, parity).
-        assert 35 <= bw <= 70, f"bottleneck estimate {bw:.1f} Mbit/s for a 50 Mbit/s link"
+        assert 14 <= bw <= 28, f"bottleneck estimate {bw:.1f} Mbit/s for a 20 Mbit/s link"
     else:
         # The reference: a window per round trip is ~3× this path's capacity.
         assert share > 0.10, f"off: only {share:.1%} dropped; the test's link is too easy"

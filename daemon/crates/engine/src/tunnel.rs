@@ -52,6 +52,7 @@ fn session_config(d: &Bound<'_, PyDict>) -> PyResult<SessionConfig> {
         rcv_wnd: req(d, "rcvwnd")?,
         ack_nodelay: req(d, "ack_nodelay")?,
         bbr: opt(d, "bbr")?.unwrap_or(false),
+        unordered: opt(d, "unordered")?.unwrap_or(false),
         ..KcpConfig::default()
     };
     let udp_mtu: usize = req(d, "udp_mtu")?;
@@ -463,6 +464,7 @@ impl Endpoint {
                 }
                 kd.set_item("bandwidth_kbit", k.bandwidth_kbit)?;
                 kd.set_item("cc_restarts", k.cc_restarts)?;
+                kd.set_item("early_deliveries", k.early_deliveries)?;
                 kd.set_item("cc_queue_corrections", k.cc_queue_corrections)?;
                 sd.set_item("kcp", kd)?;
                 sd.set_item("fec_errors", st.fec_errors)?;

@@ -117,6 +117,11 @@ impl SndRing {
 #[derive(Default)]
 struct RcvSeg {
     present: bool,
+    /// Unordered delivery: waiting in `early` / already handed out.
+    early_queued: bool,
+    early_done: bool,
+    /// Which sequence number the slot holds (the ring reuses slots).
+    sn: u32,
     frg: u8,
     /// Keeps its capacity across uses: no allocation once warm.
     data: Vec<u8>,
@@ -209,6 +214,10 @@ pub struct Kcp {
     rbuf: Vec<RcvSeg>,
     rmask: u32,
     nrcv_buf: u32,
+    /// `KcpConfig::unordered`: whole messages that arrived beyond a gap,
+    /// handed out before the gap is filled.
+    unordered: bool,
+    early: VecDeque<u32>,
     acklist: Vec<(u32, u32)>,
 
     obuf: Vec<u8>,
@@ -271,6 +280,8 @@ impl Kcp {
             rbuf,
             rmask: rcap as u32 - 1,
             nrcv_buf: 0,
+            unordered: c.unordered,
+            early: VecDeque::new(),
             acklist: Vec::with_capacity(256),
             obuf: Vec::with_capacity(c.mtu),
             stats: KcpStats::default(),
@@ -547,6 +558,46 @@ impl Kcp {
             self.rcv_nxt = sn.wrapping_add(1);
             self.nrcv_buf -= 1;
         }
+        self.skip_early_head();
+    }
+
+    /// Unordered delivery: segment `sn` just arrived beyond `rcv_nxt`. A
+    /// one-segment message may go out at once if it certainly is one: its
+    /// `frg` is 0 (the last fragment of a message has 0 too) and the segment
+    /// before it ends a message (present, `frg` 0). So `sn` qualifies, and
+    /// so may `sn + 1`, which waited for this segment to vouch for it. Only
+    /// the segment right after a gap waits for the gap.
+    fn find_early(&mut self, sn: u32) {
+        for x in [sn, sn.wrapping_add(1)] {
+            if tdiff(x, self.rcv_nxt) <= 0 || tdiff(x, self.rcv_nxt.wrapping_add(self.rcv_wnd)) >= 0
+            {
+                continue; // in order (ordinary delivery) or beyond the window
+            }
+            let prev = x.wrapping_sub(1);
+            let prev_ends = {
+                let p = self.rslot(prev);
+                p.present && p.frg == 0
+            };
+            let s = self.rslot(x);
+            if s.present && s.frg == 0 && !s.early_queued && !s.early_done && prev_ends {
+                s.early_queued = true;
+                self.early.push_back(x);
+            }
+        }
+    }
+
+    /// Drops messages already handed out early from the head of the ready queue.
+    fn skip_early_head(&mut self) {
+        while self.que_start != self.rcv_nxt {
+            let sn = self.que_start;
+            let s = self.rslot(sn);
+            if !s.early_done {
+                break;
+            }
+            s.present = false;
+            s.early_done = false;
+            self.que_start = sn.wrapping_add(1);
+        }
     }
 
     fn wnd_unused(&self) -> u16 {
@@ -637,11 +688,17 @@ impl Kcp {
                                 self.stats.dup_segments += 1;
                             } else {
                                 slot.present = true;
+                                slot.early_queued = false;
+                                slot.early_done = false;
+                                slot.sn = h.sn;
                                 slot.frg = h.frg;
                                 slot.data.clear();
                                 slot.data.extend_from_slice(payload);
                                 self.nrcv_buf += 1;
                                 self.advance_rcv();
+                                if self.unordered {
+                                    self.find_early(h.sn);
+                                }
                             }
                         } else {
                             self.stats.dup_segments += 1;
@@ -693,8 +750,25 @@ impl Kcp {
         }
     }
 
-    /// Size of the next whole message, if one is ready.
+    /// The first entry of `early` still waiting (entries go stale when the
+    /// gap filled and ordinary delivery took the message first).
+    fn early_head(&self) -> Option<u32> {
+        self.early.iter().copied().find(|&x| {
+            let s = &self.rbuf[(x & self.rmask) as usize];
+            s.sn == x && s.early_queued
+        })
+    }
+
+    /// Size of the next whole message, if one is ready: in order first,
+    /// then (unordered) one that arrived beyond a gap.
     pub fn peek_size(&self) -> Option<usize> {
+        self.peek_ordered().or_else(|| {
+            self.early_head()
+                .map(|x| self.rbuf[(x & self.rmask) as usize].data.len())
+        })
+    }
+
+    fn peek_ordered(&self) -> Option<usize> {
         let nq = self.nrcv_que();
         if nq == 0 {
             return None;
@@ -724,6 +798,19 @@ impl Kcp {
                 have: buf.len(),
             });
         }
+        if self.peek_ordered().is_none() {
+            let x = self.early_head().ok_or(KcpError::NoMessage)?;
+            while self.early.pop_front() != Some(x) {} // drops stale entries
+            let s = self.rslot(x);
+            buf[..s.data.len()].copy_from_slice(&s.data);
+            s.data.clear();
+            s.early_queued = false;
+            s.early_done = true;
+            self.skip_early_head();
+            self.stats.messages_recv += 1;
+            self.stats.early_deliveries += 1;
+            return Ok(size);
+        }
         let recover = self.nrcv_que() >= self.rcv_wnd;
         // A message is the first segment's frg + 1 segments (for a well-formed
         // peer their frg count down to 0, as the reference expects).
@@ -735,10 +822,11 @@ impl Kcp {
             buf[at..at + s.data.len()].copy_from_slice(&s.data);
             at += s.data.len();
             s.present = false;
+            s.early_queued = false; // its entry in `early`, if any, is stale
             s.data.clear();
             self.que_start = sn.wrapping_add(1);
         }
-        self.advance_rcv();
+        self.advance_rcv(); // also skips what was handed out early
         if recover && self.nrcv_que() < self.rcv_wnd {
             // The peer saw a zero window: tell it at once that it reopened.
             self.probe |= ASK_TELL;
@@ -1083,6 +1171,64 @@ mod tests {
         let mut v = Vec::new();
         k.flush(now, &mut |d| v.push(d.to_vec()));
         v
+    }
+
+    fn drain(k: &mut Kcp) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| k.recv_vec()).collect()
+    }
+
+    #[test]
+    fn unordered_hands_out_whole_messages_beyond_a_gap() {
+        let cfg = KcpConfig {
+            unordered: true,
+            ..KcpConfig::default()
+        };
+        let (mut a, mut b) = pair(cfg);
+        // sn 0..=4: one segment each; sn 5, 6: one message in two
+        // fragments; sn 7: one segment. One segment per datagram.
+        let msgs: Vec<Vec<u8>> = (0..5u8)
+            .map(|i| vec![i; 1000])
+            .chain([vec![5; 2000], vec![7; 1000]])
+            .collect();
+        for m in &msgs {
+            a.send(m).unwrap();
+        }
+        let d = collect(&mut a, 0);
+        assert_eq!(d.len(), 8);
+        for (i, x) in d.iter().enumerate() {
+            if i != 1 {
+                b.input(x, 1).unwrap();
+            }
+        }
+        // 0 in order; 2 waits (is it a whole message? sn 1 would tell);
+        // 3, 4 and 7 go out at once; the fragments 5-6 wait for order.
+        let got = drain(&mut b);
+        assert_eq!(got, [0, 3, 4, 6].map(|i| msgs[i].clone()));
+        assert_eq!(b.stats().early_deliveries, 3);
+        // The gap fills: the rest, in order, nothing twice.
+        b.input(&d[1], 2).unwrap();
+        assert_eq!(drain(&mut b), [1, 2, 5].map(|i| msgs[i].clone()));
+        // Duplicates of what went out early are not delivered again.
+        for x in &d {
+            b.input(x, 3).unwrap();
+        }
+        assert!(drain(&mut b).is_empty());
+        assert_eq!(b.stats().messages_recv, 7);
+    }
+
+    #[test]
+    fn ordered_by_default() {
+        let (mut a, mut b) = pair(KcpConfig::default());
+        for i in 0..4u8 {
+            a.send(&[i; 1000]).unwrap();
+        }
+        let d = collect(&mut a, 0);
+        for x in [&d[0], &d[2], &d[3]] {
+            b.input(x, 1).unwrap();
+        }
+        assert_eq!(drain(&mut b), [vec![0u8; 1000]]);
+        b.input(&d[1], 2).unwrap();
+        assert_eq!(drain(&mut b).len(), 3);
     }
 
     #[test]

@@ -57,6 +57,11 @@ pub struct KcpConfig {
     /// reference's loss-driven window. Overrides `nc`. Off by default, like
     /// the reference; the daemon turns it on.
     pub bbr: bool,
+    /// Hand out a one-segment message that arrived beyond a gap at once,
+    /// instead of after the gap is filled (receiver side only; the wire is
+    /// unchanged). For packets, whose order the protocols inside tolerate,
+    /// this removes head-of-line blocking behind every retransmission.
+    pub unordered: bool,
 }
 
 /// Profile names accepted by [`KcpConfig::profile`].
@@ -90,6 +95,7 @@ impl KcpConfig {
             ack_nodelay: false,
             dead_link: 20,
             bbr: false,
+            unordered: false,
         }
     }
 
@@ -195,6 +201,8 @@ pub struct KcpStats {
     /// and times a standing queue shrank the estimate.
     pub cc_restarts: u64,
     pub cc_queue_corrections: u64,
+    /// Messages handed out before a gap before them was filled (`unordered`).
+    pub early_deliveries: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

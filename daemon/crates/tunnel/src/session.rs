@@ -206,8 +206,11 @@ pub const FEEDBACK_STALE_MS: u32 = 1000;
 const LOSS_PRIOR: f64 = 0.1;
 /// A report of `e` datagrams moves the estimate by `e / (e + this)`, at
 /// least [`MIN_WEIGHT`]: big samples count, a handful of datagrams barely.
+/// (A floor of 1/8 let sparse traffic's reports of 2 or 3 datagrams, nearly
+/// all "none lost", talk a 1% estimate down to nothing within seconds, and
+/// then its pings went out without parity: p99 52 ms at 1% loss.)
 const WEIGHT_DATAGRAMS: f64 = 256.0;
-const MIN_WEIGHT: f64 = 0.125;
+const MIN_WEIGHT: f64 = 0.02;
 
 /// Encodes a loss report (section 6.7).
 pub fn encode_feedback(expected: u32, lost: u32) -> [u8; FEEDBACK_LEN] {

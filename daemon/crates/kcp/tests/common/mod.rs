@@ -184,6 +184,11 @@ pub struct Stream {
     pub lens: Vec<usize>,
     pub next_send: usize,
     pub next_recv: usize,
+    /// Accept any order (each message still exactly once, intact): for a
+    /// receiver with `unordered`. Messages must be at least 4 bytes long
+    /// (they carry their index).
+    pub any_order: bool,
+    seen: Vec<bool>,
 }
 
 impl Stream {
@@ -194,6 +199,8 @@ impl Stream {
             lens: (0..count).map(|_| message_len(&mut r, max_len)).collect(),
             next_send: 0,
             next_recv: 0,
+            any_order: false,
+            seen: vec![false; count],
         }
     }
     pub fn fixed(seed: u64, count: usize, len: usize) -> Stream {
@@ -202,6 +209,8 @@ impl Stream {
             lens: vec![len; count],
             next_send: 0,
             next_recv: 0,
+            any_order: false,
+            seen: vec![false; count],
         }
     }
     pub fn empty() -> Stream {
@@ -210,8 +219,24 @@ impl Stream {
     fn done(&self) -> bool {
         self.next_recv == self.lens.len()
     }
-    /// Exactly once, in order, intact.
+    /// Exactly once, in order (unless `any_order`), intact.
     fn check(&mut self, m: &[u8]) -> Result<(), String> {
+        if self.any_order {
+            let Some(idx) = m
+                .get(..4)
+                .map(|b| u32::from_le_bytes(b.try_into().unwrap()) as usize)
+            else {
+                return Err(format!("message of {} bytes has no index", m.len()));
+            };
+            if idx >= self.lens.len() || m != message(self.seed, idx as u32, self.lens[idx]) {
+                return Err(format!("message with index {idx} is not one that was sent"));
+            }
+            if std::mem::replace(&mut self.seen[idx], true) {
+                return Err(format!("message {idx} delivered twice"));
+            }
+            self.next_recv += 1;
+            return Ok(());
+        }
         let i = self.next_recv;
         if i >= self.lens.len() {
             return Err(format!(
