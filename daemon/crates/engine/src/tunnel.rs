@@ -430,7 +430,7 @@ impl Endpoint {
                 sd.set_item("keepalives_in", st.keepalives_in)?;
                 sd.set_item("keepalives_out", st.keepalives_out)?;
                 sd.set_item("rapid_fec_flushes", st.rapid_fec_flushes)?;
-                sd.set_item("fec_parity", st.fec_parity)?;
+                sd.set_item("fec_parity", (st.fec_parity * 100.0).round() / 100.0)?;
                 sd.set_item("fec_loss_ppm", st.fec_loss_ppm)?;
                 sd.set_item("feedback_in", st.feedback_in)?;
                 sd.set_item("feedback_out", st.feedback_out)?;

@@ -50,6 +50,28 @@ pub fn parity_for_loss(data: usize, max_parity: usize, loss: f64, target: f64) -
         .unwrap_or(max_parity)
 }
 
+/// Parity as a mix of two counts, so the average cost follows the loss
+/// smoothly instead of in whole shards: `(n, share)` where a `share` of full
+/// groups gets `n + 1` parity shards and the rest `n`, chosen so that the
+/// average share of groups that fail is `target`. At 5% loss with 10 data
+/// shards and a 5% target that is 1.63 shards instead of 2: 16% of the
+/// data in parity instead of 20%. `share` is 0 when one count fits exactly:
+/// no loss, or even `max_parity` is not enough.
+pub fn parity_mix_for_loss(data: usize, max_parity: usize, loss: f64, target: f64) -> (usize, f64) {
+    let hi = parity_for_loss(data, max_parity, loss, target);
+    if hi == 0 || loss >= HOPELESS {
+        return (hi, 0.0);
+    }
+    let t_hi = tail_above(data + hi, hi, loss);
+    if t_hi > target {
+        return (hi, 0.0); // max_parity and still short: all of it
+    }
+    let t_lo = tail_above(data + hi - 1, hi - 1, loss);
+    // t_lo > target >= t_hi, so the share is in (0, 1].
+    let share = ((t_lo - target) / (t_lo - t_hi)).clamp(0.0, 1.0);
+    (hi - 1, share)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +152,34 @@ mod tests {
                 assert!(reference_tail(10 + n - 1, n - 1, p) > GROUP_FAILURE);
             }
         }
+    }
+
+    #[test]
+    fn mix_meets_the_target_on_average() {
+        for p in [0.01, 0.05, 0.1, 0.2] {
+            let (n, share) = parity_mix_for_loss(10, 8, p, 0.05);
+            let avg_fail = (1.0 - share) * reference_tail(10 + n, n, p)
+                + share * reference_tail(10 + n + 1, n + 1, p);
+            assert!(
+                (avg_fail - 0.05).abs() < 1e-9,
+                "p={p}: {n} + {share} fails {avg_fail}"
+            );
+            // Never more than the whole-shard choice, never less than one fewer.
+            let whole = parity_for_loss(10, 8, p, 0.05);
+            assert_eq!(n + 1, whole, "p={p}");
+        }
+        // 5%: 1.63 shards (10.2% fail with 1, 1.96% with 2).
+        let (n, share) = parity_mix_for_loss(10, 8, 0.05, 0.05);
+        assert_eq!(n, 1);
+        assert!((share - 0.63).abs() < 0.01, "{share}");
+    }
+
+    #[test]
+    fn mix_is_whole_when_nothing_is_left_to_mix() {
+        assert_eq!(parity_mix_for_loss(10, 8, 0.0, 0.05), (0, 0.0));
+        // 0.3%: no parity already fails only 3% of groups.
+        assert_eq!(parity_mix_for_loss(10, 8, 0.003, 0.05), (0, 0.0));
+        assert_eq!(parity_mix_for_loss(10, 2, 0.4, 0.05), (2, 0.0));
+        assert_eq!(parity_mix_for_loss(10, 8, 0.6, 0.05), (8, 0.0));
     }
 }

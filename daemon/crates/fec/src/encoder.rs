@@ -28,6 +28,10 @@ pub struct FecEncoder {
     rs: ReedSolomon,
     /// Parity shards a full group gets now (0..=ps; `set_parity`).
     active: usize,
+    /// Share of full groups that get one more than `active` (adaptive FEC's
+    /// mix, `parity_mix_for_loss`), spread evenly by `dither`.
+    extra_share: f64,
+    dither: f64,
     /// Loss rate the parity is chosen for (`set_loss`); None: full parity.
     loss: Option<f64>,
     /// Encoders for fewer than ps parity shards, built on first use: parity
@@ -100,6 +104,8 @@ impl FecEncoder {
             ps: parity_shards,
             rs,
             active: parity_shards,
+            extra_share: 0.0,
+            dither: 0.0,
             loss: None,
             rs_fewer: (0..parity_shards).map(|_| None).collect(),
             max_datagram,
@@ -132,6 +138,7 @@ impl FecEncoder {
     /// receiver needs no change; it just gets fewer parity shards.
     pub fn set_parity(&mut self, n: usize) {
         self.active = n.min(self.ps);
+        self.extra_share = 0.0;
     }
 
     /// Chooses parity for a loss rate (adaptive FEC): full groups get
@@ -143,12 +150,14 @@ impl FecEncoder {
     }
 
     /// [`set_loss`](Self::set_loss) with the share of full groups allowed
-    /// to fail (more lost than parity) instead of [`GROUP_FAILURE`](crate::GROUP_FAILURE).
+    /// to fail (more lost than parity) instead of [`GROUP_FAILURE`](crate::GROUP_FAILURE),
+    /// met on average by a mix of two parity counts
+    /// ([`parity_mix_for_loss`](crate::parity_mix_for_loss)).
     pub fn set_loss_with_target(&mut self, loss: Option<f64>, full_group_failure: f64) {
         self.loss = loss;
-        self.active = match loss {
-            Some(p) => crate::parity_for_loss(self.ds, self.ps, p, full_group_failure),
-            None => self.ps,
+        (self.active, self.extra_share) = match loss {
+            Some(p) => crate::parity_mix_for_loss(self.ds, self.ps, p, full_group_failure),
+            None => (self.ps, 0.0),
         };
     }
 
@@ -158,11 +167,18 @@ impl FecEncoder {
     /// reports stale and full parity would multiply it by up to ps + 1.
     pub fn set_stale(&mut self) {
         self.active = self.ps;
+        self.extra_share = 0.0;
     }
 
-    /// Parity shards a full group gets now.
+    /// Parity shards a full group gets now (some get one more: see
+    /// [`parity_average`](Self::parity_average)).
     pub fn parity(&self) -> usize {
         self.active
+    }
+
+    /// Parity shards per full group on average, the mix included.
+    pub fn parity_average(&self) -> f64 {
+        self.active as f64 + self.extra_share
     }
 
     pub fn max_datagram(&self) -> usize {
@@ -202,7 +218,15 @@ impl FecEncoder {
         self.count += 1;
         self.coded_len = self.coded_len.max(buf.len() - HEADER_LEN);
         if self.count == self.ds {
-            self.emit_parity(self.active, out);
+            // Error diffusion: over any run of groups the extra shards
+            // number within one of share × groups, evenly spaced.
+            self.dither += self.extra_share;
+            let mut np = self.active;
+            if self.dither >= 1.0 {
+                self.dither -= 1.0;
+                np += 1;
+            }
+            self.emit_parity(np, out);
         }
     }
 

@@ -39,7 +39,7 @@ mod decoder;
 mod encoder;
 mod wire;
 
-pub use adapt::{parity_for_loss, GROUP_FAILURE};
+pub use adapt::{parity_for_loss, parity_mix_for_loss, GROUP_FAILURE};
 pub use decoder::{DecoderStats, FecDecoder};
 pub use encoder::{EncoderStats, FecEncoder};
 pub use wire::{

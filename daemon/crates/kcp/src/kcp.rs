@@ -860,6 +860,25 @@ impl Kcp {
         self.flush_inner(now, out, false);
     }
 
+    /// ACKs waiting for the next flush.
+    pub fn pending_acks(&self) -> usize {
+        self.acklist.len()
+    }
+
+    /// True when a flush now would send nothing but pending ACKs: no tick or
+    /// timer due, no window probe, no new segment queued, and no segment
+    /// held beyond a gap (whose ACKs drive the peer's fast retransmission,
+    /// so they should not wait). Lets a caller batch ACKs.
+    pub fn only_acks_due(&self, now: u32) -> bool {
+        self.updated
+            && tdiff(now, self.ts_flush) < 0
+            && !self.timer_due(now)
+            && self.probe == 0
+            && self.rmt_wnd != 0
+            && self.snd_nxt == self.snd_end
+            && self.nrcv_buf == 0
+    }
+
     /// Reference `ikcp_update`: flushes when the interval tick is due. Also
     /// flushes when a retransmission is due, and sends pending ACKs at once
     /// with `ack_nodelay`, so that `check` and `update` agree.
