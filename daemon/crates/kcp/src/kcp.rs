@@ -33,9 +33,12 @@ const PROBE_LIMIT: u32 = 120_000;
 const FASTACK_LIMIT: u32 = 5;
 const ASK_SEND: u8 = 1;
 const ASK_TELL: u8 = 2;
-/// A segment's backed-off RTO is capped here only so that wrapping time
-/// comparisons stay meaningful (the reference lets it overflow).
-const SEG_RTO_CAP: u32 = 1 << 30;
+/// A segment's backed-off RTO stays within this many times the current RTO
+/// (and [`RTO_MAX`]). The reference doubles it without bound: at 29% loss
+/// each way an unlucky segment lost 10 times in a row waited 7 minutes for
+/// its next try while everything behind it stalled. Eight times still
+/// backs off from a congested path; `dead_link` ends a path that is gone.
+const SEG_RTO_BACKOFF: u32 = 8;
 /// Bounds of the reordering window fast retransmission allows with bbr (ms).
 const REORDER_MIN_MS: u32 = 2;
 const REORDER_MAX_MS: u32 = 10;
@@ -1103,7 +1106,7 @@ impl Kcp {
                     } else {
                         s.rto.saturating_add(s.rto.max(self.rx_rto))
                     }
-                    .min(SEG_RTO_CAP);
+                    .min(self.rx_rto.saturating_mul(SEG_RTO_BACKOFF).min(RTO_MAX));
                     s.resendts = now.wrapping_add(s.rto);
                     // A fresh transmission: skips are counted anew (the
                     // reference keeps the count and may fast-resend it again).
