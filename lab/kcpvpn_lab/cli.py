@@ -192,7 +192,7 @@ def bench(
     only: Annotated[
         str | None,
         typer.Option(
-            help="systems, comma-separated: none, kcpvpn, kcpvpn-bare, kcpvpn-rapid-fec, "
+            help="systems, comma-separated: none, kcpvpn, kcpvpn-bare, kcpvpn-no-rapid-fec, "
             "wireguard-go"
         ),
     ] = None,

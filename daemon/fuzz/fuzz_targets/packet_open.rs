@@ -68,6 +68,6 @@ fuzz_target!(|data: &[u8]| {
             panic!("feedback delivered as a packet")
         });
         assert_eq!(got == Received::Feedback, decode_feedback(chunk).is_some());
-        assert!(session.stats.fec_parity <= 3);
+        assert!(session.stats.fec_parity <= 3.0);
     }
 });

@@ -257,8 +257,10 @@ fn before(a: u32, b: u32) -> bool {
 }
 
 /// With rapid FEC, how long a partial group of sparse traffic waits for
-/// company before its parity leaves (ms).
-pub const RAPID_SPARSE_DELAY_MS: u32 = 1;
+/// company before its parity leaves (ms). None: ACKs no longer need the
+/// wait to share the reply's group (they wait for the reply themselves,
+/// [`ACK_DELAY_MS`]), and every ms here shows in the p99 of a lossy link.
+pub const RAPID_SPARSE_DELAY_MS: u32 = 0;
 
 impl Session {
     /// `conv` must be the same on both sides; `send_key`/`recv_key` are this
@@ -582,14 +584,13 @@ impl Session {
             if let Some(enc) = &self.fec_enc {
                 if enc.has_partial() {
                     // Sparse traffic (nothing sent for an interval) won't fill
-                    // the group: its parity leaves almost at once, so one loss
-                    // costs ~RAPID_SPARSE_DELAY_MS instead of an interval. The
-                    // short wait lets an ACK and the reply that follows it share
-                    // one group. A steady flow fills groups before the interval.
+                    // the group: its parity leaves at once, so one loss costs
+                    // next to nothing instead of a retransmission. A steady
+                    // flow fills groups before the interval.
                     let interval = self.cfg.kcp.interval.max(1);
                     let sparse = !before(now, self.last_data_flush.wrapping_add(interval));
                     let delay = if sparse {
-                        RAPID_SPARSE_DELAY_MS.min(interval)
+                        RAPID_SPARSE_DELAY_MS
                     } else {
                         interval
                     };
