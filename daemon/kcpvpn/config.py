@@ -116,8 +116,8 @@ class TransportConfig:
     port: int = 0  # required
     udp_mtu: int = 1350
     kcp_mode: str = "fast"
-    sndwnd: int = 1024
-    rcvwnd: int = 1024
+    sndwnd: int = 4096
+    rcvwnd: int = 4096
     datashard: int = 10
     parityshard: int = 8
     rapid_fec: bool = True

@@ -62,7 +62,7 @@ def test_server_flags_reach_the_config(ran):
     assert t.rapid_fec and not cfg.mss_clamp and t.secret == KEY
     assert (cfg.local_ip, cfg.assignable_ips) == ("192.168.88.0", "192.168.88.0/24")
     # Untouched flags keep the original's defaults.
-    assert (t.udp_mtu, t.sndwnd, t.crypt, cfg.vni_name_prefix) == (1350, 1024, "aes", "kvs")
+    assert (t.udp_mtu, t.sndwnd, t.crypt, cfg.vni_name_prefix) == (1350, 4096, "aes", "kvs")
 
 
 @pytest.mark.parametrize("alias", ["c", "client"])

@@ -53,7 +53,7 @@ def write(path: Path, text: str, mode: int = 0o600) -> Path:
 
 def test_transport_defaults_equal_the_original():
     t = server().transport
-    assert (t.udp_mtu, t.kcp_mode, t.sndwnd, t.rcvwnd) == (1350, "fast", 1024, 1024)
+    assert (t.udp_mtu, t.kcp_mode, t.sndwnd, t.rcvwnd) == (1350, "fast", 4096, 4096)
     assert (t.datashard, t.parityshard, t.rapid_fec, t.dscp) == (10, 8, True, 0)
     assert (t.sockbuf, t.smuxbuf, t.keepalive, t.crypt, t.tcp) == (
         4194304,

@@ -22,8 +22,15 @@ const STARTUP_GAIN: f64 = 2.885;
 /// Probe-bandwidth gain cycle: probe up, drain what probing queued, cruise.
 const CYCLE: [f64; 8] = [1.25, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0];
 /// Data in flight allowed, in bandwidth-delay products (covers ACKs that
-/// arrive in bursts and segments waiting for retransmission).
-const CWND_GAIN: f64 = 2.0;
+/// arrive in bursts and segments waiting for retransmission). Not BBR's 2:
+/// with a bottleneck queue of one BDP (common on access links) two BDPs in
+/// flight fill it to the brim, and an estimate a few percent high (FEC
+/// rebuilds what the path dropped, so it reads as delivered) overflows it:
+/// 5-10% of frames dropped at 40 ms / 100 Mbit/s, every one resent.
+const CWND_GAIN: f64 = 1.5;
+/// Start-up's window, in BDPs of the current estimate: enough for the
+/// rate to double per round, no more (the pacing gain is higher).
+const STARTUP_CWND_GAIN: f64 = 2.0;
 /// The propagation-time estimate is refreshed after this long (ms).
 const MIN_RTT_WINDOW_MS: u32 = 10_000;
 /// A cycle phase lasts at least one min RTT and at least this (ms), so that
@@ -192,7 +199,7 @@ impl Bbr {
             cycle_index: 0,
             cycle_stamp: 0,
             pacing_gain: STARTUP_GAIN,
-            cwnd_gain: STARTUP_GAIN,
+            cwnd_gain: STARTUP_CWND_GAIN,
             cwnd: INITIAL_CWND_SEGMENTS * seg_bytes,
             inflight: 0,
             last_sample: 0,
@@ -401,7 +408,7 @@ impl Bbr {
                     if self.full_bw_rounds >= FULL_BW_ROUNDS {
                         self.mode = Mode::Drain;
                         self.pacing_gain = 1.0 / STARTUP_GAIN;
-                        self.cwnd_gain = STARTUP_GAIN;
+                        self.cwnd_gain = STARTUP_CWND_GAIN;
                     }
                 }
             }
@@ -441,7 +448,7 @@ impl Bbr {
             self.bw = MaxFilter::default();
             self.mode = Mode::Startup;
             self.pacing_gain = STARTUP_GAIN;
-            self.cwnd_gain = STARTUP_GAIN;
+            self.cwnd_gain = STARTUP_CWND_GAIN;
             self.full_bw = 0.0;
             self.full_bw_rounds = 0;
             self.cwnd = self.cwnd.max(INITIAL_CWND_SEGMENTS * self.seg_bytes);
@@ -578,9 +585,9 @@ mod tests {
         let bw = b.bandwidth() / 1000.0;
         assert!((9.0..=12.0).contains(&bw), "estimated {bw} segments/ms");
         assert!((40..=45).contains(&b.min_rtt().unwrap()));
-        // About two bandwidth-delay products (2 × 10 × 40 = 800) may fly.
+        // About 1.5 bandwidth-delay products (1.5 × 10 × 40 = 600) may fly.
         let cwnd = b.cwnd_segments();
-        assert!((700..=1100).contains(&cwnd), "cwnd {cwnd}");
+        assert!((500..=800).contains(&cwnd), "cwnd {cwnd}");
     }
 
     #[test]
@@ -659,7 +666,7 @@ mod tests {
         assert_eq!(b.queue_corrections(), 1);
         assert_eq!(b.restarts(), 0);
         let ratio = b.bandwidth() / before;
-        assert!((0.4..=0.6).contains(&ratio), "estimate scaled by {ratio}");
+        assert!((0.35..=0.6).contains(&ratio), "estimate scaled by {ratio}");
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub struct Session {
     /// Reports are trusted until then; None: none yet, or they stopped
     /// coming, so full parity.
     feedback_fresh_until: Option<u32>,
+    loss_floor: LossFloor,
     pub stats: SessionStats,
 }
 
@@ -226,6 +227,57 @@ const MIN_WEIGHT: f64 = 0.02;
 /// overflowed for 100 ms (congestion, not the link's loss) must not triple
 /// the parity, which would only add load to the full queue.
 const MAX_WEIGHT: f64 = 0.25;
+
+/// Reports of at least this many datagrams feed the loss floor: smaller
+/// ones say too little (and sparse traffic does not congest a path).
+const FLOOR_MIN_DATAGRAMS: u32 = 100;
+/// The loss floor is the lowest dense report of the last one to two of
+/// these (ms): long enough to span a congestion episode, short enough to
+/// follow a link whose loss really rose.
+const FLOOR_BUCKET_MS: u32 = 1500;
+/// A dense report counts for at most the floor plus this much, or twice
+/// the floor if that is more (plus the sampling noise): loss above the
+/// link's steady level is a queue overflowing, and parity for it only
+/// feeds the queue.
+const FLOOR_MARGIN: f64 = 0.02;
+
+/// The lowest loss of recent dense reports: what the link loses when its
+/// queues do not overflow. Two buckets give a sliding minimum in O(1).
+#[derive(Default)]
+struct LossFloor {
+    /// (start, minimum) of the current bucket, and the previous minimum.
+    cur: Option<(u32, f64)>,
+    prev: Option<f64>,
+}
+
+impl LossFloor {
+    fn add(&mut self, now: u32, sample: f64) {
+        match &mut self.cur {
+            Some((start, min)) if !after(now, start.wrapping_add(FLOOR_BUCKET_MS)) => {
+                *min = min.min(sample);
+            }
+            cur => {
+                self.prev = cur.map(|(_, m)| m);
+                *cur = Some((now, sample));
+            }
+        }
+    }
+
+    /// `sample` (of `n` datagrams) without what lies beyond the link's
+    /// steady loss. The floor is a minimum of noisy samples, so it sits
+    /// below the true rate; three standard deviations of a sample of `n` at
+    /// the current `estimate` keep the cap clear of that noise.
+    fn cap(&self, sample: f64, n: u32, estimate: f64) -> f64 {
+        let floor = match (self.cur, self.prev) {
+            (Some((_, c)), Some(p)) => c.min(p),
+            (Some((_, c)), None) => c,
+            _ => return sample,
+        };
+        let p = estimate.clamp(0.0, 1.0);
+        let noise = 3.0 * (p * (1.0 - p) / n.max(1) as f64).sqrt();
+        sample.min(floor + FLOOR_MARGIN.max(floor) + noise)
+    }
+}
 
 /// Encodes a loss report (section 6.7).
 pub fn encode_feedback(expected: u32, lost: u32) -> [u8; FEEDBACK_LEN] {
@@ -316,6 +368,7 @@ impl Session {
             ack_deadline: None,
             loss_estimate: LOSS_PRIOR,
             feedback_fresh_until: None,
+            loss_floor: LossFloor::default(),
             stats: SessionStats {
                 fec_parity: cfg.fec_send.map_or(0.0, |(_, p)| p as f64),
                 fec_loss_ppm: (LOSS_PRIOR * 1e6) as u64,
@@ -471,7 +524,11 @@ impl Session {
         }
         let e = expected as f64;
         let weight = (e / (e + WEIGHT_DATAGRAMS)).clamp(MIN_WEIGHT, MAX_WEIGHT);
-        let sample = lost as f64 / e;
+        let mut sample = lost as f64 / e;
+        if expected >= FLOOR_MIN_DATAGRAMS {
+            self.loss_floor.add(now, sample);
+            sample = self.loss_floor.cap(sample, expected, self.loss_estimate);
+        }
         self.loss_estimate += weight * (sample - self.loss_estimate);
         self.feedback_fresh_until = Some(now.wrapping_add(FEEDBACK_STALE_MS));
         // Groups fill only with dense traffic (sparse traffic is closed
