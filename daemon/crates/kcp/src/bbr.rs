@@ -51,6 +51,14 @@ const BLIND_MS: u32 = 200;
 const MIN_SAMPLE_MS: u32 = 2;
 /// Start-up ends when the bandwidth grew less than 25% in this many rounds.
 const FULL_BW_ROUNDS: u32 = 3;
+/// Start-up also ends when a whole round's RTT samples were all at least
+/// this much (ms, or a quarter of the min RTT if more) above the min RTT:
+/// a queue is building, so the pipe is full. Waiting for the rate to stop
+/// growing instead takes three more rounds at 2.885x, enough to overflow a
+/// bottleneck queue of a BDP or two (7% of a sudden UDP flood's frames
+/// dropped through 20 Mbit/s, 20 ms). Random loss does not delay ACKs, so
+/// unlike a loss-based exit this one holds on lossy links.
+const STARTUP_QUEUE_MS: u32 = 4;
 /// Segments that may leave back to back (also the least data in flight).
 const MIN_CWND_SEGMENTS: u64 = 4;
 /// Data in flight allowed before any measurement, in segments.
@@ -169,6 +177,8 @@ pub struct Bbr {
     last_sample: u32,
     /// Lowest RTT seen during the current gain cycle (u32::MAX: none yet).
     cycle_min_rtt: u32,
+    /// Lowest RTT seen during the current round (u32::MAX: none yet).
+    round_min_rtt: u32,
     queue_corrections: u64,
     /// Rate samples of segments sent before this (a correction) are void.
     samples_from: Option<u32>,
@@ -204,6 +214,7 @@ impl Bbr {
             inflight: 0,
             last_sample: 0,
             cycle_min_rtt: u32::MAX,
+            round_min_rtt: u32::MAX,
             queue_corrections: 0,
             samples_from: None,
             tokens: 0.0,
@@ -356,6 +367,7 @@ impl Bbr {
         }
         if let Some(r) = rtt {
             self.cycle_min_rtt = self.cycle_min_rtt.min(r);
+            self.round_min_rtt = self.round_min_rtt.min(r);
             let expired = tdiff(now, self.min_rtt_stamp) > MIN_RTT_WINDOW_MS as i32;
             if self.min_rtt.is_none_or(|m| r <= m) || expired {
                 self.min_rtt = Some(r);
@@ -363,10 +375,15 @@ impl Bbr {
             }
         }
         let mut round_start = false;
+        let mut queue_built = false;
         if sent.delivered >= self.next_round_delivered {
             self.next_round_delivered = self.delivered;
             self.round += 1;
             round_start = true;
+            let seen = std::mem::replace(&mut self.round_min_rtt, u32::MAX);
+            if let Some(min) = self.min_rtt {
+                queue_built = seen != u32::MAX && seen >= min + (min / 4).max(STARTUP_QUEUE_MS);
+            }
         }
         // The delivery rate over the span this segment's flight covered: the
         // longer of sending and acknowledging, so ACK bursts do not inflate it.
@@ -385,7 +402,7 @@ impl Bbr {
                 self.last_sample = now;
             }
         }
-        self.update_mode(now, round_start, sent.app_limited);
+        self.update_mode(now, round_start, sent.app_limited, queue_built);
         self.update_cwnd(bytes);
     }
 
@@ -394,12 +411,14 @@ impl Bbr {
         (self.bw.get() * rtt * gain) as u64
     }
 
-    fn update_mode(&mut self, now: u32, round_start: bool, app_limited: bool) {
+    fn update_mode(&mut self, now: u32, round_start: bool, app_limited: bool, queue_built: bool) {
         let inflight = self.inflight;
         match self.mode {
             Mode::Startup => {
                 if round_start && !app_limited && self.bw.get() > 0.0 {
-                    if self.bw.get() >= self.full_bw * 1.25 {
+                    if queue_built {
+                        self.full_bw_rounds = FULL_BW_ROUNDS;
+                    } else if self.bw.get() >= self.full_bw * 1.25 {
                         self.full_bw = self.bw.get();
                         self.full_bw_rounds = 0;
                     } else {

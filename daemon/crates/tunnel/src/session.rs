@@ -257,7 +257,12 @@ impl LossFloor {
                 *min = min.min(sample);
             }
             cur => {
-                self.prev = cur.map(|(_, m)| m);
+                // A bucket that ended long ago (the flow paused) says nothing
+                // of the link now: a clean spell before a pause must not cap
+                // the loss the link has after it.
+                self.prev = cur
+                    .filter(|(start, _)| !after(now, start.wrapping_add(2 * FLOOR_BUCKET_MS)))
+                    .map(|(_, m)| m);
                 *cur = Some((now, sample));
             }
         }
