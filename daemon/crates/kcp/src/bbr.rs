@@ -596,6 +596,49 @@ mod tests {
         (b, in_flight)
     }
 
+    /// Start-up through a bottleneck: the longest any segment waited in its
+    /// queue (ms) over `ms` of sending, and when start-up ended (ms).
+    fn peak_queue_ms(rate_seg_per_ms: f64, rtt: u32, ms: u32) -> (Bbr, f64, Option<u32>) {
+        let mut b = Bbr::new(1000);
+        let mut in_flight: std::collections::VecDeque<(u32, Sent)> = Default::default();
+        let mut free_at = 0.0f64;
+        let mut peak = 0.0f64;
+        let mut left = None;
+        for now in 0..ms {
+            if left.is_none() && b.mode() != Mode::Startup {
+                left = Some(now);
+            }
+            while let Some(&(due, s)) = in_flight.front() {
+                if due > now {
+                    break;
+                }
+                in_flight.pop_front();
+                b.on_ack(now, s, Some(now - s.time));
+            }
+            while b.can_send(now) && in_flight.len() < 100_000 {
+                let s = b.on_send(now, 1000, None);
+                let start = free_at.max(now as f64);
+                peak = peak.max(start - now as f64);
+                free_at = start + 1.0 / rate_seg_per_ms;
+                in_flight.push_back((free_at.ceil() as u32 + rtt, s));
+            }
+        }
+        (b, peak, left)
+    }
+
+    #[test]
+    fn start_up_ends_once_a_queue_builds() {
+        // 10 segments per ms, 40 ms: start-up doubles its rate each round and
+        // leaves in the round whose RTTs all show queueing: at 444 ms here,
+        // two rounds before three rounds of no growth would (526 ms). Its
+        // window (2 BDPs) bounds the queue it builds to about one BDP.
+        let (b, peak, left) = peak_queue_ms(10.0, 40, 3_000);
+        assert_eq!(b.mode(), Mode::ProbeBw);
+        let left = left.expect("start-up never ended");
+        assert!(left <= 480, "start-up ended at {left} ms");
+        assert!(peak <= 50.0, "start-up queued segments for {peak} ms");
+    }
+
     #[test]
     fn finds_the_bottleneck_rate_and_leaves_start_up() {
         // 10 segments per ms (80 Mbit/s of 1000-byte segments), 40 ms RTT.
