@@ -1,8 +1,8 @@
 """Claims about the two feedback loops inside a session (docs/architecture.md):
 
 1. Congestion control: through a 20 Mbit/s bottleneck with a 20 ms delay, a
-   bulk transfer offered at 60 Mbit/s with `--congestion bbr` (the default) overflows the
-   bottleneck's queue rarely; with `--congestion off` (the original's
+   bulk transfer offered at 60 Mbit/s with `--congestion bbr` (the default)
+   overflows the bottleneck's queue rarely; with `--congestion off` (the original's
    behaviour: a whole window per round trip) it overflows it massively. The
    emulator counts the drops, so this compares behaviour, not speed.
 2. Adaptive FEC: on a clean link the sender stops sending parity once the
@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -28,6 +29,16 @@ pytestmark = pytest.mark.netns
 BOTTLENECK = {"delay_ms": 10, "rate_mbit": 20, "queue_bytes": 80_000}
 
 
+@contextlib.contextmanager
+def _udp_flow_running(topo, tun, **flow):
+    """`probes.udp_flow` from client 1 to the server's tunnel address, in the
+    background while the block runs; yields its future."""
+    with ThreadPoolExecutor(1) as pool:
+        yield pool.submit(
+            probes.udp_flow, topo.client(1), topo.server, dst_ip=tun.server_ip, **flow
+        )
+
+
 def _queue_drop_share(topo, tun, congestion: str) -> float:
     """Share of the client's frames the bottleneck dropped for a full queue
     while a UDP flow offers three times the bottleneck's rate, from its
@@ -36,17 +47,9 @@ def _queue_drop_share(topo, tun, congestion: str) -> float:
     pushes depends on how the TCP inside reads the tunnel's delays (under
     the reference its drops varied from 1% to 30% between runs); nor iperf3
     UDP, whose report crosses the overloaded tunnel afterwards."""
-    with ThreadPoolExecutor(1) as pool:
-        flow = pool.submit(
-            probes.udp_flow,
-            topo.client(1),
-            topo.server,
-            dst_ip=tun.server_ip,
-            count=32_000,
-            size=1200,
-            interval=0.00016,
-            idle_timeout=1.0,
-        )
+    with _udp_flow_running(
+        topo, tun, count=32_000, size=1200, interval=0.00016, idle_timeout=1.0
+    ) as flow:
         time.sleep(1.0)
         before = topo.emulator_stats()["to_server"]
         time.sleep(3.5)
@@ -103,17 +106,9 @@ def test_parity_follows_the_loss_reports(make_topology):
     # 5% of the time (KCP resends the rest): 3 of the default 8 parity
     # shards. Read while the flow runs (reports only come with traffic).
     topo.impair({"delay_ms": 10, "loss": 0.10})
-    with ThreadPoolExecutor(1) as pool:
-        running = pool.submit(
-            probes.udp_flow,
-            c,
-            s,
-            dst_ip=tun.server_ip,
-            count=4000,
-            size=300,
-            interval=0.001,
-            idle_timeout=3.0,
-        )
+    with _udp_flow_running(
+        topo, tun, count=4000, size=300, interval=0.001, idle_timeout=3.0
+    ) as running:
         time.sleep(2.5)
         client = _parity_when(tun.client_sock, lambda x: True)
         flow = running.result(timeout=60)

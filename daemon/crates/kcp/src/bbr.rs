@@ -559,20 +559,32 @@ mod tests {
     /// A sender at a fixed-rate bottleneck: one segment per `gap` ms leaves
     /// the bottleneck, with `rtt` ms propagation.
     fn drive(rate_seg_per_ms: f64, rtt: u32, ms: u32) -> Bbr {
-        drive_with_flight(rate_seg_per_ms, rtt, ms).0
+        drive_run(rate_seg_per_ms, rtt, ms).b
     }
 
-    /// [`drive`], also returning what is still in flight (ACK due, state).
-    fn drive_with_flight(
-        rate_seg_per_ms: f64,
-        rtt: u32,
-        ms: u32,
-    ) -> (Bbr, std::collections::VecDeque<(u32, Sent)>) {
+    /// What [`drive_run`] leaves behind.
+    struct Run {
+        b: Bbr,
+        /// Still in flight: (ACK due, state).
+        in_flight: std::collections::VecDeque<(u32, Sent)>,
+        /// The longest any segment waited in the bottleneck's queue (ms).
+        peak_queue_ms: f64,
+        /// When start-up ended (ms), if it did.
+        startup_left: Option<u32>,
+    }
+
+    /// [`drive`], with what is still in flight and how the queue fared.
+    fn drive_run(rate_seg_per_ms: f64, rtt: u32, ms: u32) -> Run {
         let seg = 1000;
         let mut b = Bbr::new(seg);
         let mut in_flight: std::collections::VecDeque<(u32, Sent)> = Default::default();
         let mut bottleneck_free_at = 0.0f64;
+        let mut peak_queue_ms = 0.0f64;
+        let mut startup_left = None;
         for now in 0..ms {
+            if startup_left.is_none() && b.mode() != Mode::Startup {
+                startup_left = Some(now);
+            }
             // Deliver ACKs due now.
             while let Some(&(due, s)) = in_flight.front() {
                 if due > now {
@@ -585,6 +597,7 @@ mod tests {
                 let s = b.on_send(now, seg, None);
                 // Queue at the bottleneck, then propagate.
                 let start = bottleneck_free_at.max(now as f64);
+                peak_queue_ms = peak_queue_ms.max(start - now as f64);
                 bottleneck_free_at = start + 1.0 / rate_seg_per_ms;
                 let due = bottleneck_free_at.ceil() as u32 + rtt;
                 in_flight.push_back((due, s));
@@ -593,37 +606,12 @@ mod tests {
                 }
             }
         }
-        (b, in_flight)
-    }
-
-    /// Start-up through a bottleneck: the longest any segment waited in its
-    /// queue (ms) over `ms` of sending, and when start-up ended (ms).
-    fn peak_queue_ms(rate_seg_per_ms: f64, rtt: u32, ms: u32) -> (Bbr, f64, Option<u32>) {
-        let mut b = Bbr::new(1000);
-        let mut in_flight: std::collections::VecDeque<(u32, Sent)> = Default::default();
-        let mut free_at = 0.0f64;
-        let mut peak = 0.0f64;
-        let mut left = None;
-        for now in 0..ms {
-            if left.is_none() && b.mode() != Mode::Startup {
-                left = Some(now);
-            }
-            while let Some(&(due, s)) = in_flight.front() {
-                if due > now {
-                    break;
-                }
-                in_flight.pop_front();
-                b.on_ack(now, s, Some(now - s.time));
-            }
-            while b.can_send(now) && in_flight.len() < 100_000 {
-                let s = b.on_send(now, 1000, None);
-                let start = free_at.max(now as f64);
-                peak = peak.max(start - now as f64);
-                free_at = start + 1.0 / rate_seg_per_ms;
-                in_flight.push_back((free_at.ceil() as u32 + rtt, s));
-            }
+        Run {
+            b,
+            in_flight,
+            peak_queue_ms,
+            startup_left,
         }
-        (b, peak, left)
     }
 
     #[test]
@@ -632,9 +620,14 @@ mod tests {
         // leaves in the round whose RTTs all show queueing: at 444 ms here,
         // two rounds before three rounds of no growth would (526 ms). Its
         // window (2 BDPs) bounds the queue it builds to about one BDP.
-        let (b, peak, left) = peak_queue_ms(10.0, 40, 3_000);
+        let Run {
+            b,
+            peak_queue_ms: peak,
+            startup_left,
+            ..
+        } = drive_run(10.0, 40, 3_000);
         assert_eq!(b.mode(), Mode::ProbeBw);
-        let left = left.expect("start-up never ended");
+        let left = startup_left.expect("start-up never ended");
         assert!(left <= 480, "start-up ended at {left} ms");
         assert!(peak <= 50.0, "start-up queued segments for {peak} ms");
     }
@@ -702,7 +695,11 @@ mod tests {
 
     #[test]
     fn a_queue_that_never_drains_shrinks_the_estimate() {
-        let (mut b, mut pending) = drive_with_flight(10.0, 40, 3_000);
+        let Run {
+            mut b,
+            in_flight: mut pending,
+            ..
+        } = drive_run(10.0, 40, 3_000);
         assert_eq!(b.mode(), Mode::ProbeBw);
         let before = b.bandwidth();
         // From now on every segment takes 80 ms: a standing queue as long

@@ -273,11 +273,10 @@ impl LossFloor {
     /// below the true rate; three standard deviations of a sample of `n` at
     /// the current `estimate` keep the cap clear of that noise.
     fn cap(&self, sample: f64, n: u32, estimate: f64) -> f64 {
-        let floor = match (self.cur, self.prev) {
-            (Some((_, c)), Some(p)) => c.min(p),
-            (Some((_, c)), None) => c,
-            _ => return sample,
+        let Some((_, cur)) = self.cur else {
+            return sample;
         };
+        let floor = self.prev.map_or(cur, |p| cur.min(p));
         let p = estimate.clamp(0.0, 1.0);
         let noise = 3.0 * (p * (1.0 - p) / n.max(1) as f64).sqrt();
         sample.min(floor + FLOOR_MARGIN.max(floor) + noise)

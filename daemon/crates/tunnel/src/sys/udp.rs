@@ -331,12 +331,11 @@ impl SendQueue {
                     }
                 }
             }
-            let done = r.max(1) as usize;
-            let datagrams: usize = runs[..done].iter().sum();
-            if r > 0 {
-                self.sent += datagrams as u64;
-                self.gso_messages += runs[..done].iter().filter(|&&k| k > 1).count() as u64;
-            }
+            // r > 0 here: at least one message was queued.
+            let done = &runs[..r as usize];
+            let datagrams: usize = done.iter().sum();
+            self.sent += datagrams as u64;
+            self.gso_messages += done.iter().filter(|&&k| k > 1).count() as u64;
             start += datagrams;
         }
         self.count = 0;
