@@ -62,7 +62,19 @@ def test_the_emulator_is_the_only_path(topo):
     )
     assert probes.udp_flow(topo.client(1), topo.server, count=50, idle_timeout=0.3).unique == 0
     topo.impair({})
-    assert probes.udp_flow(topo.client(1), topo.server, count=50, idle_timeout=0.3).complete
+    flow = probes.udp_flow(topo.client(1), topo.server, count=50, idle_timeout=0.3)
+    assert flow.complete, (flow, topo.emulator_stats())
+
+
+def test_a_change_applies_to_the_very_next_frame(topo):
+    """`impair` returns only once frames sent after it see the new setting, even
+    when a frame and the change reach the emulator in the same instant."""
+    c, s = topo.client(1), topo.server
+    for _ in range(40):
+        topo.impair({"loss": 1.0})
+        topo.impair({})
+        flow = probes.udp_flow(c, s, count=1, idle_timeout=0.2)
+        assert flow.complete, (flow, topo.emulator_stats())
 
 
 def test_random_loss_matches_its_rate(make_topology):

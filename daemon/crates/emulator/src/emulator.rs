@@ -48,6 +48,8 @@ pub struct DirStats {
 
 struct DirShared {
     pending: Mutex<Option<LinkParams>>,
+    /// Set with `pending`, so the thread can look before every batch without a lock.
+    has_pending: AtomicBool,
     stats: Mutex<DirStats>,
     /// Wakes this direction's thread (new parameters, stop); drained by it.
     wake: OwnedFd,
@@ -57,6 +59,7 @@ impl DirShared {
     fn new() -> io::Result<DirShared> {
         Ok(DirShared {
             pending: Mutex::new(None),
+            has_pending: AtomicBool::new(false),
             stats: Mutex::default(),
             wake: sys::eventfd()?,
         })
@@ -135,6 +138,7 @@ impl Emulator {
         params.validate()?;
         let d = &self.shared.dirs[dir as usize];
         *d.pending.lock().unwrap() = Some(params);
+        d.has_pending.store(true, Ordering::Release);
         sys::signal(d.wake.as_raw_fd());
         Ok(())
     }
@@ -196,11 +200,20 @@ fn pump(
         }
     };
 
-    while !sh.stop.load(Ordering::Relaxed) {
-        if let Some(p) = me.pending.lock().unwrap().take() {
-            // Validated by `set`.
-            let _ = link.set_params(p);
+    // New parameters apply before the next frame is read: a frame that arrives
+    // after `set` returned never sees the old ones, even when it and the wake-up
+    // come in the same wait.
+    let apply_pending = |link: &mut Link| {
+        if me.has_pending.swap(false, Ordering::Acquire) {
+            if let Some(p) = me.pending.lock().unwrap().take() {
+                // Validated by `set`.
+                let _ = link.set_params(p);
+            }
         }
+    };
+
+    while !sh.stop.load(Ordering::Relaxed) {
+        apply_pending(&mut link);
         let now = sys::monotonic_ns();
         flush(&mut link, &mut io, now)?;
         let timeout = link
@@ -217,6 +230,7 @@ fn pump(
         if readable {
             // Bounded rounds so due frames and the stop flag are checked regularly.
             for _ in 0..16 {
+                apply_pending(&mut link);
                 let n = rb.recv(rx.fd())?;
                 let now = sys::monotonic_ns();
                 for i in 0..n {
