@@ -12,8 +12,10 @@ import pytest
 from kcpvpn_lab.vpn import (
     client_address,
     ping,
+    read_status,
     start_client,
     start_server,
+    status_path,
     wait_connected_again,
 )
 
@@ -60,6 +62,10 @@ def test_iperf3_tcp(tunnel, reverse):
     res = _iperf(topo.client(1), topo.server, "192.168.88.1", reverse)
     received = res["end"]["sum_received"]["bytes"]
     assert received > 1_000_000, f"only {received} bytes crossed the tunnel"
+    # Bulk data leaves in runs of equal-size datagrams: the sender batches them with UDP GSO.
+    sender = srv if reverse else cli
+    endpoint = read_status(status_path(sender))["endpoint"]
+    assert endpoint["gso_messages"] > 0, endpoint
 
 
 def test_jumbo_mtu_over_small_udp_mtu(topo):

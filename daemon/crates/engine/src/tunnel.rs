@@ -408,6 +408,7 @@ impl Endpoint {
             ed.set_item("handshake_failures", e.handshake_failures)?;
             ed.set_item("handshake_requests", e.handshake_requests)?;
             ed.set_item("send_errors", e.send_errors)?;
+            ed.set_item("gso_messages", e.gso_messages)?;
             ed.set_item("tun_write_drops", e.tun_write_drops)?;
             d.set_item("endpoint", ed)?;
             let list = PyList::empty(py);

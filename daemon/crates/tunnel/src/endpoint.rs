@@ -103,6 +103,8 @@ pub struct EndpointStats {
     pub handshake_failures: u64,
     pub handshake_requests: u64,
     pub send_errors: u64,
+    /// Messages that carried a run of datagrams with UDP GSO (0: the kernel refused it).
+    pub gso_messages: u64,
     pub tun_write_drops: u64,
     pub loop_iterations: u64,
 }
@@ -336,6 +338,7 @@ impl Worker {
             self.tx.flush(self.udp.as_raw_fd())?;
             self.stats.datagrams_out = self.tx.sent;
             self.stats.send_errors = self.tx.send_errors;
+            self.stats.gso_messages = self.tx.gso_messages;
             if after(now, self.last_snapshot.wrapping_add(STATS_PERIOD_MS)) {
                 self.publish(now);
             }
