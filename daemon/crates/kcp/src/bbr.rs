@@ -355,6 +355,20 @@ impl Bbr {
         self.app_limited_until = (self.delivered + self.inflight).max(1);
     }
 
+    /// A round trip measured by an ACK whose segment was already counted as
+    /// delivered (the peer's cumulative `una` arrived first, as it does for
+    /// every segment on an in-order path). Without these the model would
+    /// only learn the RTT from ACKs that jump a hole, i.e. after a loss.
+    pub fn on_rtt(&mut self, now: u32, r: u32) {
+        self.cycle_min_rtt = self.cycle_min_rtt.min(r);
+        self.round_min_rtt = self.round_min_rtt.min(r);
+        let expired = tdiff(now, self.min_rtt_stamp) > MIN_RTT_WINDOW_MS as i32;
+        if self.min_rtt.is_none_or(|m| r <= m) || expired {
+            self.min_rtt = Some(r);
+            self.min_rtt_stamp = now;
+        }
+    }
+
     /// A segment sent with state `sent` was acknowledged; `rtt` is the
     /// round trip measured from its timestamp, if any.
     pub fn on_ack(&mut self, now: u32, sent: Sent, rtt: Option<u32>) {
@@ -366,13 +380,7 @@ impl Bbr {
             self.app_limited_until = 0;
         }
         if let Some(r) = rtt {
-            self.cycle_min_rtt = self.cycle_min_rtt.min(r);
-            self.round_min_rtt = self.round_min_rtt.min(r);
-            let expired = tdiff(now, self.min_rtt_stamp) > MIN_RTT_WINDOW_MS as i32;
-            if self.min_rtt.is_none_or(|m| r <= m) || expired {
-                self.min_rtt = Some(r);
-                self.min_rtt_stamp = now;
-            }
+            self.on_rtt(now, r);
         }
         let mut round_start = false;
         let mut queue_built = false;

@@ -675,6 +675,9 @@ impl Kcp {
                     if self.in_flight(h.sn) {
                         self.ack_one(h.sn, now, u32::try_from(rtt).ok());
                         self.shrink();
+                    } else if let (Some(cc), Ok(r)) = (&mut self.cc, u32::try_from(rtt)) {
+                        // Acknowledged by this datagram's `una` a moment ago.
+                        cc.on_rtt(now, r);
                     }
                     maxack = match maxack {
                         Some(m) if tdiff(h.sn, m) <= 0 => Some(m),

@@ -548,3 +548,26 @@ proptest! {
         prop_assert!(r.is_ok(), "{:?}", r);
     }
 }
+
+/// With bbr on a clean link, where the receiver's cumulative `una` already
+/// covers every segment its ACKs name, the ACKs' round trips still reach the
+/// model: its propagation time is the path's, not a stale or missing value.
+#[test]
+fn bbr_measures_the_round_trip_on_an_in_order_link() {
+    let mut c = cfg("fast3", true);
+    c.bbr = true;
+    let mut a = Kcp::new(1, c.clone());
+    let mut b = Kcp::new(1, c);
+    let mut sim = Sim::new(LinkCfg::clean(20), LinkCfg::clean(20), 3);
+    let mut sa = Stream::fixed(5, 3000, 1300);
+    let mut sb = Stream::empty();
+    sim.run(&mut a, &mut b, &mut sa, &mut sb, 60_000, 100, &mut no_hook)
+        .unwrap();
+    let s = a.stats();
+    assert!(
+        (40..=44).contains(&s.min_rtt),
+        "min RTT {} for a 40 ms path (srtt {})",
+        s.min_rtt,
+        s.srtt
+    );
+}
