@@ -21,6 +21,9 @@ pub struct EncoderStats {
 /// Loss assumed for groups closed early before any loss report.
 const PARTIAL_PRIOR: f64 = 0.1;
 
+/// How often a group closed early (sparse traffic) may fail: see `flush_partial`.
+pub const PARTIAL_GROUP_FAILURE: f64 = crate::GROUP_FAILURE / 50.0;
+
 /// Turns datagrams into FEC shards. Buffers are allocated once, in `new`.
 pub struct FecEncoder {
     ds: usize,
@@ -234,21 +237,23 @@ impl FecEncoder {
     /// lacks count as empty) and closes it; the next datagram starts a new
     /// group. Does nothing when there is no partial group. The group gets
     /// as many parity shards as its `k` data shards need to fail at most
-    /// 0.1% of the time at the loss rate set (10% before any): for one or
+    /// 0.02% of the time at the loss rate set (10% before any): for one or
     /// two datagrams usually fewer than a full group gets, and none on a
     /// clean link.
     pub fn flush_partial(&mut self, out: &mut dyn FnMut(&[u8])) {
         if self.count > 0 {
             self.stats.partial_groups += 1;
-            // Ten times stricter than for full groups: such groups carry
+            // Fifty times stricter than for full groups: such groups carry
             // interactive traffic, whose every loss shows as a latency
-            // spike, and one more parity shard costs little. Before any
+            // spike (a retransmission, ~110 ms, which also holds the next
+            // packet), and one more parity shard costs little. With 0.1%,
+            // a ping at 10% loss each way failed 1 time in 250. Before any
             // report, assume a bad link (PARTIAL_PRIOR).
             // On a link measured clean that is none at all: rapid FEC then
             // costs nothing, and the receiver simply never completes the
             // group (its data shards were delivered on arrival).
             let p = self.loss.unwrap_or(PARTIAL_PRIOR);
-            let n = crate::parity_for_loss(self.count, self.ps, p, crate::GROUP_FAILURE / 10.0);
+            let n = crate::parity_for_loss(self.count, self.ps, p, PARTIAL_GROUP_FAILURE);
             self.emit_parity(n, out);
         }
     }

@@ -358,6 +358,55 @@ fn rapid_fec_recovers_sparse_traffic() {
     );
 }
 
+/// Rapid FEC tells low-rate traffic from a flow by the datagrams of the last
+/// interval or two, not by whether anything at all was sent: a lone reply a
+/// few ms after the ACK of its request (sent alone) gets its parity at once,
+/// while a partial group at the tail of a flow waits one interval for company.
+#[test]
+fn rapid_parity_leaves_at_once_for_low_rate_traffic_and_waits_in_a_flow() {
+    let mut a = Session::new(
+        config("fast", Some((10, 3)), true),
+        7,
+        &KEY_AB,
+        &KEY_BA,
+        2,
+        0,
+    )
+    .unwrap();
+    let send = |a: &mut Session, now: u32, packets: usize| -> usize {
+        for _ in 0..packets {
+            assert!(a.send_packet(&mut vec![7u8; 1200]));
+        }
+        let mut tx = VecTransmit::default();
+        a.flush(now, &mut tx);
+        a.poll(now, &mut tx);
+        tx.datagrams.len()
+    };
+    // Before any report the link is assumed lossy, so a lone datagram gets parity.
+    assert!(
+        send(&mut a, 1000, 1) > 1,
+        "the first lone datagram's parity"
+    );
+    assert!(
+        send(&mut a, 1003, 1) > 1,
+        "a lone datagram 3 ms after another"
+    );
+    assert!(send(&mut a, 1010, 1) > 1, "a third one, 7 ms later");
+    // A flow: 12 datagrams (more than a group of 10) in one flush. The full
+    // group's parity leaves with it; the partial group's waits the interval.
+    let flow = send(&mut a, 1020, 12);
+    assert!(flow > 12, "the full group's parity");
+    let mut tx = VecTransmit::default();
+    a.poll(1020 + 29, &mut tx);
+    assert_eq!(
+        tx.datagrams.len(),
+        0,
+        "the flow's partial group waits an interval"
+    );
+    a.poll(1020 + 30, &mut tx);
+    assert!(!tx.datagrams.is_empty(), "then its parity leaves");
+}
+
 fn pair() -> (Session, Session) {
     let cfg = config("fast", Some((10, 3)), false);
     (
