@@ -139,12 +139,9 @@ pub struct Session {
     last_send: u32,
     last_recv: u32,
     rapid_deadline: Option<u32>,
-    /// Datagrams sent by flushes, per KCP interval: the current window (its
-    /// start, its count) and the one before, for telling sparse traffic
-    /// from a flow that fills FEC groups.
-    flow_window_start: u32,
-    flow_this_window: u64,
-    flow_last_window: u64,
+    /// Datagrams sent by flushes, per KCP interval, for telling sparse
+    /// traffic from a flow that fills FEC groups.
+    flow: Buckets<u64>,
     closed: Option<Closed>,
     rx: LossCounter,
     /// When the next loss report leaves (None: no FEC data since the last).
@@ -245,31 +242,54 @@ const FLOOR_BUCKET_MS: u32 = 1500;
 /// feeds the queue.
 const FLOOR_MARGIN: f64 = 0.02;
 
-/// The lowest loss of recent dense reports: what the link loses when its
-/// queues do not overflow. Two buckets give a sliding minimum in O(1).
-#[derive(Default)]
-struct LossFloor {
-    /// (start, minimum) of the current bucket, and the previous minimum.
-    cur: Option<(u32, f64)>,
-    prev: Option<f64>,
+/// Two adjacent time buckets of equal length: the current one and the one
+/// before it, which is forgotten when the current one did not follow it
+/// directly (traffic paused). A sliding window in O(1), for the loss floor
+/// and for rapid FEC's flow rate.
+struct Buckets<T> {
+    /// (start, value) of the current bucket.
+    cur: Option<(u32, T)>,
+    prev: Option<T>,
 }
+
+impl<T> Default for Buckets<T> {
+    fn default() -> Self {
+        Buckets {
+            cur: None,
+            prev: None,
+        }
+    }
+}
+
+impl<T: Copy> Buckets<T> {
+    /// The current bucket at `now`; if the last one has ended (`len` ms after
+    /// its start), a new one that starts at `now` with `fresh`.
+    fn at(&mut self, now: u32, len: u32, fresh: T) -> &mut T {
+        let (start, value) = match self.cur {
+            Some((start, v)) if before(now, start.wrapping_add(len)) => (start, v),
+            cur => {
+                self.prev = cur
+                    .filter(|(start, _)| before(now, start.wrapping_add(2 * len)))
+                    .map(|(_, v)| v);
+                (now, fresh)
+            }
+        };
+        &mut self.cur.insert((start, value)).1
+    }
+}
+
+/// The lowest loss of recent dense reports: what the link loses when its
+/// queues do not overflow.
+#[derive(Default)]
+struct LossFloor(Buckets<f64>);
 
 impl LossFloor {
     fn add(&mut self, now: u32, sample: f64) {
-        match &mut self.cur {
-            Some((start, min)) if !after(now, start.wrapping_add(FLOOR_BUCKET_MS)) => {
-                *min = min.min(sample);
-            }
-            cur => {
-                // A bucket that ended long ago (the flow paused) says nothing
-                // of the link now: a clean spell before a pause must not cap
-                // the loss the link has after it.
-                self.prev = cur
-                    .filter(|(start, _)| !after(now, start.wrapping_add(2 * FLOOR_BUCKET_MS)))
-                    .map(|(_, m)| m);
-                *cur = Some((now, sample));
-            }
-        }
+        // A bucket that ended long ago (the flow paused) says nothing of the
+        // link now: a clean spell before a pause must not cap the loss the
+        // link has after it.
+        let min = self.0.at(now, FLOOR_BUCKET_MS, sample);
+        *min = min.min(sample);
     }
 
     /// `sample` (of `n` datagrams) without what lies beyond the link's
@@ -277,10 +297,10 @@ impl LossFloor {
     /// below the true rate; three standard deviations of a sample of `n` at
     /// the current `estimate` keep the cap clear of that noise.
     fn cap(&self, sample: f64, n: u32, estimate: f64) -> f64 {
-        let Some((_, cur)) = self.cur else {
+        let Some((_, cur)) = self.0.cur else {
             return sample;
         };
-        let floor = self.prev.map_or(cur, |p| cur.min(p));
+        let floor = self.0.prev.map_or(cur, |p| cur.min(p));
         let p = estimate.clamp(0.0, 1.0);
         let noise = 3.0 * (p * (1.0 - p) / n.max(1) as f64).sqrt();
         sample.min(floor + FLOOR_MARGIN.max(floor) + noise)
@@ -369,9 +389,7 @@ impl Session {
             last_send: now,
             last_recv: now,
             rapid_deadline: None,
-            flow_window_start: now,
-            flow_this_window: 0,
-            flow_last_window: 0,
+            flow: Buckets::default(),
             closed: None,
             rx: LossCounter::default(),
             feedback_due: None,
@@ -673,24 +691,12 @@ impl Session {
         }
     }
 
-    /// Counts `sent` datagrams into the per-interval windows; returns those
-    /// of the previous window and this one, `sent` included.
+    /// Counts `sent` datagrams into the per-interval buckets; returns those
+    /// of the previous bucket and this one, `sent` included.
     fn count_flow(&mut self, now: u32, sent: u64) -> u64 {
-        let interval = self.cfg.kcp.interval.max(1);
-        let age = now.wrapping_sub(self.flow_window_start);
-        if age as i32 >= interval as i32 {
-            // The window just ended becomes the previous one only if this
-            // flush follows it directly.
-            self.flow_last_window = if age < 2 * interval {
-                self.flow_this_window
-            } else {
-                0
-            };
-            self.flow_this_window = 0;
-            self.flow_window_start = now;
-        }
-        self.flow_this_window += sent;
-        self.flow_last_window + self.flow_this_window
+        let count = self.flow.at(now, self.cfg.kcp.interval.max(1), 0);
+        *count += sent;
+        *count + self.flow.prev.unwrap_or(0)
     }
 
     /// Runs timers: KCP retransmissions and window probes, rapid-FEC parity,
