@@ -118,8 +118,10 @@ def test_delay_adds_to_the_rtt(topo):
     assert base.received == delayed.received == 20
     extra = delayed.median - base.median
     assert 38.0 < extra < 46.0, (base.median, delayed.median)
-    # Sparse pings hold no queue: every delayed RTT is close to the median.
-    assert delayed.p(100) - delayed.p(0) < 5.0, delayed.rtts_ms
+    # Sparse pings hold no queue and the delay has no jitter: the delayed
+    # RTTs stay close together. p90, not the maximum: one ping of 20 may meet
+    # a scheduling stall of the busy 2-core host (seen: one at +12 ms in CI).
+    assert delayed.p(90) - delayed.p(0) < 5.0, delayed.rtts_ms
     st = topo.emulator_stats()
     assert st["to_server"]["delayed"] >= 20 and st["to_client"]["delayed"] >= 20
 
