@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 CARGO_MANIFEST := daemon/Cargo.toml
 export CARGO_TARGET_DIR ?= $(CURDIR)/daemon/target
 
-.PHONY: dev deps venv build test test-rust test-python lint fmt fuzz bench bench-criterion bench-quick lab clean
+.PHONY: dev deps venv build test test-rust test-python lint fmt fuzz bench bench-criterion bench-quick lab clean \
+	wheel install uninstall
 
 dev: deps venv build          ## set up everything on a fresh Debian machine
 
@@ -21,7 +22,7 @@ deps:                         ## Debian packages the tests and the lab use
 venv:
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "maturin>=1.7,<2" typer rich pyroute2 pytest pytest-xdist pytest-timeout hypothesis scapy ruff tomli-w matplotlib
+	$(PY) -m pip install -q "maturin>=1.7,<2" typer rich pyroute2 prometheus_client pytest pytest-xdist pytest-timeout hypothesis scapy ruff tomli-w matplotlib
 
 build:                        ## build the native engine (release) into the venv
 	$(VENV)/bin/maturin develop --release -q
@@ -64,5 +65,44 @@ LAB_ARGS ?=
 lab:                          ## the demo: a server and two clients over a lossy emulated link (root)
 	$(VENV)/bin/kcpvpn lab demo $(LAB_ARGS)
 
+# --- packaging ---------------------------------------------------------------
+# `make wheel`: an abi3 wheel (CPython >= 3.11) that pip installs without Rust.
+# By default it links with zig (from PyPI, maturin[zig]) against glibc 2.17
+# symbols, so the wheel is manylinux2014 and runs on any glibc distribution of
+# the last decade; `make wheel ZIG=` builds with the host's toolchain instead
+# (tagged with the oldest manylinux the result allows, manylinux_2_34 on Debian 12).
+# Its own target directory: zig's C compiler would otherwise rebuild `make dev`'s.
+WHEEL_DIR ?= dist
+ZIG ?= 1
+BUILD_VENV ?= .venv-build
+WHEEL_COMPAT ?= $(if $(ZIG),manylinux2014,)
+WHEEL ?=
+
+$(BUILD_VENV)/bin/maturin:
+	python3 -m venv $(BUILD_VENV)
+	$(BUILD_VENV)/bin/python -m pip install -q "maturin[zig]>=1.7,<2"
+
+wheel: $(BUILD_VENV)/bin/maturin  ## the wheel, in dist/
+	rm -f $(WHEEL_DIR)/kcpvpn-*.whl
+	PATH="$(CURDIR)/$(BUILD_VENV)/bin:$$PATH" CARGO_TARGET_DIR="$(CURDIR)/daemon/target-wheel" \
+	  $(BUILD_VENV)/bin/maturin build --release --strip -o $(WHEEL_DIR) \
+	  $(if $(ZIG),--zig) $(if $(WHEEL_COMPAT),--compatibility $(WHEEL_COMPAT))
+
+# `make install` (root): the wheel into a virtualenv at PREFIX, `kcpvpn` linked
+# into BINDIR, the systemd units into UNITDIR when it exists (and their user).
+# WHEEL=path installs that wheel instead of building one. See packaging/install.sh.
+PREFIX ?= /opt/kcpvpn
+BINDIR ?= /usr/local/bin
+UNITDIR ?= /etc/systemd/system
+CONFDIR ?= /etc/kcpvpn
+INSTALL_ENV = PREFIX="$(PREFIX)" BINDIR="$(BINDIR)" UNITDIR="$(UNITDIR)" CONFDIR="$(CONFDIR)"
+
+install:                      ## install kcpvpn (PREFIX=/opt/kcpvpn, BINDIR=/usr/local/bin)
+	@if [ -z "$(WHEEL)" ]; then $(MAKE) --no-print-directory wheel; fi
+	$(INSTALL_ENV) packaging/install.sh "$(or $(WHEEL),$$(ls -t $(WHEEL_DIR)/kcpvpn-*.whl | head -n 1))"
+
+uninstall:                    ## remove what `make install` installed (configuration stays)
+	$(INSTALL_ENV) packaging/uninstall.sh
+
 clean:
-	rm -rf daemon/target $(VENV)
+	rm -rf daemon/target daemon/target-wheel $(VENV) $(BUILD_VENV) $(WHEEL_DIR)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import logging
-import sys
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -118,19 +118,7 @@ def _make_command(mode: str) -> Callable[..., None]:
             for line in e.problems:
                 typer.echo(f"kcpvpn {mode}: error: {line}", err=True)
             raise typer.Exit(2) from None
-        _setup_logging(loaded.config.log_level)
-        for w in loaded.warnings:
-            logging.getLogger("kcpvpn").warning("%s", w)
-        from .tun import InterfaceError
-
-        try:
-            code = RUN[mode](loaded.config) or 0
-        except (OSError, InterfaceError) as e:
-            # Start-up failures (port in use, no /dev/net/tun, ...): one line
-            # that names what failed, not a traceback.
-            typer.echo(f"kcpvpn {mode}: error: {e}", err=True)
-            raise typer.Exit(1) from None
-        raise typer.Exit(code)
+        raise typer.Exit(_run_daemon(mode, loaded))
 
     parameters = [
         inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
@@ -186,12 +174,33 @@ def _run_client(config: Any) -> int:
 RUN: dict[str, Callable[[Any], int]] = {"server": _run_server, "client": _run_client}
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _run_daemon(mode: str, loaded: Any) -> int:
+    """Runs a daemon with its logging and metrics set up; its exit status.
+    The first and the last log line say which daemon started and that it
+    stopped, so a log (or the journal) shows every run's bounds."""
+    from .observe import logs, metrics
+    from .tun import InterfaceError
+
+    cfg = loaded.config
+    logs.setup(cfg.log_level, cfg.log_format)
+    log = logging.getLogger("kcpvpn")
+    for w in loaded.warnings:
+        log.warning("%s", w)
+    log.info("kcpvpn %s %s starting (pid %d)", __version__, mode, os.getpid())
+    code = 1
+    try:
+        if cfg.metrics:
+            metrics.start(cfg.metrics)
+        code = RUN[mode](cfg) or 0
+    except (OSError, InterfaceError) as e:
+        # Start-up failures (port in use, no /dev/net/tun, ...): one line
+        # that names what failed, not a traceback.
+        typer.echo(f"kcpvpn {mode}: error: {e}", err=True)
+        code = 1
+    finally:
+        metrics.stop()
+        log.info("stopped (exit status %d)", code)
+    return code
 
 
 _SERVER_HELP = """Run the server (alias: s): gives each client an address and an interface.
@@ -217,7 +226,8 @@ def status_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON")] = False,
 ) -> None:
-    """Live figures of running daemons: sessions, RTT, retransmissions, FEC recoveries."""
+    """The figures of running daemons once: sessions, RTT, retransmissions, FEC repairs
+    (`kcpvpn top` for a live view)."""
     from . import status as st
     from .status_view import render
 
@@ -234,7 +244,7 @@ def status_cmd(
         try:
             doc = st.read(p)
         except (OSError, ValueError) as e:
-            typer.echo(f"kcpvpn status: {p}: {e}", err=True)
+            typer.echo(f"kcpvpn status: {p}: {st.read_problem(p, e)}", err=True)
             code = 1
             continue
         if as_json:
@@ -244,6 +254,33 @@ def status_cmd(
         else:
             render(doc, p)
     raise typer.Exit(code)
+
+
+@app.command("top")
+def top_cmd(
+    sockets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--socket",
+            "-s",
+            help="Status socket of a daemon; repeat for more (default: every one found "
+            "in /run/kcpvpn, looked up at each refresh)",
+            metavar="PATH",
+        ),
+    ] = None,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval", "-n", min=0.2, max=60, metavar="SECONDS", help="Seconds between refreshes"
+        ),
+    ] = 1.0,
+) -> None:
+    """Live view of every daemon on this host: per session RTT, throughput up and down,
+    loss, parity per FEC group, retransmissions and FEC repairs, with sparklines.
+    Keys: q quit, s sort by the next column, r reverse."""
+    from .observe import top
+
+    raise typer.Exit(top.run(sockets or [], interval=interval))
 
 
 # --------------------------------------------------------------------------

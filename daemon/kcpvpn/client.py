@@ -230,6 +230,7 @@ class Client:
             "pid": os.getpid(),
             "started": self.started,
             "server": f"{self.server[0]}:{self.server[1]}",
+            "client_id": self.cfg.client_id,
             "state": "connected" if ep is not None else "connecting",
             "interface": self.iface.name if self.iface else None,
             "ip": self.ip,

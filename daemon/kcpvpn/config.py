@@ -71,6 +71,7 @@ LEGACY_CIPHERS = (
     "sm4",
 )
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
 
 # Bounds, each with the reason it is what it is (the README repeats them).
 UDP_MTU_MIN, UDP_MTU_MAX = 576, 8972  # largest UDP payload; 8972 = 9000 - IPv4 - UDP headers
@@ -88,6 +89,19 @@ CLIENT_ID_MAX = 16  # bytes
 IFNAME_MAX = 15  # Linux IFNAMSIZ - 1
 PREFIX_MAX = 12  # leaves three digits of counter within IFNAME_MAX
 SHORT_SECRET = 12
+
+# One wording for rapid FEC's delay and the adaptive FEC targets, used by the
+# flags' help, the README and the docs alike (a unit test holds them to it).
+# The numbers are the engine's: RAPID_SPARSE_DELAY_MS and FULL_GROUP_FAILURE
+# (tunnel crate), PARTIAL_GROUP_FAILURE (fec crate).
+RAPID_FEC_DELAY = (
+    "a partial FEC group's parity leaves at once after sparse traffic (fewer datagrams "
+    "than --ds in the last KCP interval or two) and after one KCP interval otherwise"
+)
+FEC_TARGETS = (
+    "each group gets the fewest parity shards that leave at most 5% of full groups "
+    "(on average) and 0.02% of the groups rapid FEC closes early to KCP's retransmission"
+)
 
 _CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]*")
 _IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -166,7 +180,9 @@ class ServerConfig:
     bridge: str | None = None
     mss_clamp: bool = True
     log_level: str = "info"
+    log_format: str = "text"
     status_socket: str | None = None
+    metrics: str | None = None  # HOST:PORT of the Prometheus exporter
 
     @property
     def prefixlen(self) -> int | None:
@@ -194,7 +210,9 @@ class ClientConfig:
     no_ip_configuration: bool = False
     mss_clamp: bool = True
     log_level: str = "info"
+    log_format: str = "text"
     status_socket: str | None = None
+    metrics: str | None = None  # HOST:PORT of the Prometheus exporter
 
     @property
     def ip_mode(self) -> int:
@@ -357,15 +375,14 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "parityshard",
         ("--parityshard", "--ps"),
-        "Most Reed-Solomon parity shards per FEC group; the peer's loss reports decide how "
-        "many are sent (0 = FEC off)",
+        "Most Reed-Solomon parity shards per FEC group (0 = FEC off); from the loss the "
+        f"peer reports, {FEC_TARGETS}",
         PANEL_TUNING,
     ),
     Flag(
         "rapid_fec",
         ("--rapid-fec",),
-        "Send a partial FEC group's parity soon (1 ms after sparse traffic, one KCP "
-        "interval otherwise), so a lost packet is rebuilt without waiting for a "
+        f"Rapid FEC: {RAPID_FEC_DELAY}, so a lost packet is rebuilt without waiting for a "
         "retransmission; on by default (off in the original), --no-rapid-fec turns it off",
         PANEL_TUNING,
         off_switch="--no-rapid-fec",
@@ -559,6 +576,24 @@ FLAGS: tuple[Flag, ...] = (
         new=True,
     ),
     Flag(
+        "log_format",
+        ("--log-format",),
+        "text (one line per event; no timestamp under systemd, whose journal adds one) "
+        "or json (one object per line, for log shippers)",
+        PANEL_GENERAL,
+        metavar="text|json",
+        new=True,
+    ),
+    Flag(
+        "metrics",
+        ("--metrics",),
+        "Serve Prometheus metrics over HTTP on HOST:PORT (e.g. 127.0.0.1:9477 or [::1]:9477); "
+        "default off",
+        PANEL_GENERAL,
+        metavar="HOST:PORT",
+        new=True,
+    ),
+    Flag(
         "status_socket",
         ("--status-socket",),
         "Unix socket where `kcpvpn status` reads live figures "
@@ -720,8 +755,9 @@ def load_config(
     # Harmless spellings: [::1] for ::1, INFO for info.
     if "ip" in merged:
         merged["ip"] = _strip_brackets(merged["ip"].strip())
-    if "log_level" in merged:
-        merged["log_level"] = merged["log_level"].lower()
+    for key in ("log_level", "log_format"):
+        if key in merged:
+            merged[key] = merged[key].lower()
 
     transport = TransportConfig(**{k: v for k, v in merged.items() if k in _TRANSPORT_FIELDS})
     rest = {k: v for k, v in merged.items() if k not in _TRANSPORT_FIELDS}
@@ -779,6 +815,33 @@ def netmask_prefixlen(netmask: str) -> int:
             f"{netmask!r} is not a netmask: write a contiguous IPv4 mask such as "
             "255.255.255.0 or a prefix length such as 24"
         ) from None
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """'127.0.0.1:9477', '[::1]:9477', ':9477' (all addresses) or
+    'localhost:9477' -> (host, port). ValueError says what is wrong."""
+    example = "write HOST:PORT, e.g. 127.0.0.1:9477, [::1]:9477 or :9477 for all addresses"
+    host, sep, port_text = text.strip().rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ValueError(f"{text!r} has no port: {example}")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"port {port} in {text!r} is out of range: use 1..65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in {text!r} is not an IPv6 address: {example}") from None
+    elif ":" in host:
+        raise ValueError(f"{text!r}: put an IPv6 address in brackets ([::1]:9477)")
+    elif host:
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            if not _is_hostname(host):
+                raise ValueError(f"{host!r} in {text!r} is not a host name or address") from None
+    return host, port
 
 
 def _is_hostname(text: str) -> bool:
@@ -938,6 +1001,13 @@ def validate(cfg: Config) -> list[tuple[str, str]]:
     if cfg.log_level.lower() not in LOG_LEVELS:
         levels = ", ".join(LOG_LEVELS)
         p.add("log_level", f"--log-level {cfg.log_level!r} is unknown: use {levels}")
+    if cfg.log_format not in LOG_FORMATS:
+        p.add("log_format", f"--log-format {cfg.log_format!r} is unknown: use text or json")
+    if cfg.metrics is not None:
+        try:
+            parse_host_port(cfg.metrics)
+        except ValueError as e:
+            p.add("metrics", f"--metrics: {e}")
 
     tunnel_addrs = [local] if local is not None else []
     if isinstance(cfg, ServerConfig):

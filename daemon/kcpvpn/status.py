@@ -101,6 +101,24 @@ def read(path: str, timeout: float = 3.0) -> dict:
     return json.loads(b"".join(chunks))
 
 
+def read_problem(path: str, e: Exception) -> str:
+    """What a failed `read(path)` means for the person who asked."""
+    if isinstance(e, ConnectionRefusedError):
+        return (
+            "nothing answers on this socket: the daemon that created it is gone "
+            f"(crashed or killed); remove the stale socket (rm {path}) or start the daemon again"
+        )
+    if isinstance(e, FileNotFoundError):
+        return "no such socket: is the daemon running, and with this --status-socket?"
+    if isinstance(e, PermissionError):
+        return "permission denied: the status socket is readable by its daemon's user and root only"
+    if isinstance(e, TimeoutError):
+        return "the daemon did not answer within 3 s (hung or overloaded?)"
+    if isinstance(e, ValueError):
+        return f"the answer is not a status document ({e}): is this a kcpvpn status socket?"
+    return str(e)
+
+
 def find_sockets() -> list[str]:
     if not RUN_DIR.is_dir():
         return []

@@ -1,77 +1,81 @@
-"""Renders a daemon's status document (see status.py) as rich tables."""
+"""Renders a daemon's status document (see status.py) for `kcpvpn status`.
+
+One header line per daemon, then three short lines per session, so that
+every figure stays readable in an 80-column terminal (a table of a dozen
+columns needed about 200)."""
 
 from __future__ import annotations
 
 import time
 
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
+
+from .observe.figures import (
+    Row,
+    dropped,
+    human_bytes,
+    resent,
+    rows,
+    uptime,
+    wire_ratio,
+)
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
+def header(doc: dict, path: str, now: float | None = None) -> Text:
+    now = time.time() if now is None else now
+    up = uptime(now - doc.get("started", now))
+    t = Text()
+    if doc.get("mode") == "server":
+        n = len(doc.get("clients", []))
+        t.append(f"kcpvpn server {doc.get('listen')}", style="bold")
+        t.append(f" ({doc.get('vni_mode')}) · {n} client{'s' if n != 1 else ''}")
+    else:
+        t.append(f"kcpvpn client → {doc.get('server')}", style="bold")
+        t.append(f" · {doc.get('state')}")
+    t.append(f" · pid {doc.get('pid')} · up {up}")
+    t.append(f"\n  {path}", style="dim")
+    return t
 
 
-def session_row(s: dict) -> list[str]:
+def session_lines(mode: str, row: Row, now: float | None = None) -> Text:
+    s = row.session
     k = s.get("kcp", {})
-    sent = max(1, k.get("segments_sent", 0))
-    resent = k.get("retransmits", 0) + k.get("fast_retransmits", 0)
-    wire = s.get("wire_bytes_out", 0) + s.get("wire_bytes_in", 0)
-    payload = max(1, s.get("bytes_in", 0) + s.get("bytes_out", 0))
-    return [
-        f"{k.get('srtt_ms', 0)} ms",
-        f"{resent} ({100 * resent / sent:.1f}%)",
-        str(s.get("fec_recovered", 0)),
-        f"{s.get('fec_parity', 0)} ({s.get('fec_loss_ppm', 0) / 1e4:.1f}%)",
-        human_bytes(s.get("bytes_in", 0)),
-        human_bytes(s.get("bytes_out", 0)),
-        f"{wire / payload:.2f}",
-        str(s.get("auth_failures", 0) + s.get("replays", 0) + s.get("malformed", 0)),
-    ]
-
-
-STAT_COLUMNS = [
-    "RTT",
-    "resent",
-    "FEC fixed",
-    "parity (loss)",
-    "sent",
-    "received",
-    "wire/payload",
-    "dropped",
-]
+    sent_segments = max(1, k.get("segments_sent", 0))
+    n_resent = resent(s)
+    t = Text()
+    if mode == "server":
+        t.append(f"  {row.who}", style="bold cyan")
+        t.append(f"  {row.address or 'no address'} on {row.interface} from {row.remote}")
+    else:
+        t.append(f"  {row.interface}", style="bold cyan")
+        t.append(f"  {row.address or 'no address'}")
+    since = s.get("since")
+    if since:
+        now = time.time() if now is None else now
+        t.append(f" · {uptime(now - since)}")
+    t.append(
+        f"\n    RTT {k.get('srtt_ms', 0)} ms · resent {n_resent} "
+        f"({100 * n_resent / sent_segments:.1f}%) · FEC fixed {s.get('fec_recovered', 0)} · "
+        f"parity {s.get('fec_parity', 0)} (loss {s.get('fec_loss_ppm', 0) / 1e4:.1f}%)"
+    )
+    t.append(
+        f"\n    sent {human_bytes(s.get('bytes_in', 0))} · "
+        f"received {human_bytes(s.get('bytes_out', 0))} · "
+        f"wire/payload {wire_ratio(s):.2f} · dropped {dropped(s)}"
+    )
+    return t
 
 
 def render(doc: dict, path: str, console: Console | None = None) -> None:
     console = console or Console()
-    up = time.time() - doc.get("started", time.time())
-    if doc.get("mode") == "server":
-        t = Table(
-            title=f"kcpvpn server {doc.get('listen')} ({doc.get('vni_mode')}), "
-            f"pid {doc.get('pid')}, up {int(up)} s — {path}"
-        )
-        for col in ["client", "interface", "address", "remote", *STAT_COLUMNS]:
-            t.add_column(col)
-        for c in doc.get("clients", []):
-            t.add_row(
-                c.get("client_id") or "-",
-                c.get("interface", "-"),
-                c.get("ip") or "-",
-                c.get("remote", "-"),
-                *session_row(c),
-            )
-        console.print(t)
-    else:
-        t = Table(
-            title=f"kcpvpn client → {doc.get('server')}: {doc.get('state')}, "
-            f"pid {doc.get('pid')}, up {int(up)} s — {path}"
-        )
-        for col in ["interface", "address", *STAT_COLUMNS]:
-            t.add_column(col)
-        for s in doc.get("sessions", []):
-            t.add_row(doc.get("interface") or "-", doc.get("ip") or "-", *session_row(s))
-        console.print(t)
+    console.print(header(doc, path))
+    found = rows(doc, path)
+    if not found:
+        if doc.get("mode") == "server":
+            console.print("  no clients", style="yellow")
+        else:
+            console.print(f"  no session ({doc.get('state')})", style="yellow")
+    for row in found:
+        console.print(session_lines(doc.get("mode", ""), row))
+    console.print()

@@ -150,8 +150,10 @@ class Stopper:
 def open_status(mode: str, cfg, snapshot: Callable[[], dict]):
     """The status socket (None when --status-socket none). A socket that can't
     be created costs the user `kcpvpn status`, not the tunnel: log and go on."""
+    from .observe import metrics
     from .status import StatusServer, default_path
 
+    metrics.attach(snapshot)  # --metrics serves the same document
     path = cfg.status_socket or default_path(mode, cfg)
     if path.lower() == "none":
         return None
