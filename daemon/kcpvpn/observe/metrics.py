@@ -12,6 +12,7 @@ monotonic counters end in `_total`.
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 import socket
@@ -210,10 +211,12 @@ class Exporter:
             self.httpd.server_activate()
         except OSError as e:
             self.httpd.server_close()
-            raise OSError(
-                f"cannot serve metrics on {address}: {e.strerror} "
-                "(another program has the port? choose another --metrics)"
-            ) from None
+            hint = (
+                "another program has the port? choose another --metrics"
+                if e.errno == errno.EADDRINUSE
+                else "is that address one of this host's? choose another --metrics"
+            )
+            raise OSError(f"cannot serve metrics on {address}: {e.strerror} ({hint})") from None
         self.address = address
         self._collector: SnapshotCollector | None = None
         self._thread = threading.Thread(

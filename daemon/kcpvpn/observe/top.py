@@ -81,8 +81,8 @@ class Column:
 # Shown in this order; dropped highest rank first.
 COLUMNS = (
     Column("rtt", "RTT", _ms, 0),
-    Column("up", "up bit/s", _rate, 2),
-    Column("down", "down bit/s", _rate, 1),
+    Column("up", "up b/s", _rate, 2),
+    Column("down", "down b/s", _rate, 1),
     Column("loss", "loss", _pct, 3),
     Column("parity", "parity", _plain, 6),
     Column("resent", "resent", _per_s, 4),
