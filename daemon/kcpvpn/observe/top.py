@@ -164,7 +164,7 @@ class Top:
     # -- input ----------------------------------------------------------------
     def key(self, ch: str) -> bool:
         """Handles a key press; False when it asks to quit."""
-        if ch in ("q", "Q", "\x03", "\x1b"):
+        if ch in ("q", "Q", "\x03"):
             return False
         if ch == "s":
             self.sort = SORT_KEYS[(SORT_KEYS.index(self.sort) + 1) % len(SORT_KEYS)]
