@@ -61,6 +61,15 @@ def open_tun(name: str, tap: bool, persistent: bool = False) -> Interface:
     try:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     except OSError as e:
+        if e.errno == errno.EACCES:
+            # Capabilities do not open files: a non-root daemon needs the
+            # node's usual mode (udev's 0666; creating a device still takes
+            # CAP_NET_ADMIN).
+            raise InterfaceError(
+                "cannot open /dev/net/tun (permission denied): a daemon that is not root "
+                "needs it mode 0666, as udev sets it (`chmod 0666 /dev/net/tun`), and "
+                "CAP_NET_ADMIN"
+            ) from e
         raise InterfaceError(
             f"cannot open /dev/net/tun ({e.strerror}): load the tun module and run as root "
             "or with CAP_NET_ADMIN"
