@@ -178,6 +178,7 @@ def _run_daemon(mode: str, loaded: Any) -> int:
     """Runs a daemon with its logging and metrics set up; its exit status.
     The first and the last log line say which daemon started and that it
     stopped, so a log (or the journal) shows every run's bounds."""
+    from .errors import KcpvpnError
     from .observe import logs, metrics
     from .tun import InterfaceError
 
@@ -192,7 +193,7 @@ def _run_daemon(mode: str, loaded: Any) -> int:
         if cfg.metrics:
             metrics.start(cfg.metrics)
         code = RUN[mode](cfg) or 0
-    except (OSError, InterfaceError) as e:
+    except (OSError, InterfaceError, KcpvpnError) as e:
         # Start-up failures (port in use, no /dev/net/tun, ...): one line
         # that names what failed, not a traceback.
         typer.echo(f"kcpvpn {mode}: error: {e}", err=True)

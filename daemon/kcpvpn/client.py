@@ -1,130 +1,150 @@
-"""`kcpvpn client`: handshakes with the server, sets up its interface and
-supervises the native data path; with --auto-reconnect it starts over after
-the session ends, in the same process."""
+"""`kcpvpn client`: connects to the server, sets up the interface it is given
+and supervises the native data path. The engine runs the handshake (its
+attempts and retries); this side decides what to do when a connection ends
+or fails: with --auto-reconnect, start over, forever, in the same process."""
 
 from __future__ import annotations
 
 import ipaddress
 import logging
 import os
-import secrets
+import random
 import socket
 import time
 
-from . import _engine, tun
+from . import _engine, errors, tun
+from .config import ClientConfig
 from .supervisor import (
     Stopper,
+    engine_params,
     event_loop,
     open_socket,
     open_status,
-    session_params,
     stretch,
 )
 
 log = logging.getLogger("kcpvpn.client")
 
-HANDSHAKE_TIMEOUT = 1.0  # seconds to wait for an answer before resending
 HANDSHAKE_ATTEMPTS = 10  # without --auto-reconnect, give up after this many
+# Backoff between connection attempts that failed with an answer (refused,
+# another secret): doubles from the first to the cap, with jitter so that
+# clients of one server restarted together spread out.
+BACKOFF_FIRST, BACKOFF_CAP = 1.0, 30.0
+# How long a failed name lookup waits before the next (with jitter).
+RESOLVE_RETRY = 2.0
 
 
-class Refused(Exception):
-    """The server answered and said no; the message is its reason."""
-
-
-class NoAnswer(Exception):
-    pass
+def _jitter(seconds: float) -> float:
+    return seconds * random.uniform(0.8, 1.2)
 
 
 class Client:
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg: ClientConfig) -> None:
         self.cfg = cfg
         t = cfg.transport
         if cfg.bridge:
             try:
                 tun.require_bridge(cfg.bridge)
             except tun.InterfaceError as e:
-                raise SystemExit(f"kcpvpn client: --bridge: {e}") from None
+                raise errors.StartupError(f"--bridge: {e}") from None
         self.psk = stretch(t.secret)
-        self.server = self._resolve(t.ip, t.port)
+        self.params = engine_params(cfg)
+        self.server: tuple[str, int] | None = None
+        self.sock: socket.socket | None = None
+        self.ep: _engine.Endpoint | None = None
         self.iface: tun.Interface | None = None
-        self.ep = None
         self.ip: str | None = None
+        self.conf: _engine.TunnelConfig | None = None
+        self.session_id: int | None = None
+        self.up = False
         self.status = None
         self.started = time.time()
         self.connected_since: float | None = None
         self.stopper = Stopper()
+        self.code = 0
+        # The last problem logged, so a long outage logs one line, not one per try.
+        self._last_problem: str | None = None
+        self._backoff = BACKOFF_FIRST
+        self._retry_at: float | None = None
         self.hooks = None
         if cfg.on_connected_hook or cfg.on_disconnected_hook:
             from .hooks import ClientHooks
 
             self.hooks = ClientHooks(cfg.on_connected_hook, cfg.on_disconnected_hook)
 
-    @staticmethod
-    def _resolve(host: str, port: int) -> tuple:
+    # -- the server's address and the endpoint ------------------------------
+
+    def _resolve(self) -> tuple[str, int]:
+        t = self.cfg.transport
         try:
-            info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+            info = socket.getaddrinfo(t.ip, t.port, type=socket.SOCK_DGRAM)
         except socket.gaierror as e:
-            raise SystemExit(f"kcpvpn: cannot resolve server address {host!r}: {e.strerror}") from e
-        return info[0][4]
+            raise errors.StartupError(
+                f"cannot resolve server address {t.ip!r}: {e.strerror}"
+            ) from None
+        host, port = info[0][4][:2]
+        return (str(host), int(port))
 
-    def _init_payload(self) -> dict:
-        cfg, t = self.cfg, self.cfg.transport
-        return {
-            "client_id": cfg.client_id or "",
-            "mtu": cfg.vni_mtu,
-            "ip_mode": cfg.ip_mode,
-            "ip": cfg.local_ip if cfg.ip_mode == 1 else None,
-            "fec": t.fec,
-            "cipher": t.crypt,
-        }
+    def _endpoint(self, server: tuple[str, int]) -> _engine.Endpoint:
+        """The endpoint, (re)made when the server's address family changes."""
+        family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
+        if self.ep is not None and self.sock is not None and self.sock.family == family:
+            return self.ep
+        self._close_endpoint()
+        t = self.cfg.transport
+        self.sock = open_socket(server[0], t.port, bind=False, sockbuf=t.sockbuf, dscp=t.dscp)
+        self.ep = _engine.Endpoint.client(os.dup(self.sock.fileno()), self.psk, self.params)
+        return self.ep
 
-    def handshake(self, sock: socket.socket, attempts: int | None):
-        """Sends message 1 until an answer arrives; each attempt is a fresh
-        initiation (the server refuses a replayed one)."""
-        payload = self._init_payload()
-        n = 0
-        while not self.stopper.stopped and (attempts is None or n < attempts):
-            n += 1
-            my_id = secrets.randbits(32) or 1
-            ini = _engine.Initiator(self.psk, payload, my_id)
-            sock.sendto(ini.message(), self.server)
-            deadline = time.monotonic() + HANDSHAKE_TIMEOUT
-            while (left := deadline - time.monotonic()) > 0 and not self.stopper.stopped:
-                if not self.stopper.wait([sock.fileno()], left):
-                    continue
-                try:
-                    data, addr = sock.recvfrom(65536)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except ConnectionRefusedError:
-                    continue  # ICMP port unreachable: the server isn't up (yet)
-                try:
-                    out = ini.read_response(data)
-                except ValueError as e:
-                    # An answer that fails authentication: forged, or the server
-                    # has another secret. Keep waiting for a genuine one.
-                    log.warning("ignored an answer from %s: %s", addr[0], e)
-                    continue
-                if out is None:
-                    continue  # not an answer to this initiation
-                if not out.accepted:
-                    raise Refused(f"the server refused the connection: {out.reason}")
-                return out, my_id
-        if self.stopper.stopped:
-            return None, 0
-        raise NoAnswer(
-            f"no answer from {self.server[0]}:{self.server[1]} after {n} attempts: is the server "
-            "running and reachable, and does the path allow UDP?"
-        )
+    def _close_endpoint(self) -> None:
+        if self.ep is not None:
+            self.ep.stop()
+            self.ep = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
-    def _setup_interface(self, conf: dict) -> tuple[tun.Interface, str | None]:
+    def _problem(self, message: str, level: int = logging.WARNING) -> None:
+        """Logs a problem once until another one (or success) comes."""
+        if message != self._last_problem:
+            log.log(level, "%s", message)
+            self._last_problem = message
+
+    def connect(self) -> bool:
+        """Starts connecting (resolving the name again each time, as it may
+        have moved). False if it could not start; with --auto-reconnect a
+        retry is then scheduled."""
         cfg = self.cfg
-        tap = conf["tap"]
-        mtu = conf["mtu"]
+        try:
+            self.server = self._resolve()
+            ep = self._endpoint(self.server)
+        except (errors.StartupError, OSError) as e:
+            if not cfg.auto_reconnect:
+                raise
+            self._problem(f"{e}; retrying until it works")
+            self._retry_at = time.monotonic() + _jitter(RESOLVE_RETRY)
+            return False
+        ep.connect(
+            self.server,
+            mtu=cfg.vni_mtu,
+            client_id=cfg.client_id or "",
+            ip_mode=cfg.ip_mode,
+            ip=cfg.local_ip if cfg.ip_mode == _engine.IP_MODES["client"] else None,
+            max_attempts=None if cfg.auto_reconnect else HANDSHAKE_ATTEMPTS,
+        )
+        self._retry_at = None
+        return True
+
+    # -- the interface --------------------------------------------------------
+
+    def _setup_interface(self, conf: _engine.TunnelConfig) -> tuple[tun.Interface, str | None]:
+        cfg = self.cfg
+        tap = conf.tap
+        mtu = conf.mtu
         if self.iface is None or self.iface.fd < 0:
             self.iface = tun.open_tun(cfg.vni_name, tap=tap, persistent=cfg.persistent_vni)
         name = self.iface.name
-        ip = conf.get("client_ip")
+        ip = conf.client_ip
         if cfg.bridge and not tap:
             log.warning(
                 "--bridge %s has no effect: the server runs TUN mode (only a TAP joins a bridge)",
@@ -138,100 +158,135 @@ class Client:
             tun.configure(name, mtu=mtu)
         elif ip:
             if tap:
-                plen = conf.get("prefixlen")
+                plen = conf.prefixlen
                 if plen is None:
                     plen = ipaddress.ip_address(ip).max_prefixlen
                 tun.configure(name, mtu=mtu, local=ip, prefixlen=plen, flush=True)
             else:
-                tun.configure(name, mtu=mtu, local=ip, peer=conf.get("server_ip"), flush=True)
+                tun.configure(name, mtu=mtu, local=ip, peer=conf.server_ip, flush=True)
         else:
             tun.configure(name, mtu=mtu)
         return self.iface, ip
-
-    def session(self) -> str:
-        """One session, from handshake to end. Returns why it ended."""
-        cfg, t = self.cfg, self.cfg.transport
-        # The resolved address decides the family (--ip may be a host name).
-        sock = open_socket(self.server[0], t.port, bind=False, sockbuf=t.sockbuf, dscp=t.dscp)
-        try:
-            out, my_id = self.handshake(sock, None if cfg.auto_reconnect else HANDSHAKE_ATTEMPTS)
-            if out is None:
-                return "stopped"
-            conf = out.config
-            iface, ip = self._setup_interface(conf)
-            params = session_params(
-                t,
-                peer_fec=conf.get("fec"),
-                max_packet=conf.get("full_frame_mtu") or conf["mtu"] + 22,
-                mtu=conf["mtu"],
-                tap=conf["tap"],
-                mss_clamp=cfg.mss_clamp,
-            )
-            ep = _engine.Endpoint.client(os.dup(sock.fileno()), max_datagram=t.udp_mtu)
-            try:
-                ep.add_session(out, my_id, self.server[:2], os.dup(iface.fd), params)
-                reason = "stopped"
-
-                def on_event(ev: dict) -> bool:
-                    nonlocal reason
-                    if ev["event"] == "up":
-                        # The data path has the session: traffic flows from now on.
-                        log.info(
-                            "connected to %s:%s: interface %s (%s), address %s, peer %s, MTU %d",
-                            self.server[0],
-                            self.server[1],
-                            iface.name,
-                            "tap" if conf["tap"] else "tun",
-                            ip or "none",
-                            conf.get("server_ip") or "none",
-                            conf["mtu"],
-                        )
-                        self._hook("connected", iface.name, ip, conf)
-                    if ev["event"] == "closed":
-                        reason = ev["reason"]
-                        return False
-                    if ev["event"] == "error":
-                        log.error("%s", ev["message"])
-                    return True
-
-                self.ep, self.ip = ep, ip
-                self.connected_since = time.time()
-                event_loop(ep, self.stopper, on_event, status=self.status)
-            finally:
-                self.ep = None
-                ep.stop()
-            self._hook("disconnected", iface.name, ip, conf)
-            return reason
-        finally:
-            sock.close()
-
-    def _hook(self, event: str, name: str, ip: str | None, conf: dict) -> None:
-        if self.hooks:
-            p = self._init_payload()
-            self.hooks.run(
-                event,
-                client_id=p["client_id"],
-                interface=name,
-                client_ip=ip,
-                ip_mode=p["ip_mode"],
-                remote_addr=self.server[:2],
-            )
 
     def _drop_interface(self) -> None:
         if self.iface is not None:
             self.iface.close()
             self.iface = None
 
+    # -- events ---------------------------------------------------------------
+
+    def on_event(self, ev: _engine.Event) -> bool:
+        cfg = self.cfg
+        match ev:
+            case _engine.Connected():
+                return self._on_connected(ev)
+            case _engine.SessionUp():
+                self.up = True
+                self.connected_since = time.time()
+                self._last_problem = None
+                self._backoff = BACKOFF_FIRST
+                conf = self.conf
+                assert conf is not None and self.iface is not None and self.server is not None
+                log.info(
+                    "connected to %s:%s: interface %s (%s), address %s, peer %s, MTU %d",
+                    self.server[0],
+                    self.server[1],
+                    self.iface.name,
+                    "tap" if conf.tap else "tun",
+                    self.ip or "none",
+                    conf.server_ip or "none",
+                    conf.mtu,
+                )
+                self._hook("connected")
+            case _engine.ConnectFailed():
+                if not cfg.auto_reconnect or ev.kind == "invalid":
+                    log.error("%s", ev.reason)
+                    self.code = 1
+                    return False
+                self._problem(f"{ev.reason}; trying again")
+                # An answer that says no is worth a longer pause than silence
+                # (which the engine already retries every second).
+                self._retry_at = time.monotonic() + _jitter(self._backoff)
+                self._backoff = min(self._backoff * 2, BACKOFF_CAP)
+            case _engine.SessionClosed():
+                if ev.session_id != self.session_id:
+                    return True
+                return self._on_closed(ev)
+            case _engine.PeerMoved():
+                log.info("the server now answers from %s:%s", *ev.peer)
+            case _engine.PathMtuProblem():
+                log.warning(
+                    "the path to the server drops datagrams of %d bytes (%d get through): set "
+                    "--udp-mtu %d or lower on both sides",
+                    ev.configured,
+                    ev.works,
+                    ev.works,
+                )
+        return True
+
+    def _on_connected(self, ev: _engine.Connected) -> bool:
+        self.conf = ev.config
+        self.session_id = ev.session_id
+        try:
+            iface, self.ip = self._setup_interface(ev.config)
+        except (tun.InterfaceError, OSError) as e:
+            log.error("cannot set up the interface: %s", e)
+            if self.ep is not None:
+                self.ep.close(ev.session_id)
+            self.code = 1
+            return bool(self.cfg.auto_reconnect)
+        assert self.ep is not None
+        try:
+            self.ep.attach(ev.session_id, os.dup(iface.fd))
+        except errors.EngineError as e:
+            log.error("cannot start the session: %s", e)
+        return True
+
+    def _on_closed(self, ev: _engine.SessionClosed) -> bool:
+        cfg = self.cfg
+        was_up = self.up
+        self.up = False
+        self.session_id = None
+        self.connected_since = None
+        if was_up:
+            self._hook("disconnected")
+        log.warning("session ended: %s", ev.reason)
+        if ev.kind == "interface-gone" or not cfg.persistent_vni:
+            self._drop_interface()
+        if not cfg.auto_reconnect:
+            self.code = 1
+            return False
+        log.info("reconnecting")
+        self.connect()
+        return True
+
+    def tick(self) -> None:
+        if self._retry_at is not None and time.monotonic() >= self._retry_at:
+            self.connect()
+
+    def _hook(self, event: str) -> None:
+        if self.hooks and self.iface is not None and self.server is not None:
+            cfg = self.cfg
+            self.hooks.run(
+                event,
+                client_id=cfg.client_id or "",
+                interface=self.iface.name,
+                client_ip=self.ip,
+                ip_mode=cfg.ip_mode,
+                remote_addr=self.server,
+            )
+
     def snapshot(self) -> dict:
         ep = self.ep
-        stats = ep.stats() if ep is not None else {"sessions": [], "endpoint": {}}
+        stats = ep.stats().to_dict() if ep is not None else {"sessions": [], "endpoint": {}}
+        server = self.server or (self.cfg.transport.ip, self.cfg.transport.port)
         return {
             "mode": "client",
             "pid": os.getpid(),
             "started": self.started,
-            "server": f"{self.server[0]}:{self.server[1]}",
+            "server": f"{server[0]}:{server[1]}",
             "client_id": self.cfg.client_id,
-            "state": "connected" if ep is not None else "connecting",
+            "state": "connected" if self.up else "connecting",
             "interface": self.iface.name if self.iface else None,
             "ip": self.ip,
             "since": self.connected_since,
@@ -240,46 +295,34 @@ class Client:
         }
 
     def run(self) -> int:
-        cfg = self.cfg
-        self.status = open_status("client", cfg, self.snapshot)
-        backoff = 1.0
-        code = 0
+        self.status = open_status("client", self.cfg, self.snapshot)
         try:
+            self.connect()
             while not self.stopper.stopped:
-                started = time.monotonic()
-                try:
-                    why = self.session()
-                except Refused as e:
-                    log.error("%s", e)
-                    if not cfg.auto_reconnect:
-                        code = 1
-                        break
-                    why = "refused"
-                except NoAnswer as e:
-                    log.error("%s", e)
-                    code = 1
+                if self.ep is None:
+                    # Nothing to wait on but the retry (no endpoint yet).
+                    self.stopper.wait([], 0.2)
+                    self.tick()
+                    continue
+                event_loop(self.ep, self.stopper, self.on_event, tick=self.tick, status=self.status)
+                if self.code or not self.cfg.auto_reconnect:
                     break
-                if self.stopper.stopped:
-                    break
-                log.warning("session ended: %s", why)
-                if not cfg.persistent_vni:
-                    self._drop_interface()
-                if not cfg.auto_reconnect:
-                    code = 1
-                    break
-                # Back off after quick failures; start over at once after a long session.
-                backoff = 1.0 if time.monotonic() - started > 60 else min(backoff * 2, 30.0)
-                log.info("reconnecting in %.0f s", backoff)
-                self.stopper.wait([], backoff)
+                if self.ep is not None and not self.ep.is_running():
+                    # The data path died: start it over.
+                    self._close_endpoint()
+                    self.connect()
         finally:
+            if self.up:
+                self._hook("disconnected")
+            self._close_endpoint()
             self._drop_interface()
             self.stopper.close()
             if self.status:
                 self.status.close()
             if self.hooks:
                 self.hooks.stop(grace=5)
-        return code
+        return self.code
 
 
-def run(cfg) -> int:
+def run(cfg: ClientConfig) -> int:
     return Client(cfg).run()

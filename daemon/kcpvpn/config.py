@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from . import _engine
 from .ippool import parse_pool_spec
 
 Mode = Literal["server", "client"]
@@ -41,67 +42,65 @@ class KcpProfile(NamedTuple):
     nc: int
 
 
+# Every bound and default of the data plane is the engine's (one owner,
+# daemon/crates/tunnel/src/params.rs); this module only names them for the
+# flag table and its messages.
 # (nodelay, interval ms, resend, nc), as in the original and kcptun.
 KCP_PROFILES: dict[str, KcpProfile] = {
-    "normal": KcpProfile(0, 40, 2, 1),
-    "fast": KcpProfile(0, 30, 2, 1),
-    "fast2": KcpProfile(1, 20, 2, 1),
-    "fast3": KcpProfile(1, 10, 2, 1),
+    name: KcpProfile(*v) for name, v in _engine.KCP_PROFILES.items()
 }
-KCP_MODES = ("fast3", "fast2", "fast", "normal", "manual")
-CONGESTION = ("bbr", "off")
-
-CIPHERS = {
-    "aes": "AES-256-GCM",
-    "aes-128": "AES-128-GCM",
-    "chacha20": "ChaCha20-Poly1305",
-    "none": "no encryption, no authentication",
-}
+KCP_MODES = tuple(_engine.KCP_MODES)
+CONGESTION = tuple(_engine.CONGESTION)
+CIPHERS: dict[str, str] = dict(_engine.CIPHERS)
 # The original's kcp-go block ciphers: unauthenticated, refused by name.
-LEGACY_CIPHERS = (
-    "aes-192",
-    "salsa20",
-    "blowfish",
-    "twofish",
-    "cast5",
-    "3des",
-    "tea",
-    "xtea",
-    "xor",
-    "sm4",
-)
+LEGACY_CIPHERS = tuple(_engine.LEGACY_CIPHERS)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 
-# Bounds, each with the reason it is what it is (the README repeats them).
-UDP_MTU_MIN, UDP_MTU_MAX = 576, 8972  # largest UDP payload; 8972 = 9000 - IPv4 - UDP headers
-VNI_MTU_MIN, VNI_MTU_MAX = 576, 9000  # smallest IPv4 datagram every host takes .. jumbo
-IPV6_MIN_MTU = 1280  # RFC 8200: the kernel disables IPv6 on smaller links
-FRAME_MTU_MAX = 65535
-WND_MIN, WND_MAX = 64, 32768  # segments; a large message must fit the receive window
-FEC_MAX_SHARDS = 255  # Reed-Solomon over GF(2^8)
-DSCP_MAX = 63  # 6 bits
-BUF_MIN, BUF_MAX = 65536, 1 << 30
-KEEPALIVE_MIN, KEEPALIVE_MAX = 1, 3600  # seconds
-INTERVAL_MIN, INTERVAL_MAX = 10, 5000  # ms, KCP's own clamp
-RESEND_MAX = 255
-CLIENT_ID_MAX = 16  # bytes
+# Bounds, each with its reason in the engine (the README repeats them).
+UDP_MTU_MIN, UDP_MTU_MAX = _engine.UDP_MTU_RANGE  # 8972 = 9000 - IPv4 - UDP headers
+VNI_MTU_MIN, VNI_MTU_MAX = _engine.VNI_MTU_RANGE
+IPV6_MIN_MTU = _engine.IPV6_MIN_MTU  # RFC 8200: the kernel disables IPv6 on smaller links
+FRAME_MTU_MAX = _engine.FRAME_MTU_MAX
+FRAME_HEADROOM = _engine.FRAME_HEADROOM  # default full-frame MTU = VNI MTU + this
+WND_MIN, WND_MAX = _engine.WINDOW_RANGE  # segments
+FEC_MAX_SHARDS = _engine.FEC_MAX_SHARDS  # Reed-Solomon over GF(2^8)
+DSCP_MAX = _engine.DSCP_MAX  # 6 bits
+BUF_MIN, BUF_MAX = _engine.BUFFER_RANGE
+KEEPALIVE_MIN, KEEPALIVE_MAX = _engine.KEEPALIVE_RANGE  # seconds
+INTERVAL_MIN, INTERVAL_MAX = _engine.INTERVAL_RANGE  # ms, KCP's own clamp
+RESEND_MAX = _engine.RESEND_MAX
+CLIENT_ID_MAX = _engine.CLIENT_ID_MAX  # bytes
 IFNAME_MAX = 15  # Linux IFNAMSIZ - 1
 PREFIX_MAX = 12  # leaves three digits of counter within IFNAME_MAX
 SHORT_SECRET = 12
+
 
 # One wording for rapid FEC's delay and the adaptive FEC targets, used by the
 # flags' help, the README and the docs alike (a unit test holds them to it).
 # The numbers are the engine's: RAPID_SPARSE_DELAY_MS and FULL_GROUP_FAILURE
 # (tunnel crate), PARTIAL_GROUP_FAILURE (fec crate).
+def _pct(x: float) -> str:
+    return f"{x * 100:g}%"
+
+
 RAPID_FEC_DELAY = (
-    "a partial FEC group's parity leaves at once after sparse traffic (fewer datagrams "
+    "a partial FEC group's parity leaves "
+    + ("at once" if _engine.RAPID_SPARSE_DELAY_MS == 0 else f"{_engine.RAPID_SPARSE_DELAY_MS} ms")
+    + " after sparse traffic (fewer datagrams "
     "than --ds in the last KCP interval or two) and after one KCP interval otherwise"
 )
 FEC_TARGETS = (
-    "each group gets the fewest parity shards that leave at most 5% of full groups "
-    "(on average) and 0.02% of the groups rapid FEC closes early to KCP's retransmission"
+    "each group gets the fewest parity shards that leave at most "
+    f"{_pct(_engine.FEC_FULL_GROUP_FAILURE)} of full groups (on average) and "
+    f"{_pct(_engine.FEC_PARTIAL_GROUP_FAILURE)} of the groups rapid FEC closes early to "
+    "KCP's retransmission"
 )
+
+# The engine's defaults, read once: the flag table shows them and the
+# dataclasses below start from them.
+_DEFAULTS = _engine.SessionParams()
+_MANUAL = _engine.SessionParams(kcp_mode="manual").kcp_profile
 
 _CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]*")
 _IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
@@ -128,28 +127,28 @@ class TransportConfig:
 
     ip: str = ""  # server: listen address ("" = all); client: the server's address
     port: int = 0  # required
-    udp_mtu: int = 1350
-    kcp_mode: str = "fast"
-    sndwnd: int = 4096
-    rcvwnd: int = 4096
-    datashard: int = 10
-    parityshard: int = 8
-    rapid_fec: bool = True
-    congestion: str = "bbr"
-    unordered: bool = False
+    udp_mtu: int = _DEFAULTS.udp_mtu
+    kcp_mode: str = _DEFAULTS.kcp_mode
+    sndwnd: int = _DEFAULTS.sndwnd
+    rcvwnd: int = _DEFAULTS.rcvwnd
+    datashard: int = (_DEFAULTS.fec or (0, 0))[0]
+    parityshard: int = (_DEFAULTS.fec or (0, 0))[1]
+    rapid_fec: bool = _DEFAULTS.rapid_fec
+    congestion: str = _DEFAULTS.congestion
+    unordered: bool = _DEFAULTS.unordered
     dscp: int = 0
-    sockbuf: int = 4194304
-    smuxbuf: int = 4194304
-    keepalive: int = 10
+    sockbuf: int = _DEFAULTS.sockbuf
+    smuxbuf: int = _DEFAULTS.smuxbuf
+    keepalive: int = _DEFAULTS.keepalive
     secret: str = field(default="", repr=False)
-    crypt: str = "aes"
+    crypt: str = _DEFAULTS.crypt
     tcp: bool = False
     # Hidden; used by --kcp-mode manual.
-    acknodelay: bool = False
-    nodelay: int = 0
-    interval: int = 50
-    resend: int = 0
-    nc: int = 0
+    acknodelay: bool = _DEFAULTS.acknodelay
+    nodelay: int = _MANUAL[0]
+    interval: int = _MANUAL[1]
+    resend: int = _MANUAL[2]
+    nc: int = _MANUAL[3]
 
     @property
     def kcp_profile(self) -> KcpProfile:
@@ -171,7 +170,7 @@ class ServerConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     local_ip: str | None = None
     netmask: str | None = None
-    vni_mtu: int = 1500
+    vni_mtu: int = _engine.DEFAULT_VNI_MTU
     full_frame_mtu: int = 0  # 0 = vni_mtu + 22
     vni_name_prefix: str = "kvs"
     vni_mode: str = "tun"
@@ -192,15 +191,16 @@ class ServerConfig:
     @property
     def frame_mtu(self) -> int:
         """The effective full-frame MTU."""
-        return self.full_frame_mtu or self.vni_mtu + 22
+        return self.full_frame_mtu or self.vni_mtu + FRAME_HEADROOM
 
 
 @dataclass(frozen=True)
 class ClientConfig:
     transport: TransportConfig = field(default_factory=TransportConfig)
     local_ip: str | None = None
-    vni_mtu: int = 1500
+    vni_mtu: int = _engine.DEFAULT_VNI_MTU
     client_id: str = ""
+    netmask: str | None = None  # accepted, without effect: the server decides
     vni_name: str = "kvc0"
     persistent_vni: bool = False
     auto_reconnect: bool = False
@@ -443,10 +443,13 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "netmask",
         ("--netmask",),
-        "Netmask or prefix length of the tunnel subnet (TAP mode; required there with "
-        "--assignable-ips or --local-ip)",
+        {
+            "server": "Netmask or prefix length of the tunnel subnet (TAP mode; required there "
+            "with --assignable-ips or --local-ip)",
+            "client": "Accepted for the original's command lines; the server decides the "
+            "netmask (its --netmask), so this has no effect",
+        },
         PANEL_TUNNEL,
-        modes=SERVER,
         metavar="MASK",
     ),
     Flag(
@@ -504,7 +507,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "full_frame_mtu",
         ("--full-frame-mtu",),
-        "Largest frame read from the interface (0 = VNI MTU + 22)",
+        f"Largest frame read from the interface (0 = VNI MTU + {FRAME_HEADROOM})",
         PANEL_INTERFACE,
         modes=SERVER,
         metavar="BYTES",
@@ -1077,7 +1080,7 @@ def _validate_server(cfg: ServerConfig, local, addrs: list) -> list[tuple[str, s
         p.add(
             "full_frame_mtu",
             f"--full-frame-mtu {cfg.full_frame_mtu} is out of range: use 0 (automatic: "
-            f"VNI MTU + 22) or {cfg.vni_mtu + extra}..{FRAME_MTU_MAX}",
+            f"VNI MTU + {FRAME_HEADROOM}) or {cfg.vni_mtu + extra}..{FRAME_MTU_MAX}",
         )
     why = _ifname_problem("--vni-name-prefix", cfg.vni_name_prefix, PREFIX_MAX)
     if why:
@@ -1089,6 +1092,11 @@ def _validate_server(cfg: ServerConfig, local, addrs: list) -> list[tuple[str, s
 
 def _validate_client(cfg: ClientConfig) -> list[tuple[str, str]]:
     p = _Problems()
+    if cfg.netmask is not None:
+        try:
+            netmask_prefixlen(cfg.netmask)
+        except ValueError as e:
+            p.add("netmask", f"--netmask: {e}")
     why = client_id_problem(cfg.client_id)
     if why:
         p.add(
@@ -1158,6 +1166,11 @@ def config_warnings(cfg: Config, explicit: set[str] | frozenset[str] = frozenset
     if cfg.vni_mtu < IPV6_MIN_MTU:
         w.append(
             f"--vni-mtu {cfg.vni_mtu} is below {IPV6_MIN_MTU}: IPv6 will not work inside the tunnel"
+        )
+    if isinstance(cfg, ClientConfig) and cfg.netmask is not None:
+        w.append(
+            f"--netmask {cfg.netmask} has no effect on the client: the server decides the "
+            "netmask (set --netmask on the server)"
         )
     if isinstance(cfg, ServerConfig):
         if cfg.netmask is not None and cfg.vni_mode == "tun":

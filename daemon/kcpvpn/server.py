@@ -5,26 +5,25 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import time
 from dataclasses import dataclass, field
 
-from . import _engine, tun
-from .config import client_id_problem
+from . import _engine, errors, tun
+from .config import ServerConfig, client_id_problem
 from .supervisor import (
     Stopper,
+    engine_params,
     event_loop,
     open_socket,
     open_status,
-    session_params,
     stretch,
 )
 
 log = logging.getLogger("kcpvpn.server")
 
-IP_MODE_SERVER = 0
-IP_MODE_CLIENT = 1
-IP_MODE_NONE = 2
+IP_MODE_SERVER = _engine.IP_MODES["server"]
+IP_MODE_CLIENT = _engine.IP_MODES["client"]
+IP_MODE_NONE = _engine.IP_MODES["none"]
 
 
 @dataclass
@@ -38,7 +37,7 @@ class Client:
     since: float = field(default_factory=time.time)
 
 
-def _fmt_addr(addr) -> str:
+def _fmt_addr(addr: tuple[str, int]) -> str:
     host, port = addr[0], addr[1]
     if host.startswith("::ffff:"):
         host = host[7:]
@@ -46,7 +45,7 @@ def _fmt_addr(addr) -> str:
 
 
 class Server:
-    def __init__(self, cfg) -> None:
+    def __init__(self, cfg: ServerConfig) -> None:
         from .hooks import HookRunner
         from .ippool import IpPool
 
@@ -57,7 +56,7 @@ class Server:
             try:
                 tun.require_bridge(cfg.bridge)
             except tun.InterfaceError as e:
-                raise SystemExit(f"kcpvpn server: --bridge: {e}") from None
+                raise errors.StartupError(f"--bridge: {e}") from None
         self.pool = IpPool(
             cfg.assignable_ips,
             exclude=[cfg.local_ip] if cfg.local_ip else [],
@@ -68,7 +67,7 @@ class Server:
         self.psk = stretch(t.secret)
         self.sock = open_socket(t.ip, t.port, bind=True, sockbuf=t.sockbuf, dscp=t.dscp)
         self.endpoint = _engine.Endpoint.server(
-            os.dup(self.sock.fileno()), self.psk, max_datagram=t.udp_mtu
+            os.dup(self.sock.fileno()), self.psk, engine_params(cfg)
         )
         host, port = self.sock.getsockname()[:2]
         self.listen = _fmt_addr((host, port))
@@ -76,27 +75,28 @@ class Server:
         log.info("listening on %s (%s mode)", self.listen, cfg.vni_mode)
 
     # -- handshake policy -------------------------------------------------
-    def _refuse(self, pending_id: int, reason: str) -> None:
-        log.warning("refused a client: %s", reason)
-        self.endpoint.refuse(pending_id, reason)
+    def _refuse(self, req: _engine.HandshakeRequest, reason: str) -> None:
+        log.warning("refused a client from %s: %s", _fmt_addr(req.peer), reason)
+        self.endpoint.refuse(req, reason)
 
-    def on_request(self, ev: dict) -> None:
-        cfg, t = self.cfg, self.cfg.transport
-        req = ev["request"]
-        pid = ev["pending_id"]
-        cid = req["client_id"]
-        remote = _fmt_addr(ev["from"])
+    def on_request(self, req: _engine.HandshakeRequest) -> None:
+        """Decides on one client. Whatever goes wrong here refuses that client
+        and leaves the server and every other session as they were."""
+        try:
+            self._decide(req)
+        except Exception as e:
+            log.exception("refused a client from %s: the server failed to set it up", req.peer)
+            self._refuse(req, f"the server could not set up this client ({type(e).__name__})")
+
+    def _decide(self, req: _engine.HandshakeRequest) -> None:
+        cfg = self.cfg
+        cid = req.client_id
+        remote = _fmt_addr(req.peer)
         # The handshake decoder already refuses such ids; checked again here
         # because the id becomes part of a hook's path.
         why = client_id_problem(cid)
         if why:
-            return self._refuse(pid, why)
-        if req["cipher"] != t.crypt:
-            return self._refuse(
-                pid,
-                f"cipher mismatch: the server uses --crypt {t.crypt}, the client "
-                f"{req['cipher']}; use the same --crypt on both sides",
-            )
+            return self._refuse(req, why)
         # A new handshake replaces the old session of the same client: the same
         # non-empty id, or the same address and port (one socket has one
         # session; on a lossy path a lost answer makes the client try again).
@@ -110,19 +110,44 @@ class Server:
             )
             self.endpoint.close(old.session_id)
             self._release(old, "replaced by a new connection")
-        mode = req["ip_mode"]
+        mode = req.ip_mode
         ip: str | None = None
         if mode == IP_MODE_SERVER:
             try:
                 ip = self.pool.allocate()
             except Exception as e:  # PoolExhausted or no pool
-                return self._refuse(pid, str(e))
+                return self._refuse(req, str(e))
         elif mode == IP_MODE_CLIENT:
-            ip = req["ip"]
-            reason = self.pool.reserve(ip)
+            ip = req.ip
+            reason = self.pool.reserve(ip) if ip else "no address given"
             if reason:
-                return self._refuse(pid, reason)
-        mtu = min(int(req["mtu"]), cfg.vni_mtu)
+                return self._refuse(req, reason)
+        try:
+            self._start(req, ip)
+        except BaseException:
+            if ip:
+                self.pool.release(ip)
+            raise
+
+    def _start(self, req: _engine.HandshakeRequest, ip: str | None) -> None:
+        cfg = self.cfg
+        mtu = min(int(req.mtu), cfg.vni_mtu)
+        full_frame = cfg.full_frame_mtu or (mtu + _engine.FRAME_HEADROOM)
+        try:
+            # Checked before anything is created (e.g. an IPv6 netmask for an
+            # IPv4 client address): InvalidParameter refuses the client.
+            offer = _engine.Offer(
+                tap=self.tap,
+                mtu=mtu,
+                full_frame_mtu=full_frame,
+                server_ip=cfg.local_ip,
+                client_ip=ip,
+                prefixlen=cfg.prefixlen,
+            )
+        except errors.InvalidParameter as e:
+            if ip:
+                self.pool.release(ip)
+            return self._refuse(req, f"the server's settings do not fit this client: {e}")
         taken = {c.iface.name for c in self.clients.values()}
         try:
             name = tun.free_name(cfg.vni_name_prefix, taken)
@@ -138,44 +163,26 @@ class Server:
         except Exception as e:
             if ip:
                 self.pool.release(ip)
-            log.error("cannot set up an interface for client %r: %s", cid, e)
-            return self._refuse(pid, "the server could not create an interface for this client")
-        session_id = self._new_session_id()
-        full_frame = cfg.full_frame_mtu or (mtu + 22)
-        server_cfg = {
-            "tap": self.tap,
-            "mtu": mtu,
-            "full_frame_mtu": full_frame,
-            "server_ip": cfg.local_ip,
-            "client_ip": ip,
-            "prefixlen": cfg.prefixlen,
-            "fec": t.fec,
-        }
-        params = session_params(
-            t,
-            peer_fec=req.get("fec"),
-            max_packet=full_frame,
-            mtu=mtu,
-            tap=self.tap,
-            mss_clamp=cfg.mss_clamp,
-        )
-        self.endpoint.accept(pid, session_id, server_cfg, os.dup(iface.fd), params)
-        c = Client(session_id, cid, iface, ip, mode, remote)
+            log.error("cannot set up an interface for client %r: %s", req.client_id, e)
+            return self._refuse(req, "the server could not create an interface for this client")
+        try:
+            session_id = self.endpoint.accept(req, offer, os.dup(iface.fd))
+        except errors.KcpvpnError as e:
+            iface.close()
+            if ip:
+                self.pool.release(ip)
+            log.warning("could not start a session for a client from %s: %s", req.peer, e)
+            return
+        c = Client(session_id, req.client_id, iface, ip, req.ip_mode, _fmt_addr(req.peer))
         self.clients[session_id] = c
         log.info(
             "client %s connected from %s: interface %s, address %s",
-            cid or "(no id)",
-            remote,
+            req.client_id or "(no id)",
+            c.remote,
             iface.name,
             ip or "none",
         )
         self._hook("connected", c)
-
-    def _new_session_id(self) -> int:
-        while True:
-            sid = secrets.randbits(32)
-            if sid and sid not in self.clients:
-                return sid
 
     def _hook(self, event: str, c: Client) -> None:
         if self.hooks:
@@ -202,26 +209,39 @@ class Server:
         )
         self._hook("disconnected", c)
 
-    def on_event(self, ev: dict) -> bool:
-        kind = ev["event"]
-        if kind == "handshake":
-            self.on_request(ev)
-        elif kind == "closed":
-            c = self.clients.get(ev["session_id"])
-            if c:
-                self._release(c, ev["reason"])
-        elif kind == "moved":
-            c = self.clients.get(ev["session_id"])
-            if c:
-                c.remote = _fmt_addr(ev["to"])
-                log.info("client %s moved to %s", c.client_id or "(no id)", c.remote)
-        elif kind == "error":
-            log.error("%s", ev["message"])
+    def on_event(self, ev: _engine.Event) -> bool:
+        match ev:
+            case _engine.HandshakeRequest():
+                self.on_request(ev)
+            case _engine.HandshakeRejected():
+                more = f" ({ev.suppressed} more not shown)" if ev.suppressed else ""
+                log.warning(
+                    "refused a handshake from %s: %s%s", _fmt_addr(ev.peer), ev.reason, more
+                )
+            case _engine.SessionClosed():
+                c = self.clients.get(ev.session_id)
+                if c:
+                    self._release(c, ev.reason)
+            case _engine.PeerMoved():
+                c = self.clients.get(ev.session_id)
+                if c:
+                    c.remote = _fmt_addr(ev.peer)
+                    log.info("client %s moved to %s", c.client_id or "(no id)", c.remote)
+            case _engine.PathMtuProblem():
+                c = self.clients.get(ev.session_id)
+                log.warning(
+                    "the path to client %s drops datagrams of %d bytes (%d get through): set "
+                    "--udp-mtu %d or lower on both sides",
+                    (c.client_id or c.remote) if c else f"{ev.session_id:#x}",
+                    ev.configured,
+                    ev.works,
+                    ev.works,
+                )
         return True
 
     def snapshot(self) -> dict:
         """What `kcpvpn status` shows: each client with its session's counters."""
-        stats = self.endpoint.stats()
+        stats = self.endpoint.stats().to_dict()
         by_id = {s["session_id"]: s for s in stats["sessions"]}
         clients = []
         for c in self.clients.values():
@@ -267,5 +287,5 @@ class Server:
             self.hooks.stop(grace=5)
 
 
-def run(cfg) -> int:
+def run(cfg: ServerConfig) -> int:
     return Server(cfg).run()

@@ -1,5 +1,5 @@
-"""What the server and the client share: the UDP socket, the data-path
-parameters handed to the native engine, and a loop that waits for engine
+"""What the server and the client share: the UDP socket, the data path's
+settings handed to the native engine, and a loop that waits for engine
 events and signals without ever touching a packet."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import select
 import signal
 import socket
 from collections.abc import Callable
+from typing import Any
 
 from . import _engine
 
@@ -20,42 +21,31 @@ SO_SNDBUFFORCE = 32
 SO_RCVBUFFORCE = 33
 
 
-def session_params(
-    t,
-    peer_fec: tuple[int, int] | None,
-    max_packet: int,
-    *,
-    mtu: int,
-    tap: bool,
-    mss_clamp: bool = True,
-) -> dict:
-    """The native session's parameters from the transport flags."""
-    nodelay, interval, resend, nc = t.kcp_profile
-    keepalive_ms = max(1, int(t.keepalive)) * 1000
-    return {
-        "nodelay": bool(nodelay),
-        "interval": interval,
-        "resend": resend,
-        "nc": bool(nc),
-        "bbr": t.congestion == "bbr",
-        "unordered": bool(t.unordered),
-        "sndwnd": t.sndwnd,
-        "rcvwnd": t.rcvwnd,
-        "ack_nodelay": bool(t.acknodelay),
-        "fec_send": t.fec,
-        "fec_recv": peer_fec,
-        "rapid_fec": bool(t.rapid_fec),
-        "cipher": t.crypt,
-        "keepalive_ms": keepalive_ms,
-        # A peer silent for three keepalive periods is gone.
-        "idle_timeout_ms": 3 * keepalive_ms + 1000,
-        "udp_mtu": t.udp_mtu,
-        "send_buffer": t.smuxbuf,
-        "max_packet": max_packet,
-        # TCP SYNs crossing the tunnel get an MSS that fits its MTU.
-        "mss_clamp_mtu": mtu if mss_clamp else None,
-        "ethernet": tap,
-    }
+def engine_params(cfg) -> _engine.SessionParams:
+    """The engine's settings from the flags (the engine checks them again:
+    it owns every bound)."""
+    t = cfg.transport
+    return _engine.SessionParams(
+        mss_clamp=cfg.mss_clamp,
+        kcp_mode=t.kcp_mode,
+        sndwnd=t.sndwnd,
+        rcvwnd=t.rcvwnd,
+        datashard=t.datashard,
+        parityshard=t.parityshard,
+        rapid_fec=t.rapid_fec,
+        congestion=t.congestion,
+        unordered=t.unordered,
+        crypt=t.crypt,
+        keepalive=t.keepalive,
+        udp_mtu=t.udp_mtu,
+        smuxbuf=t.smuxbuf,
+        sockbuf=t.sockbuf,
+        acknodelay=t.acknodelay,
+        nodelay=t.nodelay,
+        interval=t.interval,
+        resend=t.resend,
+        nc=t.nc,
+    )
 
 
 def open_socket(host: str, port: int, *, bind: bool, sockbuf: int, dscp: int) -> socket.socket:
@@ -104,21 +94,31 @@ def open_socket(host: str, port: int, *, bind: bool, sockbuf: int, dscp: int) ->
 
 
 class Stopper:
-    """SIGINT/SIGTERM set a flag and wake the wait loop through a pipe."""
+    """SIGINT/SIGTERM set a flag and wake the wait loop through a pipe;
+    SIGHUP asks for a reload (`take_reload`) and stops nothing."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self._reload = False
         self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._old = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        self._old: dict[int, Any] = {}
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             self._old[sig] = signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum, _frame) -> None:
-        self.signal = signum
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self.signal = signum
         try:
             os.write(self._w, b"x")
         except OSError:
             pass
+
+    def take_reload(self) -> bool:
+        """True once after each SIGHUP."""
+        r, self._reload = self._reload, False
+        return r
 
     @property
     def stopped(self) -> bool:
@@ -128,9 +128,13 @@ class Stopper:
         return self._r
 
     def wait(self, fds: list[int], timeout: float) -> list[int]:
-        """Waits for any of `fds` (or a signal) up to `timeout` seconds."""
+        """Waits for any of `fds` (or a signal) up to `timeout` seconds.
+        poll(), not select(): descriptors may be numbered past 1023."""
+        p = select.poll()
+        for fd in (self._r, *fds):
+            p.register(fd, select.POLLIN)
         try:
-            ready, _, _ = select.select([self._r, *fds], [], [], timeout)
+            ready = [fd for fd, _ in p.poll(max(0.0, timeout) * 1000)]
         except InterruptedError:
             return []
         if self._r in ready:
@@ -171,18 +175,22 @@ def stretch(secret: str) -> _engine.Psk:
 
 
 def event_loop(
-    endpoint,
+    endpoint: _engine.Endpoint,
     stopper: Stopper,
-    on_event: Callable[[dict], bool],
+    on_event: Callable[[_engine.Event], bool],
     tick: Callable[[], None] | None = None,
-    status=None,
+    status: Any = None,
+    reload: Callable[[], None] | None = None,
 ) -> None:
-    """Runs until a signal or until `on_event` returns False; answers status
-    requests on `status` (a status.StatusServer) meanwhile."""
+    """Runs until a signal stops it or `on_event` returns False; answers
+    status requests on `status` (a status.StatusServer) and reloads on
+    SIGHUP meanwhile."""
     efd = endpoint.event_fd()
     fds = [efd] if status is None else [efd, status.fileno()]
     while not stopper.stopped:
         ready = stopper.wait(fds, 1.0)
+        if stopper.take_reload() and reload is not None:
+            reload()
         if status is not None and status.fileno() in ready:
             status.handle()
         for ev in endpoint.events():

@@ -1,11 +1,12 @@
-"""The crypto binding (kcpvpn._engine): packet protection, secret stretching
+"""The crypto binding (kcpvpn._engine.testing): packet protection, secret stretching
 and the handshake, driven from Python exactly as bytes in, bytes out."""
 
 import threading
 
 import pytest
 
-from kcpvpn import _engine as e
+from kcpvpn import errors
+from kcpvpn._engine import testing as e
 
 KEY = bytes(range(32))
 PSK = bytes([0x42]) * 32
@@ -31,7 +32,7 @@ def test_seal_open_round_trip(kind):
 def test_close_message_type():
     s, o = e.Sealer("aes", KEY, 1), e.Opener("aes", KEY)
     assert o.open_message(s.seal(b"", msg_type=4)) == (4, 0, b"")
-    with pytest.raises(ValueError, match="message type"):
+    with pytest.raises(errors.Malformed, match="message type"):
         s.seal(b"", msg_type=1)
 
 
@@ -39,7 +40,7 @@ def test_replay_is_refused():
     s, o = e.Sealer("chacha20", KEY, 1), e.Opener("chacha20", KEY)
     d = s.seal(b"once")
     assert o.open(d) == b"once"
-    with pytest.raises(ValueError, match="replayed"):
+    with pytest.raises(errors.Replayed, match="replayed"):
         o.open(d)
     assert o.stats()["replays"] == 1
 
@@ -49,18 +50,18 @@ def test_tampering_and_wrong_key_fail_authentication():
     d = bytearray(s.seal(b"payload"))
     d[20] ^= 1
     o = e.Opener("aes", KEY)
-    with pytest.raises(ValueError, match="authentication failed"):
+    with pytest.raises(errors.AuthenticationFailed, match="authentication failed"):
         o.open(bytes(d))
-    with pytest.raises(ValueError, match="authentication failed"):
+    with pytest.raises(errors.AuthenticationFailed, match="authentication failed"):
         e.Opener("aes", bytes(32)).open(s.seal(b"x"))
     assert o.stats()["auth_failures"] == 1
 
 
 def test_truncated_and_bad_type():
     o = e.Opener("aes", KEY)
-    with pytest.raises(ValueError, match="truncated"):
+    with pytest.raises(errors.Truncated, match="truncated"):
         o.open(b"\x03" + bytes(20))
-    with pytest.raises(ValueError, match="message type"):
+    with pytest.raises(errors.Malformed, match="message type"):
         o.open(b"\x09" + bytes(40))
     assert e.peek_header(b"\x03" + bytes(10)) is None
     assert e.peek_header(b"\x01" + bytes(40)) is None
@@ -68,11 +69,11 @@ def test_truncated_and_bad_type():
 
 def test_cipher_names():
     assert e.cipher_name("AES") == "aes"
-    with pytest.raises(ValueError, match="no longer supported.*chacha20"):
+    with pytest.raises(errors.UnsupportedCipher, match="no longer supported.*chacha20"):
         e.Sealer("salsa20", KEY, 1)
-    with pytest.raises(ValueError, match="unknown cipher"):
+    with pytest.raises(errors.UnsupportedCipher, match="unknown cipher"):
         e.Opener("rot13", KEY)
-    with pytest.raises(ValueError, match="32 bytes"):
+    with pytest.raises(errors.InvalidParameter, match="32 bytes"):
         e.Sealer("aes", b"short", 1)
 
 
@@ -113,6 +114,8 @@ CONFIG = {
     "client_ip": "10.8.0.2",
     "prefixlen": 24,
     "fec": (10, 3),
+    "udp_mtu": 1300,
+    "keepalive": 15,
 }
 
 
@@ -127,6 +130,8 @@ def test_handshake_happy_path_and_keys_protect_packets():
         "ip": None,
         "fec": (10, 3),
         "cipher": "aes",
+        "udp_mtu": 1350,
+        "keepalive": 10,
         "sender_id": 77,
         "timestamp_ms": NOW,
     }
@@ -140,7 +145,7 @@ def test_handshake_happy_path_and_keys_protect_packets():
     assert out["send_key"] == skeys["recv_key"] and out["recv_key"] == skeys["send_key"]
     d = e.Sealer("aes", out["send_key"], 9001).seal(b"hello")
     assert e.Opener("aes", skeys["recv_key"]).open(d) == b"hello"
-    with pytest.raises(RuntimeError, match="already answered"):
+    with pytest.raises(errors.AlreadyUsed, match="already answered"):
         pending.refuse("again")
     assert resp.stats()["requests"] == 1
 
@@ -148,14 +153,14 @@ def test_handshake_happy_path_and_keys_protect_packets():
 def test_handshake_wrong_psk_both_ways():
     resp = e.HandshakeResponder(PSK)
     ini = e.HandshakeInitiator(bytes(32), wishes(), 1, NOW)
-    with pytest.raises(ValueError, match="authentication failed"):
+    with pytest.raises(errors.AuthenticationFailed, match="authentication failed"):
         resp.read_init(ini.message, NOW)
     assert resp.stats()["auth_failures"] == 1
     # The client with PSK gets an answer from a server with another key.
     mine = e.HandshakeInitiator(PSK, wishes(), 1, NOW)
     _, pending = e.HandshakeResponder(bytes(32)).read_init(ini.message, NOW)
     m2, _ = pending.accept(CONFIG, 2)
-    with pytest.raises(ValueError, match="server does not share our secret"):
+    with pytest.raises(errors.AuthenticationFailed, match="server does not share our secret"):
         mine.read_response(m2)
 
 
@@ -164,10 +169,10 @@ def test_handshake_replay_stale_and_refusal():
     ini = e.HandshakeInitiator(PSK, wishes(ip_mode=1, ip="fd00::5"), 3, NOW)
     req, pending = resp.read_init(ini.message, NOW)
     assert req["ip"] == "fd00::5"
-    with pytest.raises(ValueError, match="replayed"):
+    with pytest.raises(errors.ReplayedHandshake, match="replayed"):
         resp.read_init(ini.message, NOW + 1)
     late = e.HandshakeInitiator(PSK, wishes(), 3, NOW)
-    with pytest.raises(ValueError, match="clock"):
+    with pytest.raises(errors.StaleHandshake, match="clock"):
         resp.read_init(late.message, NOW + 61_000)
     out = ini.read_response(pending.refuse("address fd00::5 is taken"))
     assert out["accepted"] is False and out["reason"] == "address fd00::5 is taken"
@@ -180,25 +185,25 @@ def test_handshake_ignores_and_rejects_junk():
     ini = e.HandshakeInitiator(PSK, wishes(), 5, NOW)
     assert ini.read_response(b"") is None
     assert ini.read_response(b"\x03" + bytes(40)) is None
-    with pytest.raises(ValueError, match="truncated"):
+    with pytest.raises(errors.Truncated, match="truncated"):
         ini.read_response(b"\x02\x00\x00\x00")
     resp = e.HandshakeResponder(PSK)
-    with pytest.raises(ValueError, match="truncated"):
+    with pytest.raises(errors.Truncated, match="truncated"):
         resp.read_init(b"\x01" + bytes(10), NOW)
-    with pytest.raises(ValueError, match="larger"):
+    with pytest.raises(errors.Malformed, match="larger"):
         resp.read_init(b"\x01" + bytes(5000), NOW)
 
 
 def test_handshake_payload_validation():
-    with pytest.raises(ValueError, match="client id"):
+    with pytest.raises(errors.InvalidParameter, match="client id"):
         e.HandshakeInitiator(PSK, wishes(client_id="has space"), 1, NOW)
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(errors.InvalidParameter, match="unknown key"):
         e.HandshakeInitiator(PSK, wishes(mtu2=5), 1, NOW)
-    with pytest.raises(ValueError, match="missing key"):
+    with pytest.raises(errors.InvalidParameter, match="missing key"):
         e.HandshakeInitiator(PSK, {"client_id": "x"}, 1, NOW)
-    with pytest.raises(ValueError, match="not an IP address"):
+    with pytest.raises(errors.InvalidParameter, match="not an IP address"):
         e.HandshakeInitiator(PSK, wishes(ip_mode=1, ip="nope"), 1, NOW)
     ini = e.HandshakeInitiator(PSK, wishes(), 1, NOW)
     _, pending = e.HandshakeResponder(PSK).read_init(ini.message, NOW)
-    with pytest.raises(ValueError, match="prefix length"):
+    with pytest.raises(errors.InvalidParameter, match="prefix length"):
         pending.accept(dict(CONFIG, prefixlen=40), 2)

@@ -1,4 +1,4 @@
-"""The FEC binding (kcpvpn._engine.FecEncoder / FecDecoder): shards out,
+"""The FEC binding (kcpvpn._engine.testing.FecEncoder / FecDecoder): shards out,
 datagrams back exactly once, losses within the parity budget repaired."""
 
 import itertools
@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from kcpvpn import _engine as e
+from kcpvpn import errors
+from kcpvpn._engine import testing as e
 
 
 def datagrams(n, size=200, start=0):
@@ -124,23 +125,23 @@ def test_malformed_shards_raise_value_error_and_are_counted():
         struct.pack("<IBBH", 0, 0xF1, 0, 9) + b"x",
     ]
     for b in bad:
-        with pytest.raises(ValueError, match="FEC"):
+        with pytest.raises(errors.PacketError, match="FEC"):
             dec.input(b)
     assert dec.stats()["malformed"] == len(bad)
 
 
 @pytest.mark.parametrize("ds,ps", [(0, 3), (10, 0), (250, 10)])
 def test_bad_shard_counts_are_refused(ds, ps):
-    with pytest.raises(ValueError, match="data shards"):
+    with pytest.raises(errors.InvalidParameter, match="data shards"):
         e.FecEncoder(ds, ps)
-    with pytest.raises(ValueError, match="data shards"):
+    with pytest.raises(errors.InvalidParameter, match="data shards"):
         e.FecDecoder(ds, ps)
 
 
 def test_oversize_datagram_and_bad_window_are_refused():
-    with pytest.raises(ValueError, match="max_datagram"):
+    with pytest.raises(errors.InvalidParameter, match="max_datagram"):
         e.FecEncoder(10, 3, max_datagram=100).encode(b"x" * 101)
-    with pytest.raises(ValueError, match="max_open_groups"):
+    with pytest.raises(errors.InvalidParameter, match="max_open_groups"):
         e.FecDecoder(10, 3, max_open_groups=0)
 
 

@@ -1,11 +1,12 @@
-"""The KCP binding (kcpvpn._engine.Kcp): two endpoints exchanging datagrams
+"""The KCP binding (kcpvpn._engine.testing.Kcp): two endpoints exchanging datagrams
 over a simulated lossy link with a simulated clock, plus error handling."""
 
 import random
 
 import pytest
 
-from kcpvpn import _engine as e
+from kcpvpn import errors
+from kcpvpn._engine import testing as e
 
 
 def run_link(a, b, messages, *, loss, seed, mode_flush, max_ms=600_000):
@@ -90,28 +91,28 @@ def test_dead_link_detected_when_everything_is_dropped():
 def test_manual_mode_and_overrides():
     k = e.Kcp(1, "manual", nodelay=True, interval=15, resend=3, nc=False)
     assert k.conv == 1 and k.mss == 1376
-    with pytest.raises(ValueError, match="all four"):
+    with pytest.raises(errors.InvalidParameter, match="all four"):
         e.Kcp(1, "manual", nodelay=True)
-    with pytest.raises(ValueError, match='unknown KCP mode "turbo"'):
+    with pytest.raises(errors.InvalidParameter, match='unknown KCP mode "turbo"'):
         e.Kcp(1, "turbo")
-    with pytest.raises(ValueError, match="mtu=20 is out of range"):
+    with pytest.raises(errors.InvalidParameter, match="mtu=20 is out of range"):
         e.Kcp(1, mtu=20)
-    with pytest.raises(ValueError, match="conv=-1"):
+    with pytest.raises(errors.InvalidParameter, match="conv=-1"):
         e.Kcp(-1)
     assert e.Kcp(1, "fast", rcvwnd=128).max_message == 128 * 1376
 
 
 def test_errors_are_value_errors_with_reasons():
     a, b = e.Kcp(1), e.Kcp(2)
-    with pytest.raises(ValueError, match="larger than"):
+    with pytest.raises(errors.InvalidParameter, match="larger than"):
         a.send(bytes(a.max_message + 1))
     a.send(b"hello")
     (d,) = a.flush(0)
-    with pytest.raises(ValueError, match="conversation"):
+    with pytest.raises(errors.Malformed, match="conversation"):
         b.input(d, 0)
-    with pytest.raises(ValueError, match="truncated"):
+    with pytest.raises(errors.Truncated, match="truncated"):
         e.Kcp(1).input(d[:27], 0)
-    with pytest.raises(ValueError, match="unknown KCP command"):
+    with pytest.raises(errors.Malformed, match="unknown KCP command"):
         e.Kcp(1).input(d[:4] + b"\x00" + d[5:], 0)
     assert b.stats()["input_errors"] == 1
     assert e.Kcp.conv_of(b"short") is None

@@ -26,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
         ip: None,
         fec: None,
         cipher: CipherKind::Aes256Gcm,
+        udp_mtu: 1350,
+        keepalive_s: 10,
     };
     let (mut ini, _m1) = Initiator::new(&PSK, wishes, 0x0102_0304, 0).unwrap();
     // Aim at the receiver id so the input reaches the Noise layer.

@@ -131,29 +131,39 @@ def test_client_refuses_a_path_escaping_id(topo, bad_id):
 
 
 def test_a_bad_id_never_goes_on_the_wire():
-    """Below the CLI's check: the handshake encoder refuses such an id (and
-    the server's decoder refuses it too: Rust tests in crypto/handshake)."""
-    from kcpvpn import _engine
+    """Below the CLI's check: the engine refuses to start a handshake with
+    such an id (and the server's decoder refuses it too: Rust tests in
+    crypto/handshake)."""
+    import os
+    import socket
 
-    psk = _engine.Psk(b"x" * 16)
-    payload = {"client_id": "../../x", "mtu": 1500, "ip_mode": 0, "ip": None, "fec": None}
-    payload["cipher"] = "aes"
-    with pytest.raises(ValueError, match="client id"):
-        _engine.Initiator(psk, payload, 1)
+    from kcpvpn import _engine, errors
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ep = _engine.Endpoint.client(
+        os.dup(sock.fileno()), _engine.Psk(b"x" * 16), _engine.SessionParams()
+    )
+    try:
+        with pytest.raises(errors.InvalidParameter, match="client id"):
+            ep.connect(("127.0.0.1", 9), mtu=1500, client_id="../../x")
+    finally:
+        ep.stop()
+        sock.close()
 
 
 class _FakeEndpoint:
     def __init__(self) -> None:
         self.refused: list[tuple[int, str]] = []
 
-    def refuse(self, pending_id: int, reason: str) -> None:
-        self.refused.append((pending_id, reason))
+    def refuse(self, request, reason: str) -> None:
+        self.refused.append((request.pending_id, reason))
 
 
 def test_server_refuses_a_bad_id_before_any_hook(tmp_path):
     """The server's own check (defence in depth behind the decoder): a request
     with a path-escaping id is refused and runs no hook, even one placed
     where the traversal would lead."""
+    from kcpvpn import _engine
     from kcpvpn.config import ServerConfig
     from kcpvpn.hooks import HookRunner
     from kcpvpn.server import Server
@@ -169,12 +179,10 @@ def test_server_refuses_a_bad_id_before_any_hook(tmp_path):
     srv.endpoint = _FakeEndpoint()
     srv.hooks = HookRunner(hooks)
     srv.clients = {}
-    ev = {
-        "pending_id": 7,
-        "from": ("10.0.0.2", 5555),
-        "request": {"client_id": "../../x", "cipher": "aes", "ip_mode": 0, "mtu": 1500},
-    }
-    srv.on_request(ev)
+    req = _engine.HandshakeRequest(
+        pending_id=7, peer=("10.0.0.2", 5555), client_id="../../x", mtu=1500
+    )
+    srv.on_request(req)
     assert srv.endpoint.refused and srv.endpoint.refused[0][0] == 7
     assert "client id" in srv.endpoint.refused[0][1]
     assert srv.hooks.wait(5) and not marker.exists()

@@ -192,11 +192,11 @@ def test_repeated_handshake_from_one_socket_keeps_one_session(topo):
     import secrets
     import socket
 
-    from kcpvpn import _engine
+    from kcpvpn._engine import testing
     from kcpvpn_lab.vpn import SECRET
 
     srv = start_server(topo.server, *SERVER_FLAGS)
-    psk = _engine.Psk(SECRET.encode())
+    psk = testing.stretch_secret(SECRET.encode())
     payload = {
         "client_id": "",
         "mtu": 1500,
@@ -210,8 +210,10 @@ def test_repeated_handshake_from_one_socket_keeps_one_session(topo):
         sock.settimeout(5)
         answers = []
         for _ in range(2):  # the first answer is "lost": read but ignored
-            ini = _engine.Initiator(psk, payload, secrets.randbits(31) + 1)
-            sock.sendto(ini.message(), (str(topo.server.address), 4000))
+            ini = testing.HandshakeInitiator(
+                psk, payload, secrets.randbits(31) + 1, int(time.time() * 1000)
+            )
+            sock.sendto(ini.message, (str(topo.server.address), 4000))
             out = None
             while out is None:  # skip the old session's close message
                 data, _ = sock.recvfrom(2048)
@@ -219,8 +221,8 @@ def test_repeated_handshake_from_one_socket_keeps_one_session(topo):
             answers.append(out)
     finally:
         sock.close()
-    assert all(a is not None and a.accepted for a in answers), [a and a.reason for a in answers]
-    assert answers[0].config["client_ip"] == answers[1].config["client_ip"] == "192.168.88.2"
+    assert all(a["accepted"] for a in answers), [a["reason"] for a in answers]
+    assert answers[0]["config"]["client_ip"] == answers[1]["config"]["client_ip"] == "192.168.88.2"
     # One session, one interface (its name may be kvs0 or kvs1: the old
     # interface disappears asynchronously, once the data path lets it go).
     deadline = time.monotonic() + 5

@@ -72,6 +72,8 @@ fn handshake(c: &mut Criterion) {
         ip: None,
         fec: Some((10, 3)),
         cipher: CipherKind::Aes256Gcm,
+        udp_mtu: 1350,
+        keepalive_s: 10,
     };
     let config = ServerConfigPayload {
         mtu: 1400,
@@ -79,6 +81,8 @@ fn handshake(c: &mut Criterion) {
         server_ip: Some("10.0.0.1".parse().unwrap()),
         client_ip: Some("10.0.0.2".parse().unwrap()),
         prefixlen: Some(24),
+        udp_mtu: 1350,
+        keepalive_s: 10,
         ..Default::default()
     };
     let mut g = c.benchmark_group("handshake");

@@ -1,5 +1,6 @@
 //! kcpvpn's cryptography, sans-IO: bytes in, bytes out, time passed in.
 //!
+//! - [`messages`]: the one registry of outer message types.
 //! - [`packet`]: one AEAD seal per datagram (AES-256-GCM, AES-128-GCM,
 //!   ChaCha20-Poly1305 through `ring`, or `none`), with a 16-byte outer
 //!   header used as associated data and a per-direction 64-bit counter as
@@ -18,6 +19,7 @@
 //! The wire format is specified in `docs/protocol.md` (sections 1, 2 and 5).
 
 pub mod handshake;
+pub mod messages;
 pub mod packet;
 pub mod replay;
 

@@ -20,20 +20,10 @@ use ring::aead;
 pub const HEADER_LEN: usize = 16;
 /// AEAD tag length (0 with [`CipherKind::None`]; see [`CipherKind::tag_len`]).
 pub const TAG_LEN: usize = 16;
-/// Outer message types (byte 0 of every datagram).
-pub const MSG_HANDSHAKE_INIT: u8 = 1;
-pub const MSG_HANDSHAKE_RESPONSE: u8 = 2;
-pub const MSG_DATA: u8 = 3;
-/// An authenticated goodbye: the peer releases the session at once.
-pub const MSG_CLOSE: u8 = 4;
-/// Receiver feedback for adaptive FEC (loss report), protected like data.
-pub const MSG_FEEDBACK: u8 = 6;
-
-/// The message types sealed with the packet keys (data, close, feedback).
-#[inline]
-pub const fn is_sealed_type(t: u8) -> bool {
-    matches!(t, MSG_DATA | MSG_CLOSE | MSG_FEEDBACK)
-}
+pub use crate::messages::{
+    is_sealed_type, MSG_CLOSE, MSG_DATA, MSG_FEEDBACK, MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_RESPONSE,
+    MSG_PROBE,
+};
 
 /// The data cipher. Both directions of a session use the same kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -53,7 +43,7 @@ pub enum CipherKind {
 /// Names the original kcpvpn accepted that we refuse: weaker, obsolete or
 /// unauthenticated. Refusing (instead of mapping them to something else)
 /// means a configuration never gets silently weaker or silently different.
-const REFUSED: &[&str] = &[
+pub const REFUSED_CIPHERS: &[&str] = &[
     "aes-192", "salsa20", "blowfish", "twofish", "cast5", "3des", "tea", "xtea", "xor", "sm4",
 ];
 const CHOICES: &str =
@@ -75,7 +65,7 @@ impl CipherKind {
             "aes-128" | "aes-128-gcm" => Ok(CipherKind::Aes128Gcm),
             "chacha20" | "chacha20-poly1305" => Ok(CipherKind::ChaCha20Poly1305),
             "none" => Ok(CipherKind::None),
-            n if REFUSED.contains(&n) => Err(CryptoError::UnsupportedCipher(format!(
+            n if REFUSED_CIPHERS.contains(&n) => Err(CryptoError::UnsupportedCipher(format!(
                 "cipher {name:?} is no longer supported (kcpvpn only uses authenticated encryption); \
                  choose one of: {CHOICES}"
             ))),
@@ -90,6 +80,16 @@ impl CipherKind {
             CipherKind::Aes128Gcm => "aes-128",
             CipherKind::ChaCha20Poly1305 => "chacha20",
             CipherKind::None => "none",
+        }
+    }
+
+    /// What it is, for help texts.
+    pub const fn description(self) -> &'static str {
+        match self {
+            CipherKind::Aes256Gcm => "AES-256-GCM",
+            CipherKind::Aes128Gcm => "AES-128-GCM",
+            CipherKind::ChaCha20Poly1305 => "ChaCha20-Poly1305",
+            CipherKind::None => "no encryption, no authentication",
         }
     }
 
@@ -675,7 +675,7 @@ mod tests {
         }
         assert_eq!(CipherKind::parse("AES").unwrap(), CipherKind::Aes256Gcm);
         assert_eq!(CipherKind::default(), CipherKind::Aes256Gcm);
-        for old in REFUSED {
+        for old in REFUSED_CIPHERS {
             let e = CipherKind::parse(old).unwrap_err().to_string();
             assert!(
                 e.contains("no longer supported") && e.contains("chacha20"),

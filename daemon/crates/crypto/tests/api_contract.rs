@@ -28,6 +28,8 @@ fn handshake_then_data_both_ways() {
         ip: None,
         fec: None,
         cipher: CipherKind::parse("chacha20").unwrap(),
+        udp_mtu: 1350,
+        keepalive_s: 10,
     };
     let (mut state, m1) = hs::Initiator::new(&psk, p, 4242, unix_ms()).unwrap();
 
@@ -45,6 +47,8 @@ fn handshake_then_data_both_ways() {
         client_ip: Some("10.1.0.2".parse().unwrap()),
         prefixlen: Some(24),
         fec: None,
+        udp_mtu: 1350,
+        keepalive_s: 10,
     };
     let session_id = 99u32;
     let (msg2, keys) = accept.accept(&config, session_id);
@@ -114,6 +118,8 @@ fn refusal_path() {
         ip: None,
         fec: Some((10, 3)),
         cipher: CipherKind::Aes256Gcm,
+        udp_mtu: 1350,
+        keepalive_s: 10,
     };
     let (mut state, m1) = hs::Initiator::new(&psk, p, 1, unix_ms()).unwrap();
     let (_, accept) = responder.read_init(&m1, unix_ms()).unwrap();

@@ -1,25 +1,23 @@
 //! `kcpvpn._engine`: the Python face of the data plane.
 //!
-//! Each concern registers its own classes from its own file, so that the
-//! bindings for KCP, FEC, packet protection, the tunnel and the lab's link
-//! emulator can change independently.
+//! The module itself is the production surface the daemons use: the data
+//! path (`Endpoint`), its settings and bounds, events and counters.
+//! `kcpvpn._engine.testing` holds the pieces one at a time for tests and
+//! the lab. Errors are the classes of `kcpvpn.errors`.
 use pyo3::prelude::*;
 
-mod crypto;
 mod emulator;
-mod fec;
-mod kcp;
-#[cfg(feature = "tunnel")]
-mod tunnel;
+mod endpoint;
+mod errors;
+mod params;
+mod testing;
 
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    kcp::register(m)?;
-    fec::register(m)?;
-    crypto::register(m)?;
-    #[cfg(feature = "tunnel")]
-    tunnel::register(m)?;
+    params::register(m)?;
+    endpoint::register(m)?;
+    testing::register(m)?;
     emulator::register(m)?;
     Ok(())
 }

@@ -1,6 +1,11 @@
-//! kcpvpn's tunnel: the session pipeline (sans-IO) and the I/O drivers that
-//! run it between a UDP socket and TUN/TAP devices.
+//! kcpvpn's tunnel: the sans-IO protocol (sessions, the endpoint that
+//! demultiplexes and handshakes, their parameters) and the thin I/O driver
+//! that runs it between a transport and TUN/TAP devices.
+pub mod driver;
 pub mod endpoint;
 pub mod mss;
+pub mod params;
+pub mod pmtu;
 pub mod session;
 pub mod sys;
+pub mod transport;

@@ -10,7 +10,10 @@
 //! shards reports, at most every [`FEEDBACK_PERIOD_MS`], how many of the
 //! peer's datagrams it lost (from gaps in the packet counters); the sender
 //! turns the smoothed loss rate into the parity count of its next groups.
-use kcpvpn_crypto::packet::{CipherKind, Opener, Sealer, MSG_CLOSE, MSG_DATA, MSG_FEEDBACK};
+use crate::pmtu::{self, PathMtu};
+use kcpvpn_crypto::packet::{
+    CipherKind, Opener, Sealer, MSG_CLOSE, MSG_DATA, MSG_FEEDBACK, MSG_PROBE,
+};
 use kcpvpn_fec::{FecDecoder, FecEncoder};
 use kcpvpn_kcp::{Kcp, KcpConfig};
 
@@ -103,6 +106,16 @@ pub struct SessionStats {
     pub fec_loss_ppm: u64,
     pub feedback_in: u64,
     pub feedback_out: u64,
+    /// Path-MTU probes sent and acknowledged (docs/protocol.md, section 6.8).
+    pub probes_out: u64,
+    pub probes_acked: u64,
+    /// The largest datagram the path carried so far (0: not probed yet).
+    pub path_mtu: u64,
+    /// What the peer's loss reports added up to: our datagrams it expected
+    /// and the ones that never arrived (the measured loss, without the
+    /// smoothing and prior of `fec_loss_ppm`).
+    pub peer_expected: u64,
+    pub peer_lost: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,8 +124,6 @@ pub enum Closed {
     ByPeer,
     /// Nothing authenticated from the peer for `idle_timeout_ms`.
     IdleTimeout,
-    /// KCP gave up retransmitting a segment.
-    DeadLink,
 }
 
 /// What one received datagram turned out to be.
@@ -123,6 +134,8 @@ pub enum Received {
     Close,
     /// A loss report for adaptive FEC (section 6.7).
     Feedback,
+    /// A path-MTU probe or its acknowledgement (section 6.8).
+    Probe,
     /// Dropped and counted (failed authentication, replay, malformed).
     Dropped,
 }
@@ -154,6 +167,15 @@ pub struct Session {
     /// coming, so full parity.
     feedback_fresh_until: Option<u32>,
     loss_floor: LossFloor,
+    /// Responder side: nothing leaves until the peer's first authenticated
+    /// datagram proves it installed the session (so none of ours arrives
+    /// at a peer that would drop it as unknown and count it as loss).
+    awaiting_peer: bool,
+    /// A session the peer has not confirmed by then is given up.
+    await_deadline: u32,
+    /// Whole messages stay in KCP until the interface is there to take them.
+    holding: bool,
+    pmtu: PathMtu,
     pub stats: SessionStats,
 }
 
@@ -397,6 +419,10 @@ impl Session {
             loss_estimate: LOSS_PRIOR,
             feedback_fresh_until: None,
             loss_floor: LossFloor::default(),
+            awaiting_peer: false,
+            await_deadline: now,
+            holding: false,
+            pmtu: PathMtu::new(cfg.udp_mtu),
             stats: SessionStats {
                 fec_parity: cfg.fec_send.map_or(0.0, |(_, p)| p as f64),
                 fec_loss_ppm: (LOSS_PRIOR * 1e6) as u64,
@@ -425,6 +451,44 @@ impl Session {
 
     pub fn closed(&self) -> Option<Closed> {
         self.closed
+    }
+
+    /// Responder side: send nothing until the peer's first authenticated
+    /// datagram arrives; give up (idle) if it has not within `timeout_ms`
+    /// (its answer was lost and it tried again, or it went away).
+    pub fn await_peer(&mut self, now: u32, timeout_ms: u32) {
+        self.awaiting_peer = true;
+        self.await_deadline = now.wrapping_add(timeout_ms);
+    }
+
+    /// True until the peer proved it has the session (see [`Session::await_peer`]).
+    pub fn awaiting_peer(&self) -> bool {
+        self.awaiting_peer
+    }
+
+    /// Keep whole messages in KCP instead of delivering them (the interface
+    /// is not there yet). KCP's receive window then closes as they pile up,
+    /// so the peer holds back instead of losing them.
+    pub fn hold_delivery(&mut self) {
+        self.holding = true;
+    }
+
+    /// Delivers what was held and delivers at once from now on.
+    pub fn release_delivery(&mut self, deliver: &mut dyn FnMut(&[u8])) {
+        self.holding = false;
+        self.drain_messages(deliver);
+    }
+
+    /// A keepalive now: the initiator's first datagram, which tells the
+    /// responder that the session is installed at this end.
+    pub fn greet(&mut self, now: u32, tx: &mut dyn Transmit) {
+        self.send_keepalive(now, tx);
+    }
+
+    /// The path-MTU search's verdict, once: (configured, largest that
+    /// worked) when the path drops datagrams of the configured size.
+    pub fn take_path_mtu_problem(&mut self) -> Option<(usize, usize)> {
+        self.pmtu.take_problem()
     }
 
     /// True while the session may take another packet from the interface
@@ -482,7 +546,20 @@ impl Session {
         self.stats.datagrams_in += 1;
         self.stats.wire_bytes_in += wire_len;
         self.last_recv = now;
+        self.awaiting_peer = false;
         self.rx.authenticated(opened.counter);
+        if opened.msg_type == MSG_PROBE {
+            return match pmtu::decode(opened.payload) {
+                Some(p) => {
+                    self.on_probe(p, wire_len as usize, now);
+                    Received::Probe
+                }
+                None => {
+                    self.stats.malformed += 1;
+                    Received::Dropped
+                }
+            };
+        }
         if opened.msg_type == MSG_CLOSE {
             self.closed = Some(Closed::ByPeer);
             return Received::Close;
@@ -544,6 +621,8 @@ impl Session {
     /// Sender side of adaptive FEC: folds a report into the loss estimate
     /// and picks the parity count for the next groups.
     fn on_feedback(&mut self, expected: u32, lost: u32, now: u32) {
+        self.stats.peer_expected += expected as u64;
+        self.stats.peer_lost += lost as u64;
         let Some(enc) = &mut self.fec_enc else {
             return; // we send no FEC; nothing to adapt
         };
@@ -606,6 +685,9 @@ impl Session {
     }
 
     fn drain_messages(&mut self, deliver: &mut dyn FnMut(&[u8])) {
+        if self.holding {
+            return;
+        }
         while let Some(size) = self.kcp.peek_size() {
             if size > self.msg_buf.len() {
                 self.msg_buf.resize(size, 0);
@@ -627,6 +709,10 @@ impl Session {
     /// Sends whatever KCP has ready (new data, ACKs, retransmissions); a
     /// few ACKs with nothing else to send wait up to [`ACK_DELAY_MS`].
     pub fn flush(&mut self, now: u32, tx: &mut dyn Transmit) {
+        if self.awaiting_peer {
+            return;
+        }
+        self.answer_probes(tx);
         self.expire_feedback(now);
         let acks = self.kcp.pending_acks();
         if acks > 0 && acks < ACK_BATCH && self.kcp.only_acks_due(now) {
@@ -705,6 +791,11 @@ impl Session {
         if self.closed.is_some() {
             return;
         }
+        if self.awaiting_peer {
+            self.check_idle(now);
+            return;
+        }
+        self.answer_probes(tx);
         let acks_due = self.ack_deadline.is_some_and(|d| !before(now, d));
         if acks_due || after(now, self.kcp.check(now)) {
             self.flush(now, tx);
@@ -737,26 +828,88 @@ impl Session {
         if self.cfg.keepalive_ms > 0
             && after(now, self.last_send.wrapping_add(self.cfg.keepalive_ms))
         {
+            self.send_keepalive(now, tx);
+        }
+        self.probe_path(now, tx);
+        self.check_idle(now);
+    }
+
+    /// The peer is gone only after a time without any authenticated
+    /// datagram from it (keepalives included), never after a count of
+    /// retransmissions: an outage shorter than the timeout keeps the session.
+    fn check_idle(&mut self, now: u32) {
+        let unconfirmed = self.awaiting_peer && after(now, self.await_deadline);
+        let silent = self.cfg.idle_timeout_ms > 0
+            && after(now, self.last_recv.wrapping_add(self.cfg.idle_timeout_ms));
+        if unconfirmed || silent {
+            self.closed = Some(Closed::IdleTimeout);
+        }
+    }
+
+    fn send_keepalive(&mut self, now: u32, tx: &mut dyn Transmit) {
+        let buf = tx.buf();
+        if self.sealer.seal_into(MSG_DATA, &[], buf).is_ok() {
+            self.stats.keepalives_out += 1;
+            self.stats.datagrams_out += 1;
+            self.stats.wire_bytes_out += buf.len() as u64;
+            tx.commit();
+        }
+        self.last_send = now;
+    }
+
+    /// Sends the next path-MTU probe when one is due.
+    fn probe_path(&mut self, now: u32, tx: &mut dyn Transmit) {
+        let Some(probe) = self.pmtu.due(now) else {
+            return;
+        };
+        let overhead = self.cfg.cipher.overhead();
+        let mut plain = [0u8; pmtu::MAX_PROBE];
+        let Some(n) = pmtu::encode_probe(&probe, overhead, &mut plain) else {
+            return;
+        };
+        let buf = tx.buf();
+        if self.sealer.seal_into(MSG_PROBE, &plain[..n], buf).is_ok() {
+            self.stats.probes_out += 1;
+            self.stats.datagrams_out += 1;
+            self.stats.wire_bytes_out += buf.len() as u64;
+            tx.commit();
+        }
+    }
+
+    fn on_probe(&mut self, p: pmtu::Probe, wire_len: usize, now: u32) {
+        match p.kind {
+            pmtu::Kind::Probe => self.pmtu.answer(p.id, wire_len),
+            pmtu::Kind::Ack => {
+                if self.pmtu.acked(p.id, p.size as usize, now) {
+                    self.stats.probes_acked += 1;
+                    self.stats.path_mtu = self.pmtu.confirmed() as u64;
+                }
+            }
+        }
+    }
+
+    /// Answers probes that arrived (small acknowledgements; they carry the
+    /// size that got through). Called from `poll` and `flush`.
+    fn answer_probes(&mut self, tx: &mut dyn Transmit) {
+        while let Some((id, size)) = self.pmtu.take_answer() {
+            let mut plain = [0u8; pmtu::ACK_LEN];
+            pmtu::encode_ack(id, size, &mut plain);
             let buf = tx.buf();
-            if self.sealer.seal_into(MSG_DATA, &[], buf).is_ok() {
-                self.stats.keepalives_out += 1;
+            if self.sealer.seal_into(MSG_PROBE, &plain, buf).is_ok() {
                 self.stats.datagrams_out += 1;
                 self.stats.wire_bytes_out += buf.len() as u64;
                 tx.commit();
             }
-            self.last_send = now;
-        }
-        if self.kcp.is_dead() {
-            self.closed = Some(Closed::DeadLink);
-        } else if self.cfg.idle_timeout_ms > 0
-            && after(now, self.last_recv.wrapping_add(self.cfg.idle_timeout_ms))
-        {
-            self.closed = Some(Closed::IdleTimeout);
         }
     }
 
     /// When `poll` must run next.
     pub fn next_timeout(&self, now: u32) -> u32 {
+        if self.awaiting_peer {
+            // Nothing leaves before the peer's first datagram; only the
+            // wait's own deadline can end it.
+            return self.await_deadline;
+        }
         let mut t = self.kcp.check(now);
         let mut earliest = |c: u32| {
             if (c.wrapping_sub(t) as i32) < 0 {
@@ -777,6 +930,11 @@ impl Session {
         }
         if self.cfg.idle_timeout_ms > 0 {
             earliest(self.last_recv.wrapping_add(self.cfg.idle_timeout_ms));
+        }
+        if !self.awaiting_peer {
+            if let Some(p) = self.pmtu.next_at() {
+                earliest(p);
+            }
         }
         t
     }

@@ -22,7 +22,7 @@ pub mod payload;
 
 pub use payload::{
     InitPayload, ResponsePayload, ServerConfigPayload, IP_MODE_CLIENT_SET, IP_MODE_NONE,
-    IP_MODE_SERVER_ASSIGNS, MAX_CLIENT_ID, MAX_REASON,
+    IP_MODE_SERVER_ASSIGNS, KEEPALIVE_RANGE_S, MAX_CLIENT_ID, MAX_REASON, MIN_UDP_MTU,
 };
 
 use payload::{

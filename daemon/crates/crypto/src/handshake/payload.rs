@@ -7,8 +7,14 @@ use super::HandshakeError;
 use crate::packet::CipherKind;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Payload format version (first byte of both payloads).
-pub const PAYLOAD_VERSION: u8 = 1;
+/// Payload format version (first byte of both payloads). Version 2 added
+/// the UDP MTU and keepalive period, negotiated by both sides.
+pub const PAYLOAD_VERSION: u8 = 2;
+/// The smallest UDP payload either side may offer (IPv4's minimum
+/// reassembly size; the tunnel needs room for a useful segment).
+pub const MIN_UDP_MTU: u16 = 576;
+/// Keepalive periods either side may offer, seconds.
+pub const KEEPALIVE_RANGE_S: (u16, u16) = (1, 3600);
 /// Longest client id, in bytes.
 pub const MAX_CLIENT_ID: usize = 16;
 /// Longest refusal reason, in bytes (UTF-8).
@@ -30,12 +36,12 @@ const FAMILY_V4: u8 = 4;
 const FAMILY_V6: u8 = 6;
 
 /// Largest encoded message-1 payload (before padding).
-pub const MAX_INIT_PAYLOAD: usize = 1 + 8 + 2 + 1 + 2 + 1 + 1 + MAX_CLIENT_ID + 17;
+pub const MAX_INIT_PAYLOAD: usize = 1 + 8 + 2 + 1 + 2 + 1 + 2 + 2 + 1 + MAX_CLIENT_ID + 17;
 /// Largest encoded message-2 payload (a refusal with the longest reason is
 /// the larger of the two forms).
 pub const MAX_RESPONSE_PAYLOAD: usize = {
     let refused = 1 + 1 + 1 + MAX_REASON;
-    let accepted = 1 + 1 + 1 + 2 + 2 + 17 + 17 + 1 + 2;
+    let accepted = 1 + 1 + 1 + 2 + 2 + 17 + 17 + 1 + 2 + 2 + 2;
     if refused > accepted {
         refused
     } else {
@@ -60,6 +66,11 @@ pub struct InitPayload {
     pub fec: Option<(u8, u8)>,
     /// The data cipher the client will use; the server must use the same.
     pub cipher: CipherKind,
+    /// The largest UDP payload the client may send and receive; both sides
+    /// use the smaller of the two offers.
+    pub udp_mtu: u16,
+    /// The client's keepalive period (s); both sides use the shorter one.
+    pub keepalive_s: u16,
 }
 
 /// The server's configuration sent with an acceptance (message 2).
@@ -79,6 +90,10 @@ pub struct ServerConfigPayload {
     pub prefixlen: Option<u8>,
     /// FEC the server applies to what it sends.
     pub fec: Option<(u8, u8)>,
+    /// The UDP MTU both sides use (the smaller of the two offers).
+    pub udp_mtu: u16,
+    /// The keepalive period both sides use, seconds (the shorter offer).
+    pub keepalive_s: u16,
 }
 
 /// Message 2's payload.
@@ -141,8 +156,24 @@ impl InitPayload {
             }
         }
         check_fec(self.fec).map_err(invalid)?;
+        check_terms(self.udp_mtu, self.keepalive_s).map_err(invalid)?;
         Ok(())
     }
+}
+
+fn check_terms(udp_mtu: u16, keepalive_s: u16) -> Result<(), String> {
+    if udp_mtu < MIN_UDP_MTU {
+        return Err(format!(
+            "UDP MTU {udp_mtu} is below the minimum of {MIN_UDP_MTU} bytes"
+        ));
+    }
+    let (lo, hi) = KEEPALIVE_RANGE_S;
+    if !(lo..=hi).contains(&keepalive_s) {
+        return Err(format!(
+            "keepalive period {keepalive_s} s is out of range ({lo}..{hi} s)"
+        ));
+    }
+    Ok(())
 }
 
 impl ServerConfigPayload {
@@ -150,6 +181,7 @@ impl ServerConfigPayload {
     /// before answering.
     pub fn validate(&self) -> Result<(), HandshakeError> {
         check_fec(self.fec).map_err(invalid)?;
+        check_terms(self.udp_mtu, self.keepalive_s).map_err(invalid)?;
         if let Some(p) = self.prefixlen {
             let v4 = matches!(self.client_ip.or(self.server_ip), Some(IpAddr::V4(_)));
             if p > 128 || (v4 && p > 32) {
@@ -249,6 +281,8 @@ pub fn encode_init(
     out.extend_from_slice(&p.mtu.to_le_bytes());
     out.push(p.ip_mode);
     out.extend_from_slice(&[ds, ps, p.cipher.to_wire()]);
+    out.extend_from_slice(&p.udp_mtu.to_le_bytes());
+    out.extend_from_slice(&p.keepalive_s.to_le_bytes());
     out.push(p.client_id.len() as u8);
     out.extend_from_slice(p.client_id.as_bytes());
     if p.ip_mode == IP_MODE_CLIENT_SET {
@@ -268,6 +302,10 @@ pub fn decode_init(b: &[u8]) -> Result<(u64, InitPayload), HandshakeError> {
     let fec = r.fec()?;
     let cipher =
         CipherKind::from_wire(r.u8()?).ok_or(HandshakeError::Malformed("unknown cipher code"))?;
+    let udp_mtu = r.u16()?;
+    let keepalive_s = r.u16()?;
+    check_terms(udp_mtu, keepalive_s)
+        .map_err(|_| HandshakeError::Malformed("UDP MTU or keepalive period out of range"))?;
     let n = r.u8()? as usize;
     if n > MAX_CLIENT_ID {
         return Err(HandshakeError::Malformed("client id too long"));
@@ -298,6 +336,8 @@ pub fn decode_init(b: &[u8]) -> Result<(u64, InitPayload), HandshakeError> {
             ip,
             fec,
             cipher,
+            udp_mtu,
+            keepalive_s,
         },
     ))
 }
@@ -340,6 +380,8 @@ pub fn encode_response(p: &ResponsePayload, out: &mut Vec<u8>) {
             out.push(c.prefixlen.unwrap_or(0));
             let (ds, ps) = c.fec.unwrap_or((0, 0));
             out.extend_from_slice(&[ds, ps]);
+            out.extend_from_slice(&c.udp_mtu.to_le_bytes());
+            out.extend_from_slice(&c.keepalive_s.to_le_bytes());
         }
     }
 }
@@ -374,6 +416,8 @@ pub fn decode_response(b: &[u8]) -> Result<ResponsePayload, HandshakeError> {
             let client_ip = r.ip()?;
             let prefix = r.u8()?;
             let fec = r.fec()?;
+            let udp_mtu = r.u16()?;
+            let keepalive_s = r.u16()?;
             let prefixlen = if flags & FLAG_PREFIX != 0 {
                 Some(prefix)
             } else {
@@ -387,6 +431,8 @@ pub fn decode_response(b: &[u8]) -> Result<ResponsePayload, HandshakeError> {
                 client_ip,
                 prefixlen,
                 fec,
+                udp_mtu,
+                keepalive_s,
             };
             c.validate()
                 .map_err(|_| HandshakeError::Malformed("server configuration out of range"))?;
@@ -415,6 +461,8 @@ mod tests {
             ip: Some("10.0.0.2".parse().unwrap()),
             fec: Some((10, 3)),
             cipher: CipherKind::ChaCha20Poly1305,
+            udp_mtu: 1350,
+            keepalive_s: 10,
         }
     }
 
@@ -457,7 +505,17 @@ mod tests {
         let mut v = Vec::new();
         encode_init(&init(), 5, &mut v).unwrap();
         // version, ip mode, FEC (parity without data), cipher, id length, address family
-        let cases: [(usize, u8); 6] = [(0, 2), (11, 3), (12, 0), (14, 9), (15, 17), (24, 5)];
+        // and the UDP MTU (below 576) and keepalive (0) of version 2
+        let cases: [(usize, u8); 8] = [
+            (0, 1),
+            (11, 3),
+            (12, 0),
+            (14, 9),
+            (16, 1),
+            (17, 0),
+            (19, 17),
+            (28, 5),
+        ];
         for (at, val) in cases {
             let mut w = v.clone();
             w[at] = val;
@@ -468,7 +526,7 @@ mod tests {
         }
         // bad character in the id
         let mut w = v.clone();
-        w[16] = b'!';
+        w[20] = b'!';
         assert!(decode_init(&w).is_err());
         for n in 0..v.len() {
             assert!(decode_init(&v[..n]).is_err(), "prefix {n}");
@@ -485,10 +543,16 @@ mod tests {
             client_ip: Some("fd00::2".parse().unwrap()),
             prefixlen: Some(64),
             fec: Some((20, 5)),
+            udp_mtu: 1350,
+            keepalive_s: 10,
         };
         for p in [
-            ResponsePayload::Accepted(c),
-            ResponsePayload::Accepted(Default::default()),
+            ResponsePayload::Accepted(c.clone()),
+            ResponsePayload::Accepted(ServerConfigPayload {
+                udp_mtu: MIN_UDP_MTU,
+                keepalive_s: 1,
+                ..Default::default()
+            }),
             ResponsePayload::Refused("no".into()),
         ] {
             let mut v = Vec::new();
@@ -527,6 +591,8 @@ mod tests {
         let c = ServerConfigPayload {
             client_ip: Some("10.0.0.2".parse().unwrap()),
             prefixlen: Some(33),
+            udp_mtu: 1350,
+            keepalive_s: 10,
             ..Default::default()
         };
         assert!(c.validate().is_err());
@@ -569,19 +635,25 @@ mod tests {
             arb_ip().prop_filter("v", |i| i.is_some()),
             arb_fec(),
             prop::sample::select(CipherKind::ALL.to_vec()),
+            MIN_UDP_MTU..=u16::MAX,
+            1u16..=3600,
         )
-            .prop_map(|(client_id, mtu, ip_mode, ip, fec, cipher)| InitPayload {
-                client_id,
-                mtu,
-                ip_mode,
-                ip: if ip_mode == IP_MODE_CLIENT_SET {
-                    ip
-                } else {
-                    None
+            .prop_map(
+                |(client_id, mtu, ip_mode, ip, fec, cipher, udp_mtu, keepalive_s)| InitPayload {
+                    client_id,
+                    mtu,
+                    ip_mode,
+                    ip: if ip_mode == IP_MODE_CLIENT_SET {
+                        ip
+                    } else {
+                        None
+                    },
+                    fec,
+                    cipher,
+                    udp_mtu,
+                    keepalive_s,
                 },
-                fec,
-                cipher,
-            })
+            )
     }
 
     proptest! {
@@ -597,11 +669,12 @@ mod tests {
         #[test]
         fn prop_response_round_trip(tap in any::<bool>(), mtu in any::<u16>(), ff in any::<u16>(),
                                     s in arb_ip(), c in arb_ip(), prefix in prop::option::of(0u8..=32),
-                                    fec in arb_fec(), reason in ".{0,300}", refused in any::<bool>()) {
+                                    fec in arb_fec(), reason in ".{0,300}", refused in any::<bool>(),
+                                    udp_mtu in MIN_UDP_MTU..=u16::MAX, keepalive_s in 1u16..=3600) {
             let p = if refused {
                 ResponsePayload::Refused(reason.clone())
             } else {
-                ResponsePayload::Accepted(ServerConfigPayload { tap, mtu, full_frame_mtu: ff, server_ip: s, client_ip: c, prefixlen: prefix, fec })
+                ResponsePayload::Accepted(ServerConfigPayload { tap, mtu, full_frame_mtu: ff, server_ip: s, client_ip: c, prefixlen: prefix, fec, udp_mtu, keepalive_s })
             };
             let mut v = Vec::new();
             encode_response(&p, &mut v);

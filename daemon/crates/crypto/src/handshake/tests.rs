@@ -14,6 +14,8 @@ fn wishes() -> InitPayload {
         ip: None,
         fec: Some((10, 3)),
         cipher: CipherKind::Aes256Gcm,
+        udp_mtu: 1350,
+        keepalive_s: 10,
     }
 }
 
@@ -26,6 +28,8 @@ fn config() -> ServerConfigPayload {
         client_ip: Some("10.8.0.2".parse().unwrap()),
         prefixlen: Some(24),
         fec: Some((10, 3)),
+        udp_mtu: 1350,
+        keepalive_s: 10,
     }
 }
 
@@ -251,6 +255,8 @@ fn message_1_is_at_least_as_large_as_any_message_2() {
         client_ip: Some("fd00::2".parse().unwrap()),
         prefixlen: Some(128),
         fec: Some((255, 255)),
+        udp_mtu: 1350,
+        keepalive_s: 10,
     };
     let mut small = wishes();
     small.client_id.clear();

@@ -48,8 +48,11 @@ impl Epoll {
         self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
     }
 
-    /// Waits up to `timeout_ms` and returns the tokens of ready descriptors.
-    pub fn wait(&mut self, timeout_ms: i32, ready: &mut Vec<u64>) -> io::Result<()> {
+    /// Waits up to `timeout_ms` and returns the tokens of ready descriptors
+    /// with their readiness: `(token, hung_up)`, where `hung_up` means the
+    /// descriptor reported an error or hang-up (reported even without read
+    /// interest, so a dead descriptor must be removed, or the wait spins).
+    pub fn wait(&mut self, timeout_ms: i32, ready: &mut Vec<(u64, bool)>) -> io::Result<()> {
         ready.clear();
         // SAFETY: events is a valid buffer of events.len() entries.
         let n = unsafe {
@@ -67,7 +70,12 @@ impl Epoll {
             }
             return Err(e);
         }
-        ready.extend(self.events[..n as usize].iter().map(|e| e.u64));
+        let bad = (libc::EPOLLERR | libc::EPOLLHUP) as u32;
+        ready.extend(
+            self.events[..n as usize]
+                .iter()
+                .map(|e| (e.u64, e.events & bad != 0)),
+        );
         Ok(())
     }
 }

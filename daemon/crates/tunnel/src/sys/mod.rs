@@ -89,15 +89,15 @@ impl AsRawFd for EventFd {
     }
 }
 
-/// Milliseconds on the monotonic clock, wrapping like KCP's clock.
-pub fn now_ms() -> u32 {
+/// Milliseconds on the monotonic clock.
+pub fn monotonic_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
     // SAFETY: ts is a valid out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000) as u32
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
 /// Wall-clock milliseconds since the Unix epoch (for handshake timestamps).

@@ -62,12 +62,76 @@ pub fn sockaddr_to(addr: &SocketAddr, ss: &mut libc::sockaddr_storage) -> libc::
     }
 }
 
+/// Why a send or receive failed, counted per reason: no error about one
+/// destination or one datagram may end the data path.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoErrors {
+    /// The socket buffer or a device queue is full (EAGAIN, ENOBUFS, ENOMEM).
+    pub full: u64,
+    /// No route, network down or unreachable, ICMP port unreachable.
+    pub unreachable: u64,
+    /// Refused by a firewall or a broadcast destination (EPERM, EACCES).
+    pub refused: u64,
+    /// Larger than the path or the device takes (EMSGSIZE).
+    pub too_big: u64,
+    /// An address the socket cannot use (EINVAL, EADDRNOTAVAIL, EAFNOSUPPORT, EDESTADDRREQ).
+    pub bad_address: u64,
+    /// Anything else.
+    pub other: u64,
+}
+
+impl IoErrors {
+    pub fn count(&mut self, errno: i32, n: u64) {
+        let slot = match errno {
+            libc::EAGAIN | libc::ENOBUFS | libc::ENOMEM => &mut self.full,
+            libc::ENETUNREACH
+            | libc::EHOSTUNREACH
+            | libc::ENETDOWN
+            | libc::EHOSTDOWN
+            | libc::ECONNREFUSED
+            | libc::ENONET
+            | libc::ENODEV => &mut self.unreachable,
+            libc::EPERM | libc::EACCES => &mut self.refused,
+            libc::EMSGSIZE => &mut self.too_big,
+            libc::EINVAL | libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT | libc::EDESTADDRREQ => {
+                &mut self.bad_address
+            }
+            _ => &mut self.other,
+        };
+        *slot += n;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.full + self.unreachable + self.refused + self.too_big + self.bad_address + self.other
+    }
+
+    /// (reason, count) pairs, for status and metrics.
+    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
+        [
+            ("full", self.full),
+            ("unreachable", self.unreachable),
+            ("refused", self.refused),
+            ("too_big", self.too_big),
+            ("bad_address", self.bad_address),
+            ("other", self.other),
+        ]
+    }
+}
+
+/// Errors that say the descriptor itself is unusable (a bug, not the network).
+fn fatal(errno: i32) -> bool {
+    matches!(errno, libc::EBADF | libc::EFAULT | libc::ENOTSOCK)
+}
+
 /// Receive side: fixed buffers reused for every batch.
 pub struct RecvBatch {
     bufs: Vec<Vec<u8>>,
     addrs: Vec<libc::sockaddr_storage>,
     lens: Vec<usize>,
     count: usize,
+    /// Datagrams larger than the buffers (cut by the kernel; dropped).
+    pub oversize: u64,
+    pub errors: IoErrors,
 }
 
 impl RecvBatch {
@@ -78,10 +142,13 @@ impl RecvBatch {
             addrs: vec![unsafe { zeroed() }; BATCH],
             lens: vec![0; BATCH],
             count: 0,
+            oversize: 0,
+            errors: IoErrors::default(),
         }
     }
 
-    /// One recvmmsg. Returns how many datagrams arrived (0 when none were waiting).
+    /// One recvmmsg. Returns how many datagrams arrived (0 when none were
+    /// waiting, or after an error about one datagram, which is counted).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
@@ -108,21 +175,28 @@ impl RecvBatch {
         if n < 0 {
             let e = io::Error::last_os_error();
             self.count = 0;
-            return match e.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EINTR) => Ok(0),
-                // An ICMP error queued on the socket (peer port closed) surfaces
-                // here once; it is not a reason to stop the data path.
-                Some(libc::ECONNREFUSED) | Some(libc::EHOSTUNREACH) | Some(libc::ENETUNREACH) => {
+            let errno = e.raw_os_error().unwrap_or(0);
+            return match errno {
+                libc::EAGAIN | libc::EINTR => Ok(0),
+                e2 if fatal(e2) => Err(e),
+                // An ICMP error queued on the socket (a peer's port closed)
+                // surfaces here once; counted, and the next call reads on.
+                _ => {
+                    self.errors.count(errno, 1);
                     Ok(0)
                 }
-                _ => Err(e),
             };
         }
         let n = n as usize;
-        // A datagram longer than our buffer is truncated by the kernel (MSG_TRUNC);
-        // it can't be a valid one of ours, so it's given as-is and fails authentication.
         for (len, hdr) in self.lens.iter_mut().zip(&hdrs[..n]) {
-            *len = hdr.msg_len as usize;
+            // Longer than our buffer (the peer's MTU is larger than the one
+            // agreed, or it is not ours): the kernel cut it; drop and count.
+            if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                self.oversize += 1;
+                *len = usize::MAX;
+            } else {
+                *len = hdr.msg_len as usize;
+            }
         }
         self.count = n;
         Ok(n)
@@ -136,10 +210,15 @@ impl RecvBatch {
         self.count == 0
     }
 
-    /// The i-th datagram of the last batch and its source address.
-    pub fn get_mut(&mut self, i: usize) -> (&mut [u8], Option<SocketAddr>) {
+    /// The i-th datagram of the last batch and its source address (None
+    /// for a datagram that was cut or has no usable source).
+    pub fn get_mut(&mut self, i: usize) -> Option<(&mut [u8], SocketAddr)> {
         let len = self.lens[i];
-        (&mut self.bufs[i][..len], sockaddr_from(&self.addrs[i]))
+        if len == usize::MAX {
+            return None;
+        }
+        let from = sockaddr_from(&self.addrs[i])?;
+        Some((&mut self.bufs[i][..len], from))
     }
 }
 
@@ -158,7 +237,8 @@ pub struct SendQueue {
     /// without segmentation): then one datagram per message, as before.
     gso: bool,
     pub sent: u64,
-    pub send_errors: u64,
+    /// Datagrams not sent, by reason.
+    pub errors: IoErrors,
     pub gso_messages: u64,
 }
 
@@ -185,7 +265,7 @@ impl SendQueue {
             count: 0,
             gso: true,
             sent: 0,
-            send_errors: 0,
+            errors: IoErrors::default(),
             gso_messages: 0,
         }
     }
@@ -257,7 +337,10 @@ impl SendQueue {
     }
 
     /// Sends everything queued. Datagrams the kernel refuses (buffer full, no
-    /// route) are counted and dropped: KCP retransmits what mattered.
+    /// route, a forged broadcast source, ...) are counted by reason and
+    /// dropped: KCP retransmits what mattered, and an error about one
+    /// destination never stops the others. Errs only when the socket itself
+    /// is unusable.
     pub fn flush(&mut self, fd: RawFd) -> io::Result<()> {
         let mut start = 0;
         while start < self.count {
@@ -304,30 +387,23 @@ impl SendQueue {
             if r < 0 {
                 let e = io::Error::last_os_error();
                 let head = runs[0];
-                match e.raw_os_error() {
-                    Some(libc::EINTR) => continue,
+                let errno = e.raw_os_error().unwrap_or(0);
+                match errno {
+                    libc::EINTR => continue,
                     // The device or kernel cannot segment: send singly from now.
-                    Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) if head > 1 => {
+                    libc::EIO | libc::EINVAL | libc::EOPNOTSUPP if head > 1 => {
                         self.gso = false;
                         continue;
                     }
-                    Some(libc::EAGAIN)
-                    | Some(libc::ENOBUFS)
-                    | Some(libc::ECONNREFUSED)
-                    | Some(libc::EHOSTUNREACH)
-                    | Some(libc::ENETUNREACH)
-                    | Some(libc::EPERM)
-                    | Some(libc::EMSGSIZE)
-                    | Some(libc::EINVAL)
-                    | Some(libc::EADDRNOTAVAIL) => {
-                        // Skip the message at the head of the batch and go on.
-                        self.send_errors += head as u64;
-                        start += head;
-                        continue;
-                    }
-                    _ => {
+                    e2 if fatal(e2) => {
                         self.count = 0;
                         return Err(e);
+                    }
+                    _ => {
+                        // Skip the message at the head of the batch and go on.
+                        self.errors.count(errno, head as u64);
+                        start += head;
+                        continue;
                     }
                 }
             }
@@ -406,7 +482,7 @@ mod tests {
         expect_a.push(after);
         q.flush(tx.as_raw_fd()).unwrap();
         assert_eq!(q.sent, 15);
-        assert_eq!(q.send_errors, 0);
+        assert_eq!(q.errors.total(), 0);
         if q.gso {
             // [10 × 1200 + 300] to a, [3 × 700] to b, [1200] to a.
             assert_eq!(q.gso_messages, 2);

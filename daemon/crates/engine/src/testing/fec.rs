@@ -1,8 +1,8 @@
 //! Bindings for `kcpvpn-fec`: `FecEncoder` and `FecDecoder`, for tests, lab
 //! tools and experiments from Python (the daemon's data path uses the Rust
 //! types directly).
+use crate::errors;
 use kcpvpn_fec as fec;
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use std::sync::Mutex;
@@ -13,10 +13,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FEC_HEADER_LEN", fec::HEADER_LEN)?;
     m.add("FEC_OVERHEAD", fec::OVERHEAD)?;
     Ok(())
-}
-
-fn value_err(e: impl std::fmt::Display) -> PyErr {
-    PyValueError::new_err(e.to_string())
 }
 
 /// Collects what a call emits into a Python list of bytes.
@@ -40,7 +36,7 @@ fn collect<'py>(
 }
 
 /// Reed-Solomon FEC encoder: datagrams in, shards out.
-#[pyclass(frozen)]
+#[pyclass(frozen, module = "kcpvpn._engine.testing")]
 pub struct FecEncoder {
     inner: Mutex<fec::FecEncoder>,
 }
@@ -51,7 +47,7 @@ impl FecEncoder {
     #[pyo3(signature = (data_shards, parity_shards, max_datagram=1500))]
     fn new(data_shards: usize, parity_shards: usize, max_datagram: usize) -> PyResult<Self> {
         let e = fec::FecEncoder::try_new(data_shards, parity_shards, max_datagram)
-            .map_err(value_err)?;
+            .map_err(errors::fec)?;
         Ok(FecEncoder {
             inner: Mutex::new(e),
         })
@@ -62,7 +58,7 @@ impl FecEncoder {
     fn encode<'py>(&self, py: Python<'py>, datagram: &[u8]) -> PyResult<Bound<'py, PyList>> {
         let mut e = self.inner.lock().unwrap();
         if datagram.len() > e.max_datagram() {
-            return Err(PyValueError::new_err(format!(
+            return Err(errors::invalid(format!(
                 "datagram of {} bytes exceeds this encoder's max_datagram of {}; \
                  create the encoder with a larger max_datagram",
                 datagram.len(),
@@ -94,7 +90,7 @@ impl FecEncoder {
 }
 
 /// Reed-Solomon FEC decoder: shards in, each original datagram out once.
-#[pyclass(frozen)]
+#[pyclass(frozen, module = "kcpvpn._engine.testing")]
 pub struct FecDecoder {
     inner: Mutex<fec::FecDecoder>,
 }
@@ -105,7 +101,7 @@ impl FecDecoder {
     #[pyo3(signature = (data_shards, parity_shards, max_open_groups=fec::DEFAULT_MAX_OPEN_GROUPS))]
     fn new(data_shards: usize, parity_shards: usize, max_open_groups: usize) -> PyResult<Self> {
         let d = fec::FecDecoder::try_new(data_shards, parity_shards, max_open_groups)
-            .map_err(value_err)?;
+            .map_err(errors::fec)?;
         Ok(FecDecoder {
             inner: Mutex::new(d),
         })
@@ -117,7 +113,7 @@ impl FecDecoder {
         let mut d = self.inner.lock().unwrap();
         let mut res = Ok(());
         let list = collect(py, |out| res = d.input(shard, out))?;
-        res.map_err(value_err)?;
+        res.map_err(errors::fec)?;
         Ok(list)
     }
 

@@ -2,14 +2,14 @@
 //! `peek_header`), secret stretching and the handshake state machines
 //! (`HandshakeInitiator`, `HandshakeResponder`, `PendingAccept`).
 //!
-//! These are for tests, lab tools and protocol experiments from Python: they
-//! hand raw keys to Python. The daemon's data path does not use them; it
-//! keeps session keys in native memory (see tunnel.rs, whose `Initiator` is
-//! the production client handshake). Payloads and configurations are dicts
-//! with the same keys as in tunnel.rs (documented in _engine.pyi).
+//! Part of `kcpvpn._engine.testing`: for tests, lab tools and protocol
+//! experiments from Python. They hand raw keys to Python; the daemon never
+//! uses them (its endpoint keeps session keys in native memory). Payloads
+//! and configurations are dicts (documented in _engine/testing.pyi).
+use crate::errors;
 use kcpvpn_crypto::handshake as hs;
 use kcpvpn_crypto::packet::{self, CipherKind};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use kcpvpn_tunnel::params::defaults;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use std::net::IpAddr;
@@ -27,17 +27,13 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-fn value_err(e: impl std::fmt::Display) -> PyErr {
-    PyValueError::new_err(e.to_string())
-}
-
-pub(crate) fn kind(name: &str) -> PyResult<CipherKind> {
-    CipherKind::parse(name).map_err(value_err)
+fn kind(name: &str) -> PyResult<CipherKind> {
+    CipherKind::parse(name).map_err(errors::crypto)
 }
 
 fn key32(key: &[u8], what: &str) -> PyResult<[u8; 32]> {
     key.try_into()
-        .map_err(|_| PyValueError::new_err(format!("{what} must be 32 bytes, got {}", key.len())))
+        .map_err(|_| errors::invalid(format!("{what} must be 32 bytes, got {}", key.len())))
 }
 
 fn stats_dict<'py>(py: Python<'py>, s: &packet::PacketStats) -> PyResult<Bound<'py, PyDict>> {
@@ -75,7 +71,7 @@ fn peek_header(data: &[u8]) -> Option<(u8, u32, u64)> {
 }
 
 /// Seals datagrams for one direction of a session.
-#[pyclass(frozen)]
+#[pyclass(frozen, module = "kcpvpn._engine.testing")]
 pub struct Sealer {
     inner: Mutex<(packet::Sealer, Vec<u8>)>,
 }
@@ -99,7 +95,8 @@ impl Sealer {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (s, buf) = &mut *g;
-        s.seal_into(msg_type, plaintext, buf).map_err(value_err)?;
+        s.seal_into(msg_type, plaintext, buf)
+            .map_err(errors::crypto)?;
         Ok(PyBytes::new(py, buf))
     }
 
@@ -125,7 +122,7 @@ impl Sealer {
 }
 
 /// Opens datagrams for one direction of a session (with its replay window).
-#[pyclass(frozen)]
+#[pyclass(frozen, module = "kcpvpn._engine.testing")]
 pub struct Opener {
     inner: Mutex<(packet::Opener, Vec<u8>)>,
 }
@@ -140,7 +137,7 @@ impl Opener {
         let (o, buf) = &mut *g;
         buf.clear();
         buf.extend_from_slice(data);
-        let opened = o.open_in_place(buf).map_err(value_err)?;
+        let opened = o.open_in_place(buf).map_err(errors::crypto)?;
         Ok((
             opened.msg_type,
             opened.counter,
@@ -192,9 +189,9 @@ fn check_keys(d: &Bound<'_, PyDict>, allowed: &[&str], what: &str) -> PyResult<(
     for k in d.keys() {
         let k: String = k
             .extract()
-            .map_err(|_| PyValueError::new_err(format!("{what}: keys must be strings")))?;
+            .map_err(|_| errors::invalid(format!("{what}: keys must be strings")))?;
         if !allowed.contains(&k.as_str()) {
-            return Err(PyValueError::new_err(format!(
+            return Err(errors::invalid(format!(
                 "{what}: unknown key {k:?} (expected {})",
                 allowed.join(", ")
             )));
@@ -203,37 +200,40 @@ fn check_keys(d: &Bound<'_, PyDict>, allowed: &[&str], what: &str) -> PyResult<(
     Ok(())
 }
 
-pub(crate) fn opt<'py, T: FromPyObjectOwned<'py>>(
-    d: &Bound<'py, PyDict>,
-    key: &str,
-) -> PyResult<Option<T>> {
+fn opt<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<Option<T>> {
     match d.get_item(key)? {
         Some(v) if !v.is_none() => v
             .extract::<T>()
             .map(Some)
-            .map_err(|e| PyValueError::new_err(format!("key {key:?}: {}", e.into()))),
+            .map_err(|e| errors::invalid(format!("key {key:?}: {}", e.into()))),
         _ => Ok(None),
     }
 }
 
-pub(crate) fn req<'py, T: FromPyObjectOwned<'py>>(
-    d: &Bound<'py, PyDict>,
-    key: &str,
-) -> PyResult<T> {
-    opt(d, key)?.ok_or_else(|| PyValueError::new_err(format!("missing key {key:?}")))
+fn req<'py, T: FromPyObjectOwned<'py>>(d: &Bound<'py, PyDict>, key: &str) -> PyResult<T> {
+    opt(d, key)?.ok_or_else(|| errors::invalid(format!("missing key {key:?}")))
 }
 
-pub(crate) fn ip(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<IpAddr>> {
+fn ip(d: &Bound<'_, PyDict>, key: &str) -> PyResult<Option<IpAddr>> {
     match opt::<String>(d, key)? {
         None => Ok(None),
         Some(s) => s
             .parse()
             .map(Some)
-            .map_err(|_| PyValueError::new_err(format!("key {key:?}: {s:?} is not an IP address"))),
+            .map_err(|_| errors::invalid(format!("key {key:?}: {s:?} is not an IP address"))),
     }
 }
 
-const INIT_KEYS: &[&str] = &["client_id", "mtu", "ip_mode", "ip", "fec", "cipher"];
+const INIT_KEYS: &[&str] = &[
+    "client_id",
+    "mtu",
+    "ip_mode",
+    "ip",
+    "fec",
+    "cipher",
+    "udp_mtu",
+    "keepalive",
+];
 const CONFIG_KEYS: &[&str] = &[
     "tap",
     "mtu",
@@ -242,9 +242,11 @@ const CONFIG_KEYS: &[&str] = &[
     "client_ip",
     "prefixlen",
     "fec",
+    "udp_mtu",
+    "keepalive",
 ];
 
-pub(crate) fn init_payload(d: &Bound<'_, PyDict>) -> PyResult<hs::InitPayload> {
+fn init_payload(d: &Bound<'_, PyDict>) -> PyResult<hs::InitPayload> {
     check_keys(d, INIT_KEYS, "handshake payload")?;
     Ok(hs::InitPayload {
         client_id: opt(d, "client_id")?.unwrap_or_default(),
@@ -253,10 +255,12 @@ pub(crate) fn init_payload(d: &Bound<'_, PyDict>) -> PyResult<hs::InitPayload> {
         ip: ip(d, "ip")?,
         fec: opt(d, "fec")?,
         cipher: kind(&opt::<String>(d, "cipher")?.unwrap_or_else(|| "aes".into()))?,
+        udp_mtu: opt(d, "udp_mtu")?.unwrap_or(defaults::UDP_MTU),
+        keepalive_s: opt(d, "keepalive")?.unwrap_or(defaults::KEEPALIVE_S),
     })
 }
 
-pub(crate) fn init_dict<'py>(py: Python<'py>, p: &hs::InitPayload) -> PyResult<Bound<'py, PyDict>> {
+fn init_dict<'py>(py: Python<'py>, p: &hs::InitPayload) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("client_id", &p.client_id)?;
     d.set_item("mtu", p.mtu)?;
@@ -264,10 +268,12 @@ pub(crate) fn init_dict<'py>(py: Python<'py>, p: &hs::InitPayload) -> PyResult<B
     d.set_item("ip", p.ip.map(|i| i.to_string()))?;
     d.set_item("fec", p.fec)?;
     d.set_item("cipher", p.cipher.name())?;
+    d.set_item("udp_mtu", p.udp_mtu)?;
+    d.set_item("keepalive", p.keepalive_s)?;
     Ok(d)
 }
 
-pub(crate) fn server_config(d: &Bound<'_, PyDict>) -> PyResult<hs::ServerConfigPayload> {
+fn server_config(d: &Bound<'_, PyDict>) -> PyResult<hs::ServerConfigPayload> {
     check_keys(d, CONFIG_KEYS, "server configuration")?;
     let c = hs::ServerConfigPayload {
         tap: opt(d, "tap")?.unwrap_or(false),
@@ -277,15 +283,14 @@ pub(crate) fn server_config(d: &Bound<'_, PyDict>) -> PyResult<hs::ServerConfigP
         client_ip: ip(d, "client_ip")?,
         prefixlen: opt(d, "prefixlen")?,
         fec: opt(d, "fec")?,
+        udp_mtu: opt(d, "udp_mtu")?.unwrap_or(defaults::UDP_MTU),
+        keepalive_s: opt(d, "keepalive")?.unwrap_or(defaults::KEEPALIVE_S),
     };
-    c.validate().map_err(value_err)?;
+    c.validate().map_err(errors::handshake)?;
     Ok(c)
 }
 
-pub(crate) fn config_dict<'py>(
-    py: Python<'py>,
-    c: &hs::ServerConfigPayload,
-) -> PyResult<Bound<'py, PyDict>> {
+fn config_dict<'py>(py: Python<'py>, c: &hs::ServerConfigPayload) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("tap", c.tap)?;
     d.set_item("mtu", c.mtu)?;
@@ -294,6 +299,8 @@ pub(crate) fn config_dict<'py>(
     d.set_item("client_ip", c.client_ip.map(|i| i.to_string()))?;
     d.set_item("prefixlen", c.prefixlen)?;
     d.set_item("fec", c.fec)?;
+    d.set_item("udp_mtu", c.udp_mtu)?;
+    d.set_item("keepalive", c.keepalive_s)?;
     Ok(d)
 }
 
@@ -307,7 +314,7 @@ fn keys_dict<'py>(py: Python<'py>, k: &hs::SessionKeys) -> PyResult<Bound<'py, P
 // ------------------------------------------------------------ handshake
 
 /// Client side of one handshake attempt.
-#[pyclass(frozen)]
+#[pyclass(frozen, module = "kcpvpn._engine.testing")]
 pub struct HandshakeInitiator {
     inner: Mutex<hs::Initiator>,
     message: Vec<u8>,
@@ -323,8 +330,8 @@ impl HandshakeInitiator {
         now_ms: u64,
     ) -> PyResult<Self> {
         let p = init_payload(payload)?;
-        let (inner, message) =
-            hs::Initiator::new(&key32(psk, "psk")?, p, session_id, now_ms).map_err(value_err)?;
+        let (inner, message) = hs::Initiator::new(&key32(psk, "psk")?, p, session_id, now_ms)
+            .map_err(errors::handshake)?;
         Ok(HandshakeInitiator {
             inner: Mutex::new(inner),
             message,
@@ -350,7 +357,7 @@ impl HandshakeInitiator {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .read_response(data)
-            .map_err(value_err)?;
+            .map_err(errors::handshake)?;
         let Some(out) = out else { return Ok(None) };
         let d = PyDict::new(py);
         match out {
@@ -379,7 +386,7 @@ impl HandshakeInitiator {
 }
 
 /// Server side: verifies message 1 and remembers recent ones (replays).
-#[pyclass(frozen)]
+#[pyclass(frozen, module = "kcpvpn._engine.testing")]
 pub struct HandshakeResponder {
     inner: Mutex<hs::Responder>,
 }
@@ -407,7 +414,7 @@ impl HandshakeResponder {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .read_init(data, now_ms)
-            .map_err(value_err)?;
+            .map_err(errors::handshake)?;
         let d = init_dict(py, &req.payload)?;
         d.set_item("sender_id", req.sender_id)?;
         d.set_item("timestamp_ms", req.timestamp_ms)?;
@@ -434,7 +441,7 @@ impl HandshakeResponder {
 }
 
 /// A verified message 1 awaiting a decision; answer once.
-#[pyclass(frozen)]
+#[pyclass(frozen, module = "kcpvpn._engine.testing")]
 pub struct PendingAccept {
     inner: Mutex<Option<hs::PendingAccept>>,
     sender_id: u32,
@@ -446,7 +453,7 @@ impl PendingAccept {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take()
-            .ok_or_else(|| PyRuntimeError::new_err("this handshake was already answered"))
+            .ok_or_else(|| errors::AlreadyUsed::new_err("this handshake was already answered"))
     }
 }
 

@@ -1,15 +1,17 @@
-"""Type stubs for the native data plane `kcpvpn._engine` (built from daemon/crates/engine)."""
-
-__version__: str
+"""`kcpvpn._engine.testing`: the protocol machinery one piece at a time (KCP,
+FEC, packet protection, the raw handshake) for tests, lab tools and
+experiments. These hand raw keys and wire bytes to Python; the daemon never
+imports them. Errors are the classes of `kcpvpn.errors`.
+"""
 
 # --- crypto ---
 # Packet protection, secret stretching and the handshake (kcpvpn-crypto).
 # These hand raw keys to Python: for tests, lab tools and experiments. The
-# daemon's data path keeps its keys native (see Psk / Initiator / Endpoint).
+# daemon's data path keeps its keys native (kcpvpn._engine.Endpoint).
 #
 # Cipher names: "aes" (AES-256-GCM, default), "aes-128", "chacha20", "none".
 # The original's other names (aes-192, salsa20, blowfish, ...) raise
-# ValueError naming the supported choices.
+# UnsupportedCipher naming the supported choices.
 #
 # Handshake payload dict (HandshakeInitiator), keys:
 #   client_id: str      0..16 chars of A-Za-z0-9_- (default "")
@@ -18,25 +20,28 @@ __version__: str
 #   ip: str | None      the wanted address, exactly when ip_mode == 1
 #   fec: tuple[int, int] | None   the client's sending FEC (data, parity)
 #   cipher: str         data cipher both sides must use (default "aes")
+#   udp_mtu: int        largest UDP payload the client offers (default 1350)
+#   keepalive: int      the client's keepalive period, s (default 10)
 # Request dict (HandshakeResponder.read_init): the payload keys above plus
 #   sender_id: int (the client's receive session id), timestamp_ms: int.
 # Server configuration dict (PendingAccept.accept, outcome["config"]):
 #   tap: bool (default False), mtu: int, full_frame_mtu: int (required),
 #   server_ip: str | None, client_ip: str | None, prefixlen: int | None,
 #   fec: tuple[int, int] | None   the server's sending FEC
+#   udp_mtu: int, keepalive: int  the agreed UDP MTU and keepalive (defaults 1350, 10)
 # Outcome dict (HandshakeInitiator.read_response):
 #   accepted: bool, reason: str ("" when accepted), config: dict | None,
 #   server_session_id: int | None, send_key: bytes | None, recv_key: bytes | None
-# Errors are ValueError whose message says why: "truncated", "replayed",
-# "too old", "authentication failed", "unexpected message type", "stale
-# handshake ... clock", "malformed handshake payload: ...", ...
+# Errors (kcpvpn.errors): Truncated, Malformed, Replayed, TooOld,
+# AuthenticationFailed, CounterExhausted, StaleHandshake, ReplayedHandshake,
+# Busy, AlreadyUsed, InvalidParameter; each message says why.
 
 class Sealer:
     """Seals datagrams for one direction: header(16) ‖ ciphertext ‖ tag(16)."""
 
     def __init__(self, kind: str, key: bytes, receiver_id: int) -> None: ...
     def seal(self, plaintext: bytes, msg_type: int = 3) -> bytes:
-        """msg_type 3 = data, 4 = close. ValueError when the counter is exhausted."""
+        """msg_type 3 = data, 4 = close, 6 = feedback, 7 = probe. CounterExhausted at the end."""
     @property
     def counter(self) -> int:
         """The counter the next datagram will carry."""
@@ -47,7 +52,7 @@ class Opener:
 
     def __init__(self, kind: str, key: bytes) -> None: ...
     def open(self, datagram: bytes) -> bytes:
-        """The plaintext; ValueError ("truncated", "replayed", "authentication failed", ...)."""
+        """The plaintext; Truncated, Malformed, Replayed, TooOld or AuthenticationFailed."""
     def open_message(self, datagram: bytes) -> tuple[int, int, bytes]:
         """(msg_type, counter, plaintext)."""
     def stats(self) -> dict[str, int]:
@@ -57,7 +62,7 @@ def peek_header(datagram: bytes) -> tuple[int, int, int] | None:
     """(msg_type, receiver_id, counter) of a data/close datagram, else None."""
 
 def cipher_name(name: str) -> str:
-    """Canonical cipher name; ValueError naming the choices if unsupported."""
+    """Canonical cipher name; UnsupportedCipher naming the choices otherwise."""
 
 def stretch_secret(secret: bytes) -> bytes:
     """Argon2id(secret) → 32-byte PSK (64 MiB, 3 passes; releases the GIL)."""
@@ -74,10 +79,10 @@ class HandshakeInitiator:
     def read_response(self, datagram: bytes) -> dict[str, object] | None:
         """None if not an answer to this attempt; else the outcome dict.
 
-        Raises ValueError if the answer is forged or from another secret."""
+        Raises AuthenticationFailed if the answer is forged or from another secret."""
 
 class PendingAccept:
-    """A verified message 1 awaiting a decision; answer once (RuntimeError after)."""
+    """A verified message 1 awaiting a decision; answer once (AlreadyUsed after)."""
 
     @property
     def sender_id(self) -> int: ...
@@ -98,47 +103,11 @@ class HandshakeResponder:
     def stats(self) -> dict[str, int]:
         """requests, auth_failures, malformed, stale, replayed, busy."""
 
-# --- emulator ---
-
-EMULATOR_PARAMS: list[str]
-"""Impairment names accepted by LinkEmulator (delay_ms, jitter_ms, loss, burst_enter,
-burst_exit, burst_loss, rate_mbit, queue_bytes, reorder, reorder_ms, duplicate, limit).
-Probabilities are fractions in [0, 1]; missing keys are off."""
-
-class LinkEmulator:
-    """Layer-2 link emulator bridging two interfaces of the current network namespace
-    (AF_PACKET, one native thread per direction; the GIL is not held while it runs)."""
-
-    def __init__(
-        self,
-        if_a: str,
-        if_b: str,
-        a_to_b: dict[str, float] | None = None,
-        b_to_a: dict[str, float] | None = None,
-        seed: int = 0,
-    ) -> None:
-        """ValueError if an impairment is unknown or out of range."""
-    def start(self) -> None:
-        """Open both interfaces and start forwarding; OSError naming the interface on failure."""
-    def stop(self) -> None:
-        """Stop and join the threads (frames still held are discarded). Idempotent."""
-    def set(self, direction: str, params: dict[str, float]) -> None:
-        """Replace the impairments of "a_to_b" or "b_to_a" (a full set), live."""
-    def stats(self) -> dict[str, object]:
-        """{"a_to_b": {...}, "b_to_a": {...}, "running": bool, "error": str | None}; per direction:
-        rx_frames, rx_bytes, tx_frames, tx_bytes, dropped_loss, dropped_burst, dropped_queue,
-        dropped_limit, delayed, reordered, duplicated, queued, rx_oversize, tx_errors."""
-    @property
-    def running(self) -> bool: ...
-    @property
-    def error(self) -> str | None:
-        """Why forwarding stopped on its own (e.g. an interface disappeared), if it did."""
-
 # --- FEC ---
 # Reed-Solomon FEC over groups of datagrams (kcpvpn-fec); wire format in
 # docs/protocol.md section 4. For tests, lab tools and experiments: the
 # daemon's data path uses the Rust types directly. Shard counts must be
-# 1..255 data and >= 1 parity, at most 256 in all (ValueError otherwise;
+# 1..255 data and >= 1 parity, at most 256 in all (InvalidParameter otherwise;
 # "FEC off" means not using these classes at all).
 
 FEC_HEADER_LEN: int  # seqid u32 + type u16 = 6
@@ -150,7 +119,7 @@ class FecEncoder:
     def __init__(self, data_shards: int, parity_shards: int, max_datagram: int = 1500) -> None: ...
     def encode(self, datagram: bytes) -> list[bytes]:
         """The data shard, then the group's parity shards if it is now full.
-        ValueError if the datagram is longer than max_datagram."""
+        InvalidParameter if the datagram is longer than max_datagram."""
     def flush_partial(self) -> list[bytes]:
         """Rapid FEC: parity for the partial group, closing it ([] if none)."""
     def has_partial(self) -> bool: ...
@@ -163,7 +132,7 @@ class FecDecoder:
     def __init__(self, data_shards: int, parity_shards: int, max_open_groups: int = 64) -> None: ...
     def input(self, shard: bytes) -> list[bytes]:
         """Datagrams this shard makes deliverable (its own, or rebuilt ones).
-        Duplicates and stale shards give []; malformed ones raise ValueError."""
+        Duplicates and stale shards give []; Truncated / Malformed otherwise."""
     def stats(self) -> dict[str, int]:
         """data_received, parity_received, delivered, recovered, duplicates,
         stale, malformed, evicted_incomplete."""
@@ -173,8 +142,8 @@ class FecDecoder:
 # reference C KCP (ikcp.c). Time is milliseconds, taken modulo 2**32.
 # Modes (nodelay, interval ms, resend, nc): normal 0,40,2,1 · fast 0,30,2,1 ·
 # fast2 1,20,2,1 · fast3 1,10,2,1 · manual (all four keywords required).
-# Errors are ValueError saying what was wrong ("truncated KCP datagram ...",
-# "KCP segment for conversation ...", "message of N bytes is larger than ...").
+# Errors: Truncated / Malformed for bad input, InvalidParameter for bad use
+# (each says what was wrong: "truncated KCP datagram ...", "message of N bytes ...").
 # stats() keys: messages_sent, messages_recv, datagrams_out, datagrams_in,
 # segments_sent, segments_recv, retransmits, fast_retransmits, dup_segments,
 # out_of_window, acks_sent, acks_recv, probes_sent, probes_recv, wins_sent,
@@ -225,72 +194,3 @@ class Kcp:
         """min(255, rcvwnd) * mss."""
     @staticmethod
     def conv_of(datagram: bytes) -> int | None: ...
-
-# --- tunnel ---
-# The data path. Session keys never reach Python: they travel from
-# HandshakeOutcome to Endpoint inside native memory.
-
-class Psk:
-    """The shared secret stretched with Argon2id (opaque; computed once, GIL released)."""
-
-    def __init__(self, secret: bytes) -> None: ...
-
-class HandshakeOutcome:
-    @property
-    def accepted(self) -> bool: ...
-    @property
-    def reason(self) -> str:
-        """Why the server refused (empty when accepted)."""
-    @property
-    def config(self) -> dict[str, object] | None:
-        """Server configuration: tap, mtu, full_frame_mtu, server_ip, client_ip,
-        prefixlen, fec (accepted outcomes only)."""
-
-class Initiator:
-    """Client side of one handshake attempt.
-
-    payload keys: client_id, mtu, ip_mode, ip, fec, cipher."""
-
-    def __init__(self, psk: Psk, payload: dict[str, object], session_id: int) -> None: ...
-    def message(self) -> bytes: ...
-    def read_response(self, data: bytes) -> HandshakeOutcome | None:
-        """None when `data` isn't an answer to this attempt. Raises ValueError
-        when an answer fails authentication."""
-
-class Endpoint:
-    """One native data-path thread: a UDP socket, sessions and their interfaces.
-
-    Session parameters (dict): nodelay, interval, resend, nc, sndwnd, rcvwnd,
-    ack_nodelay, fec_send, fec_recv, rapid_fec, cipher, keepalive_ms,
-    idle_timeout_ms, udp_mtu, send_buffer, max_packet, mss_clamp_mtu, ethernet."""
-
-    @staticmethod
-    def server(
-        fd: int, psk: Psk, max_datagram: int = 1500, handshake_max_age_ms: int = 60000
-    ) -> Endpoint: ...
-    @staticmethod
-    def client(fd: int, max_datagram: int = 1500) -> Endpoint: ...
-    def event_fd(self) -> int: ...
-    def is_running(self) -> bool: ...
-    def events(self) -> list[dict[str, object]]:
-        """Dicts with "event": handshake, up, closed, moved or error."""
-    def accept(
-        self,
-        pending_id: int,
-        session_id: int,
-        config: dict[str, object],
-        tun_fd: int,
-        params: dict[str, object],
-    ) -> None: ...
-    def refuse(self, pending_id: int, reason: str) -> None: ...
-    def add_session(
-        self,
-        outcome: HandshakeOutcome,
-        session_id: int,
-        peer: tuple[str, int],
-        tun_fd: int,
-        params: dict[str, object],
-    ) -> None: ...
-    def close(self, session_id: int) -> None: ...
-    def stats(self) -> dict[str, object]: ...
-    def stop(self) -> None: ...

@@ -2,8 +2,8 @@
 //! from Python as bytes in, bytes out, with the time passed in (ms). For
 //! tests, lab tools and interoperability experiments; the daemon's data path
 //! uses the crate directly.
+use crate::errors;
 use kcpvpn_kcp::{Kcp as NativeKcp, KcpConfig, KcpStats};
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use std::sync::Mutex;
@@ -13,10 +13,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     Ok(())
 }
 
-fn value_err(e: impl std::fmt::Display) -> PyErr {
-    PyValueError::new_err(e.to_string())
-}
-
 /// Python's millisecond clocks exceed 32 bits; KCP time wraps like the reference's.
 fn ms(now_ms: i64) -> u32 {
     now_ms as u64 as u32
@@ -24,11 +20,11 @@ fn ms(now_ms: i64) -> u32 {
 
 fn ranged<T: TryFrom<i64>>(v: i64, name: &str, lo: i64, hi: i64) -> PyResult<T> {
     if v < lo || v > hi {
-        return Err(PyValueError::new_err(format!(
+        return Err(errors::invalid(format!(
             "{name}={v} is out of range: use {lo}..={hi}"
         )));
     }
-    T::try_from(v).map_err(|_| PyValueError::new_err(format!("{name}={v} is out of range")))
+    T::try_from(v).map_err(|_| errors::invalid(format!("{name}={v} is out of range")))
 }
 
 struct Inner {
@@ -37,7 +33,7 @@ struct Inner {
 }
 
 /// One KCP conversation (message mode), wire-compatible with the reference C KCP.
-#[pyclass(frozen)]
+#[pyclass(frozen, module = "kcpvpn._engine.testing")]
 pub struct Kcp {
     inner: Mutex<Inner>,
 }
@@ -121,14 +117,14 @@ impl Kcp {
             match (nodelay, interval, resend, nc) {
                 (Some(_), Some(_), Some(_), Some(_)) => KcpConfig::default(),
                 _ => {
-                    return Err(PyValueError::new_err(
+                    return Err(errors::invalid(
                         "mode 'manual' needs nodelay, interval, resend and nc (all four)",
                     ))
                 }
             }
         } else {
             KcpConfig::profile(mode).ok_or_else(|| {
-                PyValueError::new_err(format!(
+                errors::invalid(format!(
                     "unknown KCP mode {mode:?}: use normal, fast, fast2, fast3 or manual"
                 ))
             })?
@@ -155,7 +151,7 @@ impl Kcp {
         )?;
         cfg.dead_link = ranged(dead_link, "dead_link", 1, u32::MAX as i64)?;
         cfg.ack_nodelay = ack_nodelay;
-        let kcp = NativeKcp::try_new(conv, cfg).map_err(value_err)?;
+        let kcp = NativeKcp::try_new(conv, cfg).map_err(errors::kcp)?;
         Ok(Kcp {
             inner: Mutex::new(Inner {
                 kcp,
@@ -166,14 +162,14 @@ impl Kcp {
 
     /// Queues one message; ValueError if it needs too many fragments.
     fn send(&self, msg: &[u8]) -> PyResult<()> {
-        self.with(|i| i.kcp.send(msg)).map_err(value_err)
+        self.with(|i| i.kcp.send(msg)).map_err(errors::kcp)
     }
 
     /// Takes one datagram from the peer; ValueError if it is not a valid KCP
     /// datagram of this conversation (segments before the bad one still count).
     fn input(&self, datagram: &[u8], now_ms: i64) -> PyResult<()> {
         self.with(|i| i.kcp.input(datagram, ms(now_ms)))
-            .map_err(value_err)
+            .map_err(errors::kcp)
     }
 
     /// Datagrams to send now if the interval tick (or a retransmission) is due.

@@ -1,0 +1,201 @@
+//! Both sides of the handshake as the endpoint runs them: the server's
+//! responder and its table of authenticated requests awaiting the control
+//! plane, and the client's connector (attempts, retries, answers, hints).
+//! The cryptography is in [`kcpvpn_crypto::handshake`].
+use kcpvpn_crypto::handshake::{
+    HandshakeError, HandshakeOutcome, InitPayload, InitRequest, Initiator, PendingAccept, Responder,
+};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+
+/// Handshakes authenticated but not yet answered by the control plane.
+pub const MAX_PENDING: usize = 256;
+/// An unanswered request is forgotten after this long (ms); the client
+/// retries with a fresh message 1 anyway.
+pub const PENDING_TTL_MS: u64 = 10_000;
+/// The client sends a fresh message 1 this often while no answer comes (ms).
+pub const RETRY_MS: u64 = 1000;
+/// Answers to this many recent attempts are still taken: on a path with a
+/// round trip above `RETRY_MS` the answer to an earlier attempt arrives
+/// after the next one left.
+pub const LIVE_ATTEMPTS: usize = 4;
+
+/// An authenticated request waiting for the control plane.
+pub struct Pending {
+    pub accept: PendingAccept,
+    pub request: InitRequest,
+    pub from: SocketAddr,
+    pub since_ms: u64,
+}
+
+/// The server side: verifies message 1 statelessly and holds what passed
+/// until the control plane decides.
+pub struct ServerSide {
+    pub responder: Responder,
+    /// By pending id; ids grow with time, so the first entry is the oldest.
+    pending: BTreeMap<u64, Pending>,
+    next_id: u64,
+}
+
+impl ServerSide {
+    pub fn new(responder: Responder) -> ServerSide {
+        ServerSide {
+            responder,
+            pending: BTreeMap::new(),
+            next_id: 1,
+        }
+    }
+
+    pub fn read_init(
+        &mut self,
+        dgram: &[u8],
+        unix_ms: u64,
+    ) -> Result<(InitRequest, PendingAccept), HandshakeError> {
+        self.responder.read_init(dgram, unix_ms)
+    }
+
+    /// Holds an authenticated request; None when too many are waiting.
+    pub fn hold(
+        &mut self,
+        accept: PendingAccept,
+        request: InitRequest,
+        from: SocketAddr,
+        now_ms: u64,
+    ) -> Option<u64> {
+        if self.pending.len() >= MAX_PENDING {
+            return None;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.pending.insert(
+            id,
+            Pending {
+                accept,
+                request,
+                from,
+                since_ms: now_ms,
+            },
+        );
+        Some(id)
+    }
+
+    pub fn take(&mut self, id: u64) -> Option<Pending> {
+        self.pending.remove(&id)
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Forgets requests older than the TTL; returns how many.
+    pub fn expire(&mut self, now_ms: u64) -> usize {
+        let mut n = 0;
+        while let Some(e) = self.pending.first_entry() {
+            if e.get().since_ms + PENDING_TTL_MS > now_ms {
+                break;
+            }
+            e.remove();
+            n += 1;
+        }
+        n
+    }
+
+    /// When the oldest request expires.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.pending
+            .first_key_value()
+            .map(|(_, p)| p.since_ms + PENDING_TTL_MS)
+    }
+}
+
+/// What a connection attempt came to.
+pub enum Answer {
+    Accepted {
+        session_id: u32,
+        outcome: HandshakeOutcome,
+    },
+    /// Claimed to answer us but failed authentication: forged, or garbled.
+    Forged,
+    /// Not for any attempt of ours.
+    Unrelated,
+}
+
+/// The client side: one attempt after another to the server until one is
+/// answered, each a fresh message 1 (the server refuses replays).
+pub struct Connector {
+    pub server: SocketAddr,
+    pub payload: InitPayload,
+    attempts: VecDeque<Initiator>,
+    sent: u32,
+    max_attempts: Option<u32>,
+    next_at: u64,
+}
+
+impl Connector {
+    pub fn new(server: SocketAddr, payload: InitPayload, max_attempts: Option<u32>) -> Connector {
+        Connector {
+            server,
+            payload,
+            attempts: VecDeque::new(),
+            sent: 0,
+            max_attempts,
+            next_at: 0,
+        }
+    }
+
+    pub fn attempts_sent(&self) -> u32 {
+        self.sent
+    }
+
+    pub fn next_at(&self) -> u64 {
+        self.next_at
+    }
+
+    /// Whether another attempt may go (false: give up).
+    pub fn may_retry(&self) -> bool {
+        self.max_attempts.is_none_or(|m| self.sent < m)
+    }
+
+    pub fn owns(&self, session_id: u32) -> bool {
+        self.attempts.iter().any(|a| a.session_id() == session_id)
+    }
+
+    /// A new attempt: message 1 to send. `jitter_ms` spreads retries of
+    /// many clients restarted together.
+    pub fn attempt(
+        &mut self,
+        psk: &[u8; 32],
+        session_id: u32,
+        now_ms: u64,
+        unix_ms: u64,
+        jitter_ms: u64,
+    ) -> Result<Vec<u8>, HandshakeError> {
+        let (ini, msg) = Initiator::new(psk, self.payload.clone(), session_id, unix_ms)?;
+        if self.attempts.len() == LIVE_ATTEMPTS {
+            self.attempts.pop_front();
+        }
+        self.attempts.push_back(ini);
+        self.sent += 1;
+        self.next_at = now_ms + RETRY_MS + jitter_ms;
+        Ok(msg)
+    }
+
+    /// Reads a message 2.
+    pub fn read(&mut self, dgram: &[u8]) -> Answer {
+        for i in 0..self.attempts.len() {
+            let session_id = self.attempts[i].session_id();
+            match self.attempts[i].read_response(dgram) {
+                Ok(None) => continue,
+                Ok(Some(outcome)) => {
+                    self.attempts.clear();
+                    return Answer::Accepted {
+                        session_id,
+                        outcome,
+                    };
+                }
+                Err(_) => return Answer::Forged,
+            }
+        }
+        Answer::Unrelated
+    }
+}
