@@ -89,7 +89,6 @@ class Server:
             self._refuse(req, f"the server could not set up this client ({type(e).__name__})")
 
     def _decide(self, req: _engine.HandshakeRequest) -> None:
-        cfg = self.cfg
         cid = req.client_id
         remote = _fmt_addr(req.peer)
         # The handshake decoder already refuses such ids; checked again here
