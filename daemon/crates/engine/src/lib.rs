@@ -1,12 +1,11 @@
 //! `kcpvpn._engine`: the Python face of the data plane.
 //!
 //! Each concern registers its own classes from its own file, so that the
-//! bindings for KCP, FEC, packet protection, the tunnel and the lab's link
-//! emulator can change independently.
+//! bindings for KCP, FEC, packet protection and the tunnel can change
+//! independently.
 use pyo3::prelude::*;
 
 mod crypto;
-mod emulator;
 mod fec;
 mod kcp;
 #[cfg(feature = "tunnel")]
@@ -20,6 +19,5 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     crypto::register(m)?;
     #[cfg(feature = "tunnel")]
     tunnel::register(m)?;
-    emulator::register(m)?;
     Ok(())
 }
