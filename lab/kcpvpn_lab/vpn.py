@@ -42,7 +42,7 @@ def _status_flag(host: Host, role: str, flags: Sequence[str], wait: bool) -> lis
     """A status socket in the run's own directory: the default path under
     /run is shared by every namespace, so parallel runs would collide."""
     if "--status-socket" in flags:
-        given = flags[list(flags).index("--status-socket") + 1]
+        given = [*flags, ""][list(flags).index("--status-socket") + 1]
         if wait and given.lower() == "none":
             raise ValueError(
                 "--status-socket none: the lab learns that a daemon is up from its status "
