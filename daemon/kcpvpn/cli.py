@@ -2,7 +2,7 @@
 
     kcpvpn server --port 1235 --local-ip 192.168.88.1 --assignable-ips 192.168.88.0/24
     kcpvpn client --ip vpn.example.com --port 1235 --client-id site-1
-    kcpvpn lab ...            (when the lab package is installed)
+    kcpvpn lab ...            (sub-commands of other installed packages: see plugins.py)
 
 The flags come from config.FLAGS, so the command line, the --config file keys
 and the README list one set. Everything is validated before anything is
@@ -11,7 +11,6 @@ created; a bad setting prints what is wrong and exits with status 2.
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import logging
 import os
@@ -32,10 +31,12 @@ from .config import (
     flags_for,
     load_config,
 )
+from .plugins import PluginGroup
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 app = typer.Typer(
+    cls=PluginGroup,  # adds the sub-commands other packages register (entry points)
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="rich",
@@ -282,30 +283,6 @@ def top_cmd(
     from .observe import top
 
     raise typer.Exit(top.run(sockets or [], interval=interval))
-
-
-# --------------------------------------------------------------------------
-# lab, mounted lazily from the kcpvpn_lab package
-# --------------------------------------------------------------------------
-
-
-@app.command(
-    "lab",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-    help="The lab: network namespaces, an emulated bad link, probes (needs kcpvpn_lab).",
-)
-def lab(ctx: typer.Context) -> None:
-    if importlib.util.find_spec("kcpvpn_lab") is None:
-        typer.echo(
-            "kcpvpn lab: the lab package (kcpvpn_lab) is not installed; install it with "
-            "`pip install -e lab` from the source tree, or run `make dev`",
-            err=True,
-        )
-        raise typer.Exit(1)
-    from kcpvpn_lab.cli import app as lab_app
-
-    lab_app(args=list(ctx.args), prog_name="kcpvpn lab")
 
 
 def main() -> None:

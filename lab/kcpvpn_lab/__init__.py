@@ -2,8 +2,10 @@
 
 - `kcpvpn_lab.topology`: `Topology` (declarative, context-managed), `Host`, `clean()`.
 - `kcpvpn_lab.emulator`: the link emulator process and its control client.
+- `kcpvpn_lab._emulator`: the native emulator itself (`LinkEmulator`, from lab/native).
+- `kcpvpn_lab.vpn`: kcpvpn daemons in lab hosts, watched through their status sockets.
 - `kcpvpn_lab.probes`: UDP flows, ping percentiles, ICMP/UDP/TCP/ARP/Ethernet probes, iperf3.
-- `kcpvpn_lab.cli`: `kcpvpn-lab clean | list | up | bench-emulator`.
+- `kcpvpn_lab.cli`: `kcpvpn-lab` / `kcpvpn lab` (clean, list, up, demo, bench-emulator, bench).
 """
 
 from typing import Any

@@ -1,4 +1,5 @@
-"""`kcpvpn-lab`: the lab's command line (also mountable as `kcpvpn lab`).
+"""`kcpvpn-lab`: the lab's command line, also `kcpvpn lab` (the entry point
+`lab` of the group `kcpvpn.commands` in lab/pyproject.toml mounts `app` there).
 
 kcpvpn-lab demo                                       # server + 2 clients, live figures
 kcpvpn-lab up --clients 2 --delay-ms 20 --loss 0.05   # build, hold until Ctrl-C
@@ -21,6 +22,7 @@ from rich.table import Table
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     help="kcpvpn's lab: namespaces, an emulated bad link, probes.",
 )
 console = Console()

@@ -6,7 +6,7 @@ Run inside the wan namespace (the lab does this for you):
         --seed 1 --control /tmp/emu.sock
 
 It bridges interfaces A and B at layer 2 with the impairments given (the
-native `kcpvpn._engine.LinkEmulator`; its threads release the GIL), and serves
+native `kcpvpn_lab._emulator.LinkEmulator`; its threads release the GIL), and serves
 a control socket: one JSON request per connection, one JSON answer:
 
     {"op": "stats"}                                   → {"ok": true, "stats": {...}}
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"could not raise the scheduling priority: {e}", file=sys.stderr, flush=True)
 
-    from kcpvpn._engine import LinkEmulator
+    from ._emulator import LinkEmulator
 
     both = json.loads(args.params)
     a_to_b = json.loads(args.a_to_b) if args.a_to_b else both

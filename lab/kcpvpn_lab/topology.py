@@ -46,6 +46,7 @@ from typing import Any
 from pyroute2 import IPRoute, netns
 
 from . import netns as nsutil
+from ._emulator import LinkEmulator
 from .emulator import EmulatorClient
 from .process import HostProcess, lab_env
 
@@ -173,7 +174,7 @@ class Topology:
     server: 1 for a server host, 0 for none.
     wan: True = the emulator joins the two sides; False = a plain kernel bridge.
     impair / to_server / to_client: emulator impairments (dicts with the keys of
-        kcpvpn._engine.EMULATOR_PARAMS, e.g. {"delay_ms": 20, "loss": 0.05});
+        kcpvpn_lab._emulator.EMULATOR_PARAMS, e.g. {"delay_ms": 20, "loss": 0.05});
         `impair` applies to both directions, the others override one direction.
     bridges: names of hosts that get a bridge `br0` (for TAP tunnels).
     lan_hosts: {host name: count}: LAN hosts (`<host>-lan<j>`) attached to that
@@ -209,6 +210,10 @@ class Topology:
         self.wan_emulated = wan
         self.to_server = dict(to_server if to_server is not None else impair or {})
         self.to_client = dict(to_client if to_client is not None else impair or {})
+        if wan:
+            # Refuse bad impairments (ValueError with the emulator's reason) before
+            # anything is built; constructing the emulator opens nothing.
+            LinkEmulator("a", "b", self.to_server, self.to_client)
         self.bridges = list(bridges)
         self.lan_hosts = dict(lan_hosts or {})
         for h in self.lan_hosts:

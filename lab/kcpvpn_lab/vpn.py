@@ -1,5 +1,9 @@
 """Running kcpvpn daemons in lab hosts: the server and clients as real
-processes, started with the same command line a user types."""
+processes, started with the same command line a user types.
+
+What a daemon is doing (up, connected, which address) comes from its status
+socket (`kcpvpn.status`: one JSON document per connection), never from its
+log: logs are for people and may change wording at any time."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .process import HostProcess
@@ -34,10 +38,16 @@ class DaemonFailed(RuntimeError):
     pass
 
 
-def _status_flag(host: Host, role: str, flags: Sequence[str]) -> list[str]:
+def _status_flag(host: Host, role: str, flags: Sequence[str], wait: bool) -> list[str]:
     """A status socket in the run's own directory: the default path under
     /run is shared by every namespace, so parallel runs would collide."""
     if "--status-socket" in flags:
+        given = [*flags, ""][list(flags).index("--status-socket") + 1]
+        if wait and given.lower() == "none":
+            raise ValueError(
+                "--status-socket none: the lab learns that a daemon is up from its status "
+                "socket; pass a path (or none at all), or start it with wait=False"
+            )
         return []
     n = sum(1 for p in host.topo.processes if p.ns == host.ns)
     return ["--status-socket", str(host.topo.run_dir / f"{host.name}.{role}.{n}.sock")]
@@ -48,17 +58,40 @@ def status_path(proc: HostProcess) -> str:
     return proc.argv[proc.argv.index("--status-socket") + 1]
 
 
-def _wait(proc: HostProcess, pattern: str, timeout: float, what: str) -> re.Match:
+def daemon_status(proc: HostProcess, timeout: float = 3.0) -> dict:
+    """The status document of a daemon started by this module (see module doc).
+    OSError when it does not answer (not up yet, or gone); ValueError when the
+    socket answers for another process than `proc`."""
+    doc = read_status(status_path(proc), timeout=timeout)
+    if doc.get("pid") != proc.pid:
+        raise ValueError(f"{status_path(proc)} answers for pid {doc.get('pid')}, not {proc!r}")
+    return doc
+
+
+def _wait_status(
+    proc: HostProcess, ready: Callable[[dict], bool], timeout: float, what: str
+) -> dict:
+    """Polls the daemon's status until `ready(doc)`; DaemonFailed with its log
+    when it exits first or `timeout` passes."""
     deadline = time.monotonic() + timeout
-    rx = re.compile(pattern)
-    while time.monotonic() < deadline:
-        m = rx.search(proc.log())
-        if m:
-            return m
+    doc: dict | None = None
+    while True:
         if not proc.alive():
-            break
+            raise DaemonFailed(
+                f"{what} exited ({proc.returncode}) before it was ready; its log:\n{proc.log()}"
+            )
+        try:
+            doc = daemon_status(proc, timeout=1.0)
+            if ready(doc):
+                return doc
+        except (OSError, ValueError):
+            pass  # the socket is not there yet (or still the previous daemon's)
+        if time.monotonic() >= deadline:
+            raise DaemonFailed(
+                f"{what} was not ready within {timeout} s ({proc!r}); last status: {doc}; "
+                f"its log:\n{proc.log()}"
+            )
         time.sleep(0.05)
-    raise DaemonFailed(f"{what} did not come up ({proc!r}); its log:\n{proc.log()}")
 
 
 def start_server(
@@ -69,18 +102,19 @@ def start_server(
     wait: bool = True,
     timeout: float = 20.0,
 ) -> HostProcess:
-    """`kcpvpn server --port PORT FLAGS` in `host`; waits until it listens."""
+    """`kcpvpn server --port PORT FLAGS` in `host`; waits until it listens (its
+    status socket answers: the server opens it once its UDP socket is bound)."""
     argv = [
         *kcpvpn_argv(),
         "server",
         "--port",
         str(port),
-        *_status_flag(host, "server", flags),
+        *_status_flag(host, "server", flags, wait),
         *flags,
     ]
     proc = host.popen(argv, name="kcpvpn-server", env={"KCPVPN_KEY": secret})
     if wait:
-        _wait(proc, r"listening on", timeout, "kcpvpn server")
+        _wait_status(proc, lambda d: d.get("mode") == "server", timeout, "kcpvpn server")
     return proc
 
 
@@ -93,7 +127,8 @@ def start_client(
     wait: bool = True,
     timeout: float = 30.0,
 ) -> HostProcess:
-    """`kcpvpn client --ip SERVER --port PORT FLAGS` in `host`; waits until connected."""
+    """`kcpvpn client --ip SERVER --port PORT FLAGS` in `host`; waits until connected
+    (status "connected": the data path has the session)."""
     addr = server if isinstance(server, str) else str(server.address)
     argv = [
         *kcpvpn_argv(),
@@ -102,33 +137,56 @@ def start_client(
         addr,
         "--port",
         str(port),
-        *_status_flag(host, "client", flags),
+        *_status_flag(host, "client", flags, wait),
         *flags,
     ]
     proc = host.popen(argv, name="kcpvpn-client", env={"KCPVPN_KEY": secret})
     if wait:
-        _wait(proc, r"connected to", timeout, "kcpvpn client")
+        _wait_status(proc, _connected, timeout, "kcpvpn client")
     return proc
 
 
-def client_address(proc: HostProcess) -> str:
-    """The tunnel address the client reported in its log."""
-    m = re.search(r"connected to \S+: interface \S+ \(\w+\), address (\S+),", proc.log())
-    if not m:
-        raise DaemonFailed(f"no address in the client's log:\n{proc.log()}")
-    return m.group(1)
+def _connected(doc: dict) -> bool:
+    return doc.get("mode") == "client" and doc.get("state") == "connected"
 
 
-def wait_connected_again(proc: HostProcess, after: int, timeout: float = 30.0) -> None:
-    """Waits for the client's log to report more than `after` connections."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.log().count("connected to ") > after:
-            return
-        if not proc.alive():
-            break
-        time.sleep(0.1)
-    raise DaemonFailed(f"the client did not reconnect; its log:\n{proc.log()}")
+def _connected_status(proc: HostProcess) -> dict:
+    try:
+        doc = daemon_status(proc)
+    except (OSError, ValueError) as e:
+        raise DaemonFailed(f"no status from {proc!r}: {e}; its log:\n{proc.log()}") from None
+    if not _connected(doc):
+        raise DaemonFailed(f"{proc!r} is not connected; its status: {doc}")
+    return doc
+
+
+def client_address(proc: HostProcess) -> str | None:
+    """The tunnel address of the client's current session (None: it has none,
+    e.g. --ip-mode none). DaemonFailed when the client is not connected."""
+    return _connected_status(proc)["ip"]
+
+
+def connected_since(proc: HostProcess) -> float:
+    """When the client's current session started (status "since", Unix time):
+    a later value means it reconnected."""
+    return _connected_status(proc)["since"]
+
+
+def wait_connected_again(proc: HostProcess, since: float, timeout: float = 30.0) -> dict:
+    """Waits until the client is connected in a session newer than `since`
+    (from `connected_since` before the disconnection); its status document."""
+    return _wait_status(
+        proc,
+        lambda d: _connected(d) and (d.get("since") or 0) > since,
+        timeout,
+        "the client's new session",
+    )
+
+
+def server_clients(proc: HostProcess) -> list[dict]:
+    """The server's clients now, from its status: client_id, interface, ip, ip_mode,
+    remote ("addr:port", "[v6]:port"), since, and session counters."""
+    return daemon_status(proc)["clients"]
 
 
 def ping(

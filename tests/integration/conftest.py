@@ -25,13 +25,13 @@ def _skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "needs root (network namespaces)"
     if Topology is None:
-        return "kcpvpn_lab is not installed (pip install -e lab)"
+        return "kcpvpn_lab is not installed: run `make build` (maturin develop in lab/)"
     if shutil.which("ip") is None:
         return "needs iproute2 (`ip`)"
     try:
-        from kcpvpn._engine import LinkEmulator  # noqa: F401
+        from kcpvpn_lab._emulator import LinkEmulator  # noqa: F401
     except ImportError:
-        return "kcpvpn._engine has no LinkEmulator: run `make build`"
+        return "kcpvpn_lab has no native emulator (kcpvpn_lab._emulator): run `make build`"
     return None
 
 

@@ -1,13 +1,7 @@
 """The `kcpvpn` command line: flags reach the configuration, bad values exit
 with status 2 before anything runs, help is grouped, aliases work."""
 
-import importlib.machinery
-import importlib.util
-import sys
-import types
-
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from kcpvpn import __version__, cli
@@ -206,39 +200,6 @@ def test_root_help_lists_commands():
     r = invoke("--help")
     assert r.exit_code == 0
     assert "server" in r.output and "client" in r.output and "lab" in r.output
-
-
-def test_lab_without_the_package_says_how_to_install(monkeypatch):
-    real = importlib.util.find_spec
-    monkeypatch.setattr(
-        importlib.util, "find_spec", lambda name, *a: None if name == "kcpvpn_lab" else real(name)
-    )
-    r = invoke("lab", "up")
-    assert r.exit_code == 1
-    assert "not installed" in r.output and "pip install -e lab" in r.output
-
-
-def test_lab_forwards_to_the_lab_app(monkeypatch):
-    lab_app = typer.Typer()
-    seen = []
-
-    @lab_app.command()
-    def up(clients: int = 1) -> None:
-        seen.append(clients)
-
-    @lab_app.command()
-    def down() -> None:
-        pass
-
-    pkg = types.ModuleType("kcpvpn_lab")
-    pkg.__spec__ = importlib.machinery.ModuleSpec("kcpvpn_lab", None)
-    mod = types.ModuleType("kcpvpn_lab.cli")
-    mod.app = lab_app
-    monkeypatch.setitem(sys.modules, "kcpvpn_lab", pkg)
-    monkeypatch.setitem(sys.modules, "kcpvpn_lab.cli", mod)
-    r = invoke("lab", "up", "--clients", "3")
-    assert r.exit_code == 0, r.output
-    assert seen == [3]
 
 
 def test_rapid_fec_is_on_by_default_and_can_be_turned_off(ran):

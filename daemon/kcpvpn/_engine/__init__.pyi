@@ -516,25 +516,3 @@ class Endpoint:
         """The counters (refreshed every 250 ms)."""
     def stop(self) -> None:
         """Stops the data path; each session says goodbye first."""
-
-# --- the lab's link emulator (to move to the lab's own module) ---------------
-
-EMULATOR_PARAMS: list[str]
-
-class LinkEmulator:
-    def __init__(
-        self,
-        if_a: str,
-        if_b: str,
-        a_to_b: dict[str, float] | None = None,
-        b_to_a: dict[str, float] | None = None,
-        seed: int = 0,
-    ) -> None: ...
-    def start(self) -> None: ...
-    def stop(self) -> None: ...
-    def set(self, direction: str, params: dict[str, float]) -> None: ...
-    def stats(self) -> dict[str, object]: ...
-    @property
-    def running(self) -> bool: ...
-    @property
-    def error(self) -> str | None: ...

@@ -195,6 +195,16 @@ def test_bad_parameters_are_refused_with_a_reason(topo):
     assert topo.emulator_stats()["running"]
 
 
+def test_bad_parameters_are_refused_before_anything_is_built():
+    """By the constructor, with the emulator's reason: no namespace is made for nothing."""
+    from kcpvpn_lab.topology import Topology
+
+    with pytest.raises(ValueError, match="unknown impairment"):
+        Topology(impair={"dealy_ms": 10})
+    with pytest.raises(ValueError, match="0.1 means 10%"):
+        Topology(to_client={"loss": 10})
+
+
 def test_seeded_runs_repeat(make_topology):
     """The same seed and the same frames give the same losses, end to end."""
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from kcpvpn_lab.vpn import (
+    connected_since,
     link_info,
     ping,
     start_client,
@@ -53,9 +54,10 @@ def test_persistent_interface_is_kept_across_reconnects(topo):
     srv = start_server(topo.server, *SERVER_FLAGS, "--keepalive", "1")
     cli = start_client(c, topo.server, "--persistent-vni", "--auto-reconnect", "--keepalive", "1")
     index = link_info(c, "kvc0")["index"]
+    since = connected_since(cli)
     assert srv.stop() == 0
     start_server(topo.server, *SERVER_FLAGS, "--keepalive", "1")
-    wait_connected_again(cli, after=1, timeout=40)
+    wait_connected_again(cli, since, timeout=40)
     assert link_info(c, "kvc0")["index"] == index
     ping(c, SERVER_IP, count=5)
 

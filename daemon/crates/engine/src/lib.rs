@@ -6,7 +6,6 @@
 //! the lab. Errors are the classes of `kcpvpn.errors`.
 use pyo3::prelude::*;
 
-mod emulator;
 mod endpoint;
 mod errors;
 mod params;
@@ -18,6 +17,5 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     params::register(m)?;
     endpoint::register(m)?;
     testing::register(m)?;
-    emulator::register(m)?;
     Ok(())
 }

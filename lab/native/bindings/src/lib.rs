@@ -1,6 +1,7 @@
-//! Bindings for the lab's link emulator: `LinkEmulator` bridges two
-//! interfaces of the current network namespace with impairments per
-//! direction. Its threads are native and never touch Python.
+//! `kcpvpn_lab._emulator`: the lab's link emulator for Python.
+//! `LinkEmulator` bridges two interfaces of the current network namespace
+//! with impairments per direction. Its threads are native and never touch
+//! Python. The product (`kcpvpn._engine`) does not contain it.
 use kcpvpn_emulator::emulator::{DirStats, Direction, Emulator};
 use kcpvpn_emulator::LinkParams;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
@@ -8,7 +9,9 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use std::sync::Mutex;
 
-pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+#[pymodule]
+fn _emulator(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<LinkEmulator>()?;
     m.add("EMULATOR_PARAMS", LinkParams::FIELDS.to_vec())?;
     Ok(())
