@@ -107,7 +107,12 @@ def test_garbage_truncated_forged_and_replayed_datagrams_are_counted_drops(topo)
     c1_port = int(sess0["remote"].rsplit(":", 1)[1])
 
     # --- the attack ---------------------------------------------------------------------------
-    expect_endpoint = {"malformed": 0, "unknown_session": 0, "handshake_failures": 0}
+    expect_endpoint = {
+        "malformed": 0,
+        "unknown_session": 0,
+        "handshake_failures": 0,
+        "handshake_replayed": 0,
+    }
     expect_session = {"malformed": 0, "auth_failures": 0, "replays": 0}
     raw_frames: list[bytes] = []  # spoofed: the client's own address and port
     from_socket: list[bytes] = []  # a fresh UDP socket on the client host
@@ -123,9 +128,10 @@ def test_garbage_truncated_forged_and_replayed_datagrams_are_counted_drops(topo)
             other = os.urandom(4)
         from_socket.append(b"\x03\x00\x00\x00" + other + os.urandom(120))
     expect_endpoint["unknown_session"] += 5
+    # Too short to be a message 1: garbage, counted and never answered.
     for n in (8, 50, 200):
         from_socket.append(b"\x01\x00\x00\x00" + os.urandom(n))
-    expect_endpoint["handshake_failures"] += 3
+    expect_endpoint["malformed"] += 3
 
     # Truncated real datagrams: shorter than the header, then shorter than header + tag.
     raw_frames.append(_with_payload(frame0, data0[:10]))
@@ -154,6 +160,7 @@ def test_garbage_truncated_forged_and_replayed_datagrams_are_counted_drops(topo)
     # ... and the client's handshake message 1.
     raw_frames.append(inits[0][0])
     expect_endpoint["handshake_failures"] += 1
+    expect_endpoint["handshake_replayed"] += 1
 
     with probes.Capture(srv_host, "kvs0") as tun_cap:
         with probes._l2_socket(c1, "eth0") as l2:
