@@ -24,7 +24,7 @@ deps:                         ## Debian packages the tests and the lab use
 venv:
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "maturin>=1.7,<2" typer rich pyroute2 prometheus_client pytest pytest-xdist pytest-timeout hypothesis scapy ruff tomli-w matplotlib
+	$(PY) -m pip install -q "maturin>=1.7,<2" typer rich pyroute2 prometheus_client pytest pytest-xdist pytest-timeout hypothesis scapy ruff mypy tomli-w matplotlib
 
 build:                        ## build the product, then the lab (each native, release) into the venv
 	$(VENV)/bin/maturin develop --release -q
@@ -46,6 +46,8 @@ lint:
 	cargo clippy --manifest-path $(LAB_MANIFEST) --workspace --all-targets --release -- -D warnings
 	$(VENV)/bin/ruff check daemon/kcpvpn lab tests
 	$(VENV)/bin/ruff format --check daemon/kcpvpn lab tests
+	$(VENV)/bin/mypy daemon/kcpvpn
+	$(PY) -m mypy.stubtest --allowlist daemon/kcpvpn/_engine/stubtest-allowlist.txt kcpvpn._engine
 
 fmt:
 	cargo fmt --manifest-path $(CARGO_MANIFEST) --all

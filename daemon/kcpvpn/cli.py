@@ -73,7 +73,7 @@ def _root(
 # --------------------------------------------------------------------------
 
 
-def _option(mode: str, flag: Flag) -> tuple[type, Any, Any]:
+def _option(mode: str, flag: Flag) -> tuple[Any, Any, Any]:
     """(annotation, typer.Option, default) for one flag."""
     kind = field_type(mode, flag.field)
     default = default_of(mode, flag)

@@ -42,7 +42,9 @@ class _Placeholder(TyperCommand):
     """Stands for a plugin in help listings; replaced by the real command when run."""
 
     def __init__(self, ep: metadata.EntryPoint) -> None:
-        summary = ep.dist.metadata.get("Summary") if ep.dist is not None else None
+        summary = (
+            (ep.dist.metadata.get_all("Summary") or [None])[0] if ep.dist is not None else None
+        )
         super().__init__(
             name=ep.name,
             help=f"{summary or ep.value} (from {_origin(ep)})",

@@ -51,6 +51,7 @@ def engine_params(cfg) -> _engine.SessionParams:
 def open_socket(host: str, port: int, *, bind: bool, sockbuf: int, dscp: int) -> socket.socket:
     """A UDP socket: bound to host:port for the server; for the client, an
     ephemeral socket of the server address's family."""
+    addr: tuple[Any, ...] | None
     if bind:
         if host in ("", "0.0.0.0", "::"):
             family, addr = socket.AF_INET6, ("::", port)
@@ -79,10 +80,12 @@ def open_socket(host: str, port: int, *, bind: bool, sockbuf: int, dscp: int) ->
             else:
                 s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, dscp << 2)
         if bind:
+            assert addr is not None
             try:
                 s.bind(addr)
             except OSError as e:
-                where = f"[{addr[0]}]:{addr[1]}" if ":" in addr[0] else f"{addr[0]}:{addr[1]}"
+                h = str(addr[0])
+                where = f"[{h}]:{port}" if ":" in h else f"{h}:{port}"
                 raise OSError(
                     f"cannot listen on {where}: {e.strerror} (another program has the port? "
                     "choose another --port)"

@@ -7,7 +7,7 @@ The protocol pieces one at a time live in `kcpvpn._engine.testing`.
 Errors are the classes of `kcpvpn.errors`.
 """
 
-from typing import Final, Literal
+from typing import Any, Final, Literal, Self, TypeAlias, final
 
 from . import testing as testing
 
@@ -53,12 +53,13 @@ FEC_FULL_GROUP_FAILURE: Final[float]
 FEC_PARTIAL_GROUP_FAILURE: Final[float]
 RAPID_SPARSE_DELAY_MS: Final[int]
 
+@final
 class SessionParams:
     """One side's transport settings, with the engine's defaults. Every value is
     checked on construction (InvalidParameter / UnsupportedCipher naming the flag)."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         kcp_mode: str = ...,
         sndwnd: int = ...,
@@ -79,7 +80,7 @@ class SessionParams:
         interval: int = ...,
         resend: int = ...,
         nc: int = ...,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def kcp_mode(self) -> str: ...
     @property
@@ -118,18 +119,20 @@ class SessionParams:
 
 # --- the control plane's value types ----------------------------------------
 
+@final
 class Psk:
     """The shared secret stretched with Argon2id (opaque; computed once, GIL released).
     InvalidParameter if it is empty."""
 
-    def __init__(self, secret: bytes) -> None: ...
+    def __new__(cls, secret: bytes) -> Self: ...
 
+@final
 class Offer:
     """What the server offers a client it accepts (FEC, UDP MTU and keepalive are
     settled by the engine). InvalidParameter if an address or prefix is wrong."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         mtu: int,
         full_frame_mtu: int,
@@ -137,7 +140,7 @@ class Offer:
         server_ip: str | None = None,
         client_ip: str | None = None,
         prefixlen: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def tap(self) -> bool: ...
     @property
@@ -151,6 +154,7 @@ class Offer:
     @property
     def prefixlen(self) -> int | None: ...
 
+@final
 class TunnelConfig:
     """The tunnel as the server set it up for this client."""
 
@@ -175,25 +179,26 @@ class TunnelConfig:
 
 # --- events -----------------------------------------------------------------
 
+@final
 class HandshakeRequest:
     """Server: an authenticated, fresh message 1 (answer with accept or refuse).
     Constructible for tests of the control plane's policy."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         pending_id: int,
         peer: tuple[str, int],
         mtu: int,
-        client_id: str = "",
-        ip_mode: int = 0,
+        client_id: str = ...,
+        ip_mode: int = ...,
         ip: str | None = None,
         fec: tuple[int, int] | None = None,
-        cipher: str = "aes",
-        udp_mtu: int = 576,
+        cipher: str = ...,
+        udp_mtu: int = ...,
         keepalive: int = 10,
         timestamp_ms: int = 0,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def pending_id(self) -> int: ...
     @property
@@ -218,6 +223,7 @@ class HandshakeRequest:
     @property
     def timestamp_ms(self) -> int: ...
 
+@final
 class HandshakeRejected:
     """Server: a message 1 turned away (rate-limited; `suppressed` since the last)."""
 
@@ -230,6 +236,7 @@ class HandshakeRejected:
     @property
     def suppressed(self) -> int: ...
 
+@final
 class Connected:
     """Client: accepted; set up the interface from `config`, then `attach`."""
 
@@ -240,6 +247,7 @@ class Connected:
     @property
     def config(self) -> TunnelConfig: ...
 
+@final
 class ConnectFailed:
     """Client: the attempt ended without a session."""
 
@@ -251,10 +259,12 @@ class ConnectFailed:
         """The matching kcpvpn.errors exception (Refused, AuthenticationFailed,
         StaleHandshake, ReplayedHandshake, NoAnswer, InvalidParameter)."""
 
+@final
 class SessionUp:
     @property
     def session_id(self) -> int: ...
 
+@final
 class SessionClosed:
     @property
     def session_id(self) -> int: ...
@@ -265,12 +275,14 @@ class SessionClosed:
     @property
     def reason(self) -> str: ...
 
+@final
 class PeerMoved:
     @property
     def session_id(self) -> int: ...
     @property
     def peer(self) -> tuple[str, int]: ...
 
+@final
 class PathMtuProblem:
     """The path drops datagrams of the agreed UDP MTU; `works` bytes got through."""
 
@@ -281,7 +293,7 @@ class PathMtuProblem:
     @property
     def works(self) -> int: ...
 
-Event = (
+Event: TypeAlias = (
     HandshakeRequest
     | HandshakeRejected
     | Connected
@@ -294,6 +306,7 @@ Event = (
 
 # --- counters ---------------------------------------------------------------
 
+@final
 class EndpointStats:
     @property
     def datagrams_in(self) -> int: ...
@@ -357,6 +370,7 @@ class EndpointStats:
     def loop_iterations(self) -> int: ...
     def to_dict(self) -> dict[str, int]: ...
 
+@final
 class KcpStats:
     @property
     def segments_sent(self) -> int: ...
@@ -402,6 +416,7 @@ class KcpStats:
     def cc_queue_corrections(self) -> int: ...
     def to_dict(self) -> dict[str, int]: ...
 
+@final
 class SessionStats:
     @property
     def session_id(self) -> int: ...
@@ -465,24 +480,26 @@ class SessionStats:
     def path_mtu(self) -> int: ...
     @property
     def kcp(self) -> KcpStats: ...
-    def to_dict(self) -> dict[str, object]: ...
+    def to_dict(self) -> dict[str, Any]: ...
 
+@final
 class EngineStats:
     @property
     def endpoint(self) -> EndpointStats: ...
     @property
     def sessions(self) -> list[SessionStats]: ...
-    def to_dict(self) -> dict[str, object]: ...
+    def to_dict(self) -> dict[str, Any]: ...
     def session(self, session_id: int) -> SessionStats | None: ...
 
 # --- the data path ----------------------------------------------------------
 
+@final
 class Endpoint:
     """One native thread: a UDP socket, the sessions and their interfaces."""
 
     @staticmethod
     def server(
-        fd: int, psk: Psk, params: SessionParams, handshake_max_age_ms: int = 60000
+        fd: int, psk: Psk, params: SessionParams, handshake_max_age_ms: int = ...
     ) -> Endpoint:
         """A server on `fd` (a bound UDP socket, dup'ed for the engine)."""
     @staticmethod
@@ -497,8 +514,8 @@ class Endpoint:
         server: tuple[str, int],
         *,
         mtu: int,
-        client_id: str = "",
-        ip_mode: int = 0,
+        client_id: str = ...,
+        ip_mode: int = ...,
         ip: str | None = None,
         max_attempts: int | None = None,
     ) -> None:

@@ -4,6 +4,8 @@ experiments. These hand raw keys and wire bytes to Python; the daemon never
 imports them. Errors are the classes of `kcpvpn.errors`.
 """
 
+from typing import Self, final
+
 # --- crypto ---
 # Packet protection, secret stretching and the handshake (kcpvpn-crypto).
 # These hand raw keys to Python: for tests, lab tools and experiments. The
@@ -36,21 +38,23 @@ imports them. Errors are the classes of `kcpvpn.errors`.
 # AuthenticationFailed, CounterExhausted, StaleHandshake, ReplayedHandshake,
 # Busy, AlreadyUsed, InvalidParameter; each message says why.
 
+@final
 class Sealer:
     """Seals datagrams for one direction: header(16) ‖ ciphertext ‖ tag(16)."""
 
-    def __init__(self, kind: str, key: bytes, receiver_id: int) -> None: ...
-    def seal(self, plaintext: bytes, msg_type: int = 3) -> bytes:
+    def __new__(cls, kind_name: str, key: bytes, receiver_id: int) -> Self: ...
+    def seal(self, plaintext: bytes, msg_type: int = ...) -> bytes:
         """msg_type 3 = data, 4 = close, 6 = feedback, 7 = probe. CounterExhausted at the end."""
     @property
     def counter(self) -> int:
         """The counter the next datagram will carry."""
     def stats(self) -> dict[str, int]: ...
 
+@final
 class Opener:
     """Opens datagrams for one direction, with a replay window of 8128 counters."""
 
-    def __init__(self, kind: str, key: bytes) -> None: ...
+    def __new__(cls, kind_name: str, key: bytes) -> Self: ...
     def open(self, datagram: bytes) -> bytes:
         """The plaintext; Truncated, Malformed, Replayed, TooOld or AuthenticationFailed."""
     def open_message(self, datagram: bytes) -> tuple[int, int, bytes]:
@@ -67,12 +71,13 @@ def cipher_name(name: str) -> str:
 def stretch_secret(secret: bytes) -> bytes:
     """Argon2id(secret) → 32-byte PSK (64 MiB, 3 passes; releases the GIL)."""
 
+@final
 class HandshakeInitiator:
     """Client side of one handshake attempt."""
 
-    def __init__(
-        self, psk: bytes, payload: dict[str, object], session_id: int, now_ms: int
-    ) -> None: ...
+    def __new__(
+        cls, psk: bytes, payload: dict[str, object], session_id: int, now_ms: int
+    ) -> Self: ...
     @property
     def message(self) -> bytes:
         """Message 1, to send to the server."""
@@ -81,6 +86,7 @@ class HandshakeInitiator:
 
         Raises AuthenticationFailed if the answer is forged or from another secret."""
 
+@final
 class PendingAccept:
     """A verified message 1 awaiting a decision; answer once (AlreadyUsed after)."""
 
@@ -91,12 +97,11 @@ class PendingAccept:
     def refuse(self, reason: str) -> bytes:
         """Message 2 carrying the reason (clipped to 200 bytes)."""
 
+@final
 class HandshakeResponder:
     """Server side: verifies message 1 statelessly; remembers recent ones to refuse replays."""
 
-    def __init__(
-        self, psk: bytes, max_age_ms: int = 60000, replay_capacity: int = 16384
-    ) -> None: ...
+    def __new__(cls, psk: bytes, max_age_ms: int = ..., replay_capacity: int = ...) -> Self: ...
     def read_init(
         self, datagram: bytes, now_ms: int
     ) -> tuple[dict[str, object], PendingAccept]: ...
@@ -113,10 +118,11 @@ class HandshakeResponder:
 FEC_HEADER_LEN: int  # seqid u32 + type u16 = 6
 FEC_OVERHEAD: int  # bytes a data shard adds to its datagram = 8
 
+@final
 class FecEncoder:
     """Datagrams in, FEC shards out."""
 
-    def __init__(self, data_shards: int, parity_shards: int, max_datagram: int = 1500) -> None: ...
+    def __new__(cls, data_shards: int, parity_shards: int, max_datagram: int = 1500) -> Self: ...
     def encode(self, datagram: bytes) -> list[bytes]:
         """The data shard, then the group's parity shards if it is now full.
         InvalidParameter if the datagram is longer than max_datagram."""
@@ -126,10 +132,11 @@ class FecEncoder:
     def stats(self) -> dict[str, int]:
         """data_shards, parity_shards, partial_groups, oversize."""
 
+@final
 class FecDecoder:
     """FEC shards in, each original datagram out exactly once."""
 
-    def __init__(self, data_shards: int, parity_shards: int, max_open_groups: int = 64) -> None: ...
+    def __new__(cls, data_shards: int, parity_shards: int, max_open_groups: int = ...) -> Self: ...
     def input(self, shard: bytes) -> list[bytes]:
         """Datagrams this shard makes deliverable (its own, or rebuilt ones).
         Duplicates and stale shards give []; Truncated / Malformed otherwise."""
@@ -150,9 +157,10 @@ class FecDecoder:
 # input_errors, srtt, rttvar, rto, cwnd, ssthresh, rmt_wnd, snd_queue,
 # snd_inflight, rcv_queue, rcv_buf.
 
+@final
 class Kcp:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         conv: int,
         mode: str = "fast",
         *,
@@ -165,7 +173,7 @@ class Kcp:
         mtu: int = 1400,
         ack_nodelay: bool = False,
         dead_link: int = 20,
-    ) -> None: ...
+    ) -> Self: ...
     def send(self, msg: bytes) -> None:
         """Queue one message (up to max_message bytes)."""
     def input(self, datagram: bytes, now_ms: int) -> None:

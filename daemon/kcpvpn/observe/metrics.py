@@ -97,7 +97,7 @@ class _Families:
     """Metric families by name, created on first use."""
 
     def __init__(self) -> None:
-        self.by_name: dict[str, Metric] = {}
+        self.by_name: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
 
     def add(
         self, prefix: str, key: str, value: float, labels: dict[str, str], gauge: bool | None = None
@@ -198,7 +198,7 @@ class Exporter:
                 info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
             except socket.gaierror as e:
                 raise OSError(f"--metrics {address}: cannot resolve {host!r}: {e.strerror}") from e
-            family, bind_host = info[0], info[4][0]
+            family, bind_host = info[0], str(info[4][0])
         self.registry = CollectorRegistry(auto_describe=False)
         handler = MetricsHandler.factory(self.registry)
         server_cls = type("_Bound", (_Server,), {"address_family": family})

@@ -19,6 +19,7 @@ import tty
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -312,7 +313,7 @@ class _Keys:
 
     def __init__(self) -> None:
         self.fd = sys.stdin.fileno() if sys.stdin and sys.stdin.isatty() else None
-        self._old = None
+        self._old: list[Any] | None = None
 
     def __enter__(self) -> _Keys:
         if self.fd is not None:
@@ -321,7 +322,7 @@ class _Keys:
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._old is not None:
+        if self._old is not None and self.fd is not None:
             termios.tcsetattr(self.fd, termios.TCSADRAIN, self._old)
 
     def wait(self, timeout: float) -> str | None:

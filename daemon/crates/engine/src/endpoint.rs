@@ -36,6 +36,22 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<EndpointStats>()?;
     m.add_class::<SessionStats>()?;
     m.add_class::<KcpStats>()?;
+    // Event: the union of the event classes, for isinstance and annotations.
+    let py = m.py();
+    let or = py.import("operator")?.getattr("or_")?;
+    let mut union = m.getattr("HandshakeRequest")?;
+    for name in [
+        "HandshakeRejected",
+        "Connected",
+        "ConnectFailed",
+        "SessionUp",
+        "SessionClosed",
+        "PeerMoved",
+        "PathMtuProblem",
+    ] {
+        union = or.call1((union, m.getattr(name)?))?;
+    }
+    m.add("Event", union)?;
     Ok(())
 }
 

@@ -492,7 +492,10 @@ fn keepalive_and_idle_timeout() {
         for mut d in tx.datagrams {
             // Keepalives, and the path-MTU probe that follows the start.
             let got = b.input(&mut d, now, &mut |_p: &[u8]| {});
-            assert!(matches!(got, Received::Keepalive | Received::Probe), "{got:?}");
+            assert!(
+                matches!(got, Received::Keepalive | Received::Probe),
+                "{got:?}"
+            );
         }
         let mut sink = VecTransmit::default();
         b.poll(now, &mut sink);

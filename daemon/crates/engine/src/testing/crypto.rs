@@ -66,8 +66,8 @@ fn stretch_secret<'py>(py: Python<'py>, secret: &[u8]) -> Bound<'py, PyBytes> {
 
 /// (msg_type, receiver_id, counter) of a data/close datagram, or None.
 #[pyfunction]
-fn peek_header(data: &[u8]) -> Option<(u8, u32, u64)> {
-    packet::peek_header(data).map(|h| (h.msg_type, h.receiver_id, h.counter))
+fn peek_header(datagram: &[u8]) -> Option<(u8, u32, u64)> {
+    packet::peek_header(datagram).map(|h| (h.msg_type, h.receiver_id, h.counter))
 }
 
 /// Seals datagrams for one direction of a session.
@@ -131,12 +131,12 @@ impl Opener {
     fn open_raw<'py>(
         &self,
         py: Python<'py>,
-        data: &[u8],
+        datagram: &[u8],
     ) -> PyResult<(u8, u64, Bound<'py, PyBytes>)> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let (o, buf) = &mut *g;
         buf.clear();
-        buf.extend_from_slice(data);
+        buf.extend_from_slice(datagram);
         let opened = o.open_in_place(buf).map_err(errors::crypto)?;
         Ok((
             opened.msg_type,
@@ -158,17 +158,17 @@ impl Opener {
 
     /// The plaintext; ValueError saying why otherwise (truncated, unexpected
     /// message type, replayed, too old, authentication failed).
-    fn open<'py>(&self, py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(self.open_raw(py, data)?.2)
+    fn open<'py>(&self, py: Python<'py>, datagram: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(self.open_raw(py, datagram)?.2)
     }
 
     /// (msg_type, counter, plaintext).
     fn open_message<'py>(
         &self,
         py: Python<'py>,
-        data: &[u8],
+        datagram: &[u8],
     ) -> PyResult<(u8, u64, Bound<'py, PyBytes>)> {
-        self.open_raw(py, data)
+        self.open_raw(py, datagram)
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -350,13 +350,13 @@ impl HandshakeInitiator {
     fn read_response<'py>(
         &self,
         py: Python<'py>,
-        data: &[u8],
+        datagram: &[u8],
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let out = self
             .inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .read_response(data)
+            .read_response(datagram)
             .map_err(errors::handshake)?;
         let Some(out) = out else { return Ok(None) };
         let d = PyDict::new(py);
@@ -406,14 +406,14 @@ impl HandshakeResponder {
     fn read_init<'py>(
         &self,
         py: Python<'py>,
-        data: &[u8],
+        datagram: &[u8],
         now_ms: u64,
     ) -> PyResult<(Bound<'py, PyDict>, PendingAccept)> {
         let (req, pending) = self
             .inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .read_init(data, now_ms)
+            .read_init(datagram, now_ms)
             .map_err(errors::handshake)?;
         let d = init_dict(py, &req.payload)?;
         d.set_item("sender_id", req.sender_id)?;
