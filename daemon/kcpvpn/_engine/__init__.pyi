@@ -463,6 +463,9 @@ class SessionStats:
     @property
     def fec_recovered(self) -> int: ...
     @property
+    def parity_out(self) -> int:
+        """FEC parity shards sent."""
+    @property
     def fec_errors(self) -> int: ...
     @property
     def kcp_errors(self) -> int: ...

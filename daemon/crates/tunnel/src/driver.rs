@@ -75,6 +75,8 @@ pub struct SessionSnapshot {
     pub stats: SessionStats,
     pub kcp: kcpvpn_kcp::KcpStats,
     pub fec_recovered: u64,
+    /// FEC parity shards sent (0 with FEC off).
+    pub parity_out: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -526,6 +528,10 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
                 stats: v.session.stats.clone(),
                 kcp: v.session.kcp_stats(),
                 fec_recovered: v.session.fec_recovered(),
+                parity_out: v
+                    .session
+                    .fec_encoder_stats()
+                    .map_or(0, |e| e.parity_shards),
             })
             .collect();
         let mut snap = self.shared.snapshot.lock().unwrap();
