@@ -57,7 +57,7 @@ def session_lines(mode: str, row: Row, now: float | None = None) -> Text:
     t.append(
         f"\n    RTT {k.get('srtt_ms', 0)} ms · resent {n_resent} "
         f"({100 * n_resent / sent_segments:.1f}%) · FEC fixed {s.get('fec_recovered', 0)} · "
-        f"parity {s.get('fec_parity', 0)} (loss {s.get('fec_loss_ppm', 0) / 1e4:.1f}%)"
+        f"parity {s.get('fec_parity', 0)} (loss {s.get('loss_ppm', 0) / 1e4:.1f}%)"
     )
     t.append(
         f"\n    sent {human_bytes(s.get('bytes_in', 0))} · "

@@ -209,3 +209,12 @@ def test_rapid_fec_is_on_by_default_and_can_be_turned_off(ran):
     r = invoke(*args, "--no-rapid-fec")
     assert r.exit_code == 0, r.output
     assert [c.transport.rapid_fec for _, c in ran] == [True, True, False]
+
+
+def test_client_accepts_netmask_and_warns_it_has_no_effect(ran):
+    """The original took --netmask on both sides; the server decides it."""
+    r = invoke("client", "--ip", "h", "--port", "1", "--netmask", "255.255.255.0", "--secret", KEY)
+    assert r.exit_code == 0, r.output
+    assert ran[0][1].netmask == "255.255.255.0"
+    r = invoke("client", "--ip", "h", "--port", "1", "--netmask", "255.0.255.0", "--secret", KEY)
+    assert r.exit_code == 2 and "not a netmask" in r.output

@@ -437,3 +437,8 @@ def test_readme_flags_section_lists_every_flag():
     for flag in FLAGS:
         for name in (*flag.names, *([flag.off_switch] if flag.off_switch else [])):
             assert f"`{name}`" in section, name
+
+
+def test_client_netmask_has_no_effect_and_says_so():
+    assert "the server decides the netmask" in warnings_of("client", netmask="24")
+    assert "netmask" not in warnings_of("client")

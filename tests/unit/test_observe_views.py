@@ -27,6 +27,7 @@ def session(cid: str, ip: str, iface: str, bytes_in=0, bytes_out=0, srtt=40, fix
         "fec_recovered": fixed,
         "fec_parity": 1.63,
         "fec_loss_ppm": 50000,
+        "loss_ppm": 50000,
         "kcp": {"srtt_ms": srtt, "retransmits": resent, "segments_sent": 1000},
     }
 

@@ -476,6 +476,9 @@ class SessionStats:
     @property
     def peer_lost(self) -> int: ...
     @property
+    def loss_ppm(self) -> int:
+        """The loss the peer measured in its reports of the last 5-10 s, ppm."""
+    @property
     def probes_out(self) -> int: ...
     @property
     def probes_acked(self) -> int: ...

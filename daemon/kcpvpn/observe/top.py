@@ -204,7 +204,7 @@ class Top:
             return  # the engine has not published this session's figures yet
         h = t.history
         h["rtt"].append(float(s["kcp"].get("srtt_ms", 0)))
-        h["loss"].append(s.get("fec_loss_ppm", 0) / 1e4)
+        h["loss"].append(s.get("loss_ppm", 0) / 1e4)
         h["parity"].append(float(s.get("fec_parity", 0)))
         counters = _counters(mode, s)
         dt = now - t.at

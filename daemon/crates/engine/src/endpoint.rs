@@ -621,6 +621,8 @@ pub struct SessionStats {
     /// What the peer's loss reports add up to (measured loss of what we sent).
     pub peer_expected: u64,
     pub peer_lost: u64,
+    /// The loss the peer measured in its reports of the last 5-10 s, ppm.
+    pub loss_ppm: u64,
     pub probes_out: u64,
     pub probes_acked: u64,
     /// The largest datagram the path carried (0: not probed yet).
@@ -664,6 +666,7 @@ impl SessionStats {
             oversize_packets,
             peer_expected,
             peer_lost,
+            loss_ppm,
             probes_out,
             probes_acked,
             path_mtu
@@ -736,6 +739,7 @@ fn session_stats(s: &SessionSnapshot) -> SessionStats {
         oversize_packets: st.oversize_packets,
         peer_expected: st.peer_expected,
         peer_lost: st.peer_lost,
+        loss_ppm: st.loss_ppm,
         probes_out: st.probes_out,
         probes_acked: st.probes_acked,
         path_mtu: st.path_mtu,

@@ -116,6 +116,11 @@ pub struct SessionStats {
     /// smoothing and prior of `fec_loss_ppm`).
     pub peer_expected: u64,
     pub peer_lost: u64,
+    /// The loss the peer measured of what we sent in its reports of the
+    /// last 5 to 10 s, parts per million: what "loss" means to an operator
+    /// (`fec_loss_ppm` is the smoothed estimate parity follows, which starts
+    /// from a cautious prior).
+    pub loss_ppm: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +168,8 @@ pub struct Session {
     ack_deadline: Option<u32>,
     /// Smoothed loss rate the peer reports for what we send.
     loss_estimate: f64,
+    /// (expected, lost) of the peer's reports, per [`LOSS_WINDOW_MS`].
+    recent_loss: Buckets<(u64, u64)>,
     /// Reports are trusted until then; None: none yet, or they stopped
     /// coming, so full parity.
     feedback_fresh_until: Option<u32>,
@@ -224,6 +231,10 @@ pub const FULL_GROUP_FAILURE: f64 = 0.05;
 pub const ACK_DELAY_MS: u32 = 1;
 /// Pending ACKs that go out at once.
 pub const ACK_BATCH: usize = 4;
+
+/// The measured loss shown to operators covers the peer's reports of the
+/// last one to two of these (ms).
+pub const LOSS_WINDOW_MS: u32 = 5000;
 
 /// A side receiving FEC sends a loss report at most this often (ms), and
 /// only while FEC data arrives.
@@ -417,6 +428,7 @@ impl Session {
             feedback_due: None,
             ack_deadline: None,
             loss_estimate: LOSS_PRIOR,
+            recent_loss: Buckets::default(),
             feedback_fresh_until: None,
             loss_floor: LossFloor::default(),
             awaiting_peer: false,
@@ -623,6 +635,12 @@ impl Session {
     fn on_feedback(&mut self, expected: u32, lost: u32, now: u32) {
         self.stats.peer_expected += expected as u64;
         self.stats.peer_lost += lost as u64;
+        let cur = self.recent_loss.at(now, LOSS_WINDOW_MS, (0, 0));
+        cur.0 += expected as u64;
+        cur.1 += lost as u64;
+        let (e, l) = *cur;
+        let (pe, pl) = self.recent_loss.prev.unwrap_or((0, 0));
+        self.stats.loss_ppm = (l + pl) * 1_000_000 / (e + pe).max(1);
         let Some(enc) = &mut self.fec_enc else {
             return; // we send no FEC; nothing to adapt
         };
