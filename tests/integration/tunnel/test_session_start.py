@@ -107,9 +107,7 @@ def test_a_path_that_drops_large_datagrams_is_reported(topo):
     cli = start_client(topo.client(1), topo.server)
     ping(topo.client(1), "192.168.88.1", count=3)  # small packets pass
     for proc in (srv, cli):
-        assert wait_until(lambda p=proc: "drops datagrams of 1350 bytes" in p.log(), 60), (
-            proc.log()
-        )
+        assert wait_until(lambda p=proc: "drops datagrams of 1350 bytes" in p.log(), 60), proc.log()
         line = next(x for x in proc.log().splitlines() if "drops datagrams" in x)
         works = int(line.split("(")[1].split()[0])
         assert 980 <= works <= 1000, line

@@ -528,10 +528,7 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
                 stats: v.session.stats.clone(),
                 kcp: v.session.kcp_stats(),
                 fec_recovered: v.session.fec_recovered(),
-                parity_out: v
-                    .session
-                    .fec_encoder_stats()
-                    .map_or(0, |e| e.parity_shards),
+                parity_out: v.session.fec_encoder_stats().map_or(0, |e| e.parity_shards),
             })
             .collect();
         let mut snap = self.shared.snapshot.lock().unwrap();
