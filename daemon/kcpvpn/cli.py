@@ -14,6 +14,8 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import resource
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -119,6 +121,8 @@ def _make_command(mode: str) -> Callable[..., None]:
             for line in e.problems:
                 typer.echo(f"kcpvpn {mode}: error: {line}", err=True)
             raise typer.Exit(2) from None
+        global _reload
+        _reload = lambda: load_config(mode, given, config_file=config_file).config  # type: ignore[arg-type]  # noqa: E731
         raise typer.Exit(_run_daemon(mode, loaded))
 
     parameters = [
@@ -159,10 +163,14 @@ def _make_command(mode: str) -> Callable[..., None]:
     return command
 
 
+# Reads the configuration again as the command line gave it (SIGHUP).
+_reload: Callable[[], Any] | None = None
+
+
 def _run_server(config: Any) -> int:
     from . import server  # imported late: it loads the native engine
 
-    return server.run(config)
+    return server.run(config, reload=_reload)
 
 
 def _run_client(config: Any) -> int:
@@ -175,6 +183,29 @@ def _run_client(config: Any) -> int:
 RUN: dict[str, Callable[[Any], int]] = {"server": _run_server, "client": _run_client}
 
 
+def _raise_nofile(cfg: Any, log: logging.Logger) -> None:
+    """Raises the descriptor limit to its hard maximum: each client of a
+    server holds two (its interface, the engine's copy), and the common
+    default of 1024 would stop a server at about 500 clients."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-file limit above %d: %s", soft, e)
+    need = 2 * getattr(cfg, "max_clients", 0) + 64
+    if soft < need:
+        log.warning(
+            "the open-file limit (%d) allows about %d clients, fewer than --max-clients %d: "
+            "raise it (LimitNOFILE= in the unit, ulimit -n)",
+            soft,
+            (soft - 64) // 2,
+            cfg.max_clients,
+        )
+
+
 def _run_daemon(mode: str, loaded: Any) -> int:
     """Runs a daemon with its logging and metrics set up; its exit status.
     The first and the last log line say which daemon started and that it
@@ -184,11 +215,14 @@ def _run_daemon(mode: str, loaded: Any) -> int:
     from .tun import InterfaceError
 
     cfg = loaded.config
+    # A SIGHUP before the daemon's own handler is in place must not end it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     logs.setup(cfg.log_level, cfg.log_format)
     log = logging.getLogger("kcpvpn")
     for w in loaded.warnings:
         log.warning("%s", w)
     log.info("kcpvpn %s %s starting (pid %d)", __version__, mode, os.getpid())
+    _raise_nofile(cfg, log)
     code = 1
     try:
         if cfg.metrics:

@@ -38,6 +38,12 @@ def _jitter(seconds: float) -> float:
     return seconds * random.uniform(0.8, 1.2)
 
 
+def _same_tunnel(a: _engine.TunnelConfig, b: _engine.TunnelConfig) -> bool:
+    """Whether the interface set up for `a` serves `b` as it is."""
+    keys = ("tap", "mtu", "server_ip", "client_ip", "prefixlen")
+    return all(getattr(a, k) == getattr(b, k) for k in keys)
+
+
 class Client:
     def __init__(self, cfg: ClientConfig) -> None:
         self.cfg = cfg
@@ -180,6 +186,11 @@ class Client:
         match ev:
             case _engine.Connected():
                 return self._on_connected(ev)
+            case _engine.SessionUp() if self.up:
+                # A new session took over from one the server had lost (it
+                # restarted): the interface stayed as it was.
+                self.connected_since = time.time()
+                log.info("the server had lost our session (restarted?); continuing in a new one")
             case _engine.SessionUp():
                 self.up = True
                 self.connected_since = time.time()
@@ -225,8 +236,21 @@ class Client:
         return True
 
     def _on_connected(self, ev: _engine.Connected) -> bool:
-        self.conf = ev.config
+        old, self.conf = self.conf, ev.config
         self.session_id = ev.session_id
+        if self.up and self.iface is not None and old is not None and _same_tunnel(old, ev.config):
+            # A renewal on the same terms: keep the interface (and whatever
+            # hooks added to it) as it is.
+            assert self.ep is not None
+            try:
+                self.ep.attach(ev.session_id, os.dup(self.iface.fd))
+            except errors.EngineError as e:
+                log.error("cannot start the session: %s", e)
+            return True
+        if self.up:
+            # Renewed with other terms (another address): set up again.
+            self._hook("disconnected")
+            self.up = False
         try:
             iface, self.ip = self._setup_interface(ev.config)
         except (tun.InterfaceError, OSError) as e:
@@ -251,9 +275,11 @@ class Client:
         if was_up:
             self._hook("disconnected")
         log.warning("session ended: %s", ev.reason)
-        if ev.kind == "interface-gone" or not cfg.persistent_vni:
+        gone = ev.kind == "interface-gone"
+        if gone or not cfg.persistent_vni:
             self._drop_interface()
-        if not cfg.auto_reconnect:
+        # A --persistent-vni interface deleted underneath is made again.
+        if not cfg.auto_reconnect and not (gone and cfg.persistent_vni):
             self.code = 1
             return False
         log.info("reconnecting")

@@ -71,6 +71,10 @@ KEEPALIVE_MIN, KEEPALIVE_MAX = _engine.KEEPALIVE_RANGE  # seconds
 INTERVAL_MIN, INTERVAL_MAX = _engine.INTERVAL_RANGE  # ms, KCP's own clamp
 RESEND_MAX = _engine.RESEND_MAX
 CLIENT_ID_MAX = _engine.CLIENT_ID_MAX  # bytes
+# Each client holds an interface and two descriptors: the default leaves
+# room for a site-to-site hub without letting one server exhaust a small VPS.
+DEFAULT_MAX_CLIENTS = 2048
+MAX_CLIENTS_LIMIT = 65535
 IFNAME_MAX = 15  # Linux IFNAMSIZ - 1
 PREFIX_MAX = 12  # leaves three digits of counter within IFNAME_MAX
 SHORT_SECRET = 12
@@ -175,6 +179,9 @@ class ServerConfig:
     vni_name_prefix: str = "kvs"
     vni_mode: str = "tun"
     assignable_ips: str | None = None
+    # Addresses clients may ask for when there is no pool (CIDRs, comma-separated).
+    allowed_client_ips: str | None = None
+    max_clients: int = DEFAULT_MAX_CLIENTS
     hook_dir: str | None = None
     bridge: str | None = None
     mss_clamp: bool = True
@@ -460,6 +467,25 @@ FLAGS: tuple[Flag, ...] = (
         PANEL_TUNNEL,
         modes=SERVER,
         metavar="POOL",
+    ),
+    Flag(
+        "allowed_client_ips",
+        ("--allowed-client-ips",),
+        "Without --assignable-ips: the addresses clients may ask for with their --local-ip "
+        "(CIDRs, comma-separated, e.g. 192.168.88.0/24,fd00::/64); any other is refused",
+        PANEL_TUNNEL,
+        modes=SERVER,
+        metavar="CIDRS",
+        new=True,
+    ),
+    Flag(
+        "max_clients",
+        ("--max-clients",),
+        f"Most clients connected at once (1..{MAX_CLIENTS_LIMIT}); more are refused with a reason",
+        PANEL_TUNNEL,
+        modes=SERVER,
+        metavar="N",
+        new=True,
     ),
     Flag(
         "client_id",
@@ -803,6 +829,24 @@ def build_client_config(config_file: str | Path | None = None, **flags: Any) -> 
 # --------------------------------------------------------------------------
 
 
+def allowed_networks(spec: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """`10.0.0.0/24,fd00::/64` -> the networks. ValueError naming a bad one."""
+    nets: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for part in spec.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(
+                f"{part!r} is not a network: write CIDRs such as 192.168.88.0/24 or fd00::/64"
+            ) from None
+    if not nets:
+        raise ValueError("no network given: write CIDRs such as 192.168.88.0/24")
+    return nets
+
+
 def netmask_prefixlen(netmask: str) -> int:
     """255.255.255.0, 24 or /24 -> 24. ValueError if it is neither."""
     text = netmask.strip().lstrip("/")
@@ -1085,6 +1129,18 @@ def _validate_server(cfg: ServerConfig, local, addrs: list) -> list[tuple[str, s
     why = _ifname_problem("--vni-name-prefix", cfg.vni_name_prefix, PREFIX_MAX)
     if why:
         p.add("vni_name_prefix", why + " (three characters are kept for the counter)")
+    p.range("max_clients", "--max-clients", cfg.max_clients, 1, MAX_CLIENTS_LIMIT)
+    if cfg.allowed_client_ips is not None:
+        try:
+            allowed_networks(cfg.allowed_client_ips)
+        except ValueError as e:
+            p.add("allowed_client_ips", f"--allowed-client-ips: {e}")
+        if cfg.assignable_ips is not None:
+            p.add(
+                "allowed_client_ips",
+                "--allowed-client-ips applies only without --assignable-ips (with a pool, "
+                "clients may ask for addresses inside the pool): keep one of them",
+            )
     if cfg.hook_dir is not None and not Path(cfg.hook_dir).is_dir():
         p.add("hook_dir", f"--hook-dir {cfg.hook_dir}: no such directory; create it or fix it")
     return p

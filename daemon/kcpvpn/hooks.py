@@ -147,9 +147,7 @@ def run_hook(
                 _kill_group(proc, pidfd)
                 break
             watch = ([fd] if reading else []) + ([pidfd] if pidfd is not None else [])
-            ready, _, _ = select.select(
-                watch, [], [], left if pidfd is not None else min(left, 0.1)
-            )
+            ready = _readable(watch, left if pidfd is not None else min(left, 0.1))
             if fd in ready:
                 chunk = os.read(fd, 65536)
                 if chunk:
@@ -160,7 +158,7 @@ def run_hook(
                 # Take what is already in the pipe, but do not wait for a
                 # background child of the hook that still holds it open.
                 while reading and time.monotonic() < deadline:
-                    if not select.select([fd], [], [], 0)[0]:
+                    if not _readable([fd], 0):
                         break
                     chunk = os.read(fd, 65536)
                     if not chunk:
@@ -174,6 +172,19 @@ def run_hook(
             os.close(pidfd)
         proc.stdout.close()
     return HookResult(path, proc.returncode, timed_out, bytes(out), dropped)
+
+
+def _readable(fds: list[int], timeout: float) -> list[int]:
+    """The descriptors of `fds` that are readable (or hung up) within
+    `timeout` seconds. poll(), not select(): a server with many clients
+    holds descriptors numbered past select()'s limit of 1023."""
+    p = select.poll()
+    for fd in fds:
+        p.register(fd, select.POLLIN)
+    try:
+        return [fd for fd, _ in p.poll(timeout * 1000)]
+    except InterruptedError:
+        return []
 
 
 def _pidfd(pid: int) -> int | None:
@@ -195,7 +206,7 @@ def _kill_group(proc: subprocess.Popen, pidfd: int | None) -> None:
     end = time.monotonic() + KILL_GRACE
     while time.monotonic() < end and not _exited(proc.pid):
         if pidfd is not None:
-            select.select([pidfd], [], [], max(0.0, end - time.monotonic()))
+            _readable([pidfd], max(0.0, end - time.monotonic()))
         else:
             time.sleep(0.05)
     try:

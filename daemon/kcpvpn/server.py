@@ -3,13 +3,16 @@ own interface, and supervises the native data path."""
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from . import _engine, errors, tun
-from .config import ServerConfig, client_id_problem
+from .config import ServerConfig, allowed_networks, client_id_problem
 from .supervisor import (
     Stopper,
     engine_params,
@@ -45,11 +48,13 @@ def _fmt_addr(addr: tuple[str, int]) -> str:
 
 
 class Server:
-    def __init__(self, cfg: ServerConfig) -> None:
+    def __init__(
+        self, cfg: ServerConfig, reload: Callable[[], ServerConfig] | None = None
+    ) -> None:
         from .hooks import HookRunner
-        from .ippool import IpPool
 
         self.cfg = cfg
+        self._reload_config = reload
         t = cfg.transport
         self.tap = cfg.vni_mode == "tap"
         if cfg.bridge:
@@ -57,11 +62,8 @@ class Server:
                 tun.require_bridge(cfg.bridge)
             except tun.InterfaceError as e:
                 raise errors.StartupError(f"--bridge: {e}") from None
-        self.pool = IpPool(
-            cfg.assignable_ips,
-            exclude=[cfg.local_ip] if cfg.local_ip else [],
-            tun_mode=not self.tap,
-        )
+        self.pool = self._new_pool(cfg)
+        self.allowed = allowed_networks(cfg.allowed_client_ips) if cfg.allowed_client_ips else []
         self.hooks = HookRunner(cfg.hook_dir) if cfg.hook_dir else None
         self.clients: dict[int, Client] = {}
         self.psk = stretch(t.secret)
@@ -73,6 +75,69 @@ class Server:
         self.listen = _fmt_addr((host, port))
         self.started = time.time()
         log.info("listening on %s (%s mode)", self.listen, cfg.vni_mode)
+
+    def _new_pool(self, cfg: ServerConfig):
+        from .ippool import IpPool
+
+        return IpPool(
+            cfg.assignable_ips,
+            exclude=[cfg.local_ip] if cfg.local_ip else [],
+            tun_mode=not self.tap,
+        )
+
+    # -- reload (SIGHUP) ----------------------------------------------------
+    RELOADABLE = ("log_level", "hook_dir", "assignable_ips", "allowed_client_ips", "max_clients")
+
+    def reload(self) -> None:
+        """SIGHUP: reads the configuration again and applies what can change
+        without dropping a session; says what changed, and what needs a restart."""
+        from .hooks import HookRunner
+
+        if self._reload_config is None:
+            log.info("SIGHUP: no configuration to read again")
+            return
+        try:
+            new = self._reload_config()
+        except Exception as e:  # ConfigError and the like: keep running as is
+            log.error("SIGHUP: the configuration is not valid, nothing changed: %s", e)
+            return
+        old = self.cfg
+        changed = [
+            f.name
+            for f in dataclasses.fields(ServerConfig)
+            if getattr(old, f.name) != getattr(new, f.name)
+        ]
+        applied: list[str] = []
+        later: list[str] = []
+        for name in changed:
+            (applied if name in self.RELOADABLE else later).append(name)
+        if "log_level" in applied:
+            logging.getLogger().setLevel(new.log_level.upper())
+        if "hook_dir" in applied:
+            if self.hooks:
+                self.hooks.stop(grace=5)
+            self.hooks = HookRunner(new.hook_dir) if new.hook_dir else None
+        if "assignable_ips" in applied:
+            pool = self._new_pool(new)
+            for c in self.clients.values():
+                if c.ip and c.ip_mode == IP_MODE_SERVER:
+                    pool.reserve(c.ip)  # kept while its session lasts
+            self.pool = pool
+        if "allowed_client_ips" in applied:
+            self.allowed = (
+                allowed_networks(new.allowed_client_ips) if new.allowed_client_ips else []
+            )
+        keep = {n: getattr(old, n) for n in later}
+        self.cfg = dataclasses.replace(new, **keep)
+        if applied:
+            log.info(
+                "SIGHUP: applied %s",
+                ", ".join(f"{n} = {getattr(new, n)!r}" for n in applied),
+            )
+        if later:
+            log.warning("SIGHUP: %s changed; that takes a restart", ", ".join(later))
+        if not changed:
+            log.info("SIGHUP: configuration unchanged")
 
     # -- handshake policy -------------------------------------------------
     def _refuse(self, req: _engine.HandshakeRequest, reason: str) -> None:
@@ -109,6 +174,10 @@ class Server:
             )
             self.endpoint.close(old.session_id)
             self._release(old, "replaced by a new connection")
+        if len(self.clients) >= self.cfg.max_clients:
+            return self._refuse(
+                req, f"the server is full ({self.cfg.max_clients} clients, its --max-clients)"
+            )
         mode = req.ip_mode
         ip: str | None = None
         if mode == IP_MODE_SERVER:
@@ -118,7 +187,7 @@ class Server:
                 return self._refuse(req, str(e))
         elif mode == IP_MODE_CLIENT:
             ip = req.ip
-            reason = self.pool.reserve(ip) if ip else "no address given"
+            reason = self._client_ip_problem(ip) or self.pool.reserve(ip or "")
             if reason:
                 return self._refuse(req, reason)
         try:
@@ -127,6 +196,25 @@ class Server:
             if ip:
                 self.pool.release(ip)
             raise
+
+    def _client_ip_problem(self, ip: str | None) -> str | None:
+        """Without a pool, a client may only ask for an address the operator
+        allowed: the server routes the address to the client, so any other
+        one (its DNS resolver's, say) would divert the server's own traffic."""
+        if not ip:
+            return "no address given"
+        if self.pool.range is not None:
+            return None  # the pool decides
+        if not self.allowed:
+            return (
+                f"the server takes no client-chosen address ({ip}): it has no --assignable-ips "
+                "pool and no --allowed-client-ips"
+            )
+        a = ipaddress.ip_address(ip)
+        if not any(a in n for n in self.allowed):
+            nets = ", ".join(str(n) for n in self.allowed)
+            return f"{ip} is outside the addresses the server allows ({nets})"
+        return None
 
     def _start(self, req: _engine.HandshakeRequest, ip: str | None) -> None:
         cfg = self.cfg
@@ -269,7 +357,7 @@ class Server:
         stopper = Stopper()
         status = open_status("server", self.cfg, self.snapshot)
         try:
-            event_loop(self.endpoint, stopper, self.on_event, status=status)
+            event_loop(self.endpoint, stopper, self.on_event, status=status, reload=self.reload)
         finally:
             stopper.close()
             if status:
@@ -286,5 +374,5 @@ class Server:
             self.hooks.stop(grace=5)
 
 
-def run(cfg: ServerConfig) -> int:
-    return Server(cfg).run()
+def run(cfg: ServerConfig, reload: Callable[[], ServerConfig] | None = None) -> int:
+    return Server(cfg, reload).run()

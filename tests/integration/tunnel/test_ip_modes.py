@@ -62,14 +62,25 @@ def test_fixed_address_is_granted_reserved_and_released(make_topology):
     ping(topo.client(2), SERVER_IP)
 
 
-def test_without_a_pool_clients_bring_their_own_address(make_topology):
+def test_without_a_pool_clients_bring_an_allowed_address(make_topology):
     topo = make_topology(clients=2)
-    start_server(topo.server, "--local-ip", SERVER_IP)
+    start_server(topo.server, "--local-ip", SERVER_IP, "--allowed-client-ips", "172.31.0.0/16")
     log = refused(topo.client(1), topo.server)
     assert "no address pool" in log and "--local-ip" in log
+    # The server routes a client's address to the client: one outside what
+    # the operator allowed (its DNS resolver's, say) is refused.
+    log = refused(topo.client(1), topo.server, "--local-ip", "10.0.0.53")
+    assert "outside the addresses the server allows (172.31.0.0/16)" in log
     cli = start_client(topo.client(2), topo.server, "--local-ip", "172.31.5.9")
     assert client_address(cli) == "172.31.5.9"
     ping(topo.client(2), SERVER_IP)
+
+
+def test_without_a_pool_or_allow_list_no_address_is_taken(make_topology):
+    topo = make_topology(clients=1)
+    start_server(topo.server, "--local-ip", SERVER_IP)
+    log = refused(topo.client(1), topo.server, "--local-ip", "172.31.5.9")
+    assert "no --assignable-ips pool and no --allowed-client-ips" in log
 
 
 def test_no_ip_configuration_sets_no_address(make_topology):

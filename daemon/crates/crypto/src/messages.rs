@@ -20,10 +20,15 @@ pub enum MessageType {
     Feedback = 6,
     /// A path-MTU probe or its acknowledgement (sealed).
     Probe = 7,
+    /// The server's unauthenticated hint that it has no session of that
+    /// receiver id (8 bytes): the client checks with a new handshake.
+    NoSession = 8,
+    /// The server's cookie, under load, for the source of a message 1 (24 bytes).
+    Cookie = 9,
 }
 
 impl MessageType {
-    pub const ALL: [MessageType; 7] = [
+    pub const ALL: [MessageType; 9] = [
         MessageType::HandshakeInit,
         MessageType::HandshakeResponse,
         MessageType::Data,
@@ -31,6 +36,8 @@ impl MessageType {
         MessageType::Reject,
         MessageType::Feedback,
         MessageType::Probe,
+        MessageType::NoSession,
+        MessageType::Cookie,
     ];
 
     #[inline]
@@ -43,6 +50,8 @@ impl MessageType {
             5 => MessageType::Reject,
             6 => MessageType::Feedback,
             7 => MessageType::Probe,
+            8 => MessageType::NoSession,
+            9 => MessageType::Cookie,
             _ => return None,
         })
     }
@@ -76,6 +85,8 @@ impl MessageType {
             MessageType::Reject => "reject",
             MessageType::Feedback => "feedback",
             MessageType::Probe => "probe",
+            MessageType::NoSession => "no-session",
+            MessageType::Cookie => "cookie",
         }
     }
 }
@@ -87,6 +98,8 @@ pub const MSG_CLOSE: u8 = MessageType::Close.code();
 pub const MSG_REJECT: u8 = MessageType::Reject.code();
 pub const MSG_FEEDBACK: u8 = MessageType::Feedback.code();
 pub const MSG_PROBE: u8 = MessageType::Probe.code();
+pub const MSG_NO_SESSION: u8 = MessageType::NoSession.code();
+pub const MSG_COOKIE: u8 = MessageType::Cookie.code();
 
 /// The message types sealed with the packet keys.
 #[inline]

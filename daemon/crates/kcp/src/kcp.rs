@@ -39,6 +39,10 @@ const ASK_TELL: u8 = 2;
 /// its next try while everything behind it stalled. Eight times still
 /// backs off from a congested path; `dead_link` ends a path that is gone.
 const SEG_RTO_BACKOFF: u32 = 8;
+/// ... and within this many ms unless the RTO itself is longer: after an
+/// outage the path is retried at least once a second, so traffic resumes
+/// within a second of the path returning instead of after a long backoff.
+const SEG_RTO_CAP_MS: u32 = 1000;
 /// Bounds of the reordering window fast retransmission allows with bbr (ms).
 const REORDER_MIN_MS: u32 = 2;
 const REORDER_MAX_MS: u32 = 10;
@@ -350,6 +354,14 @@ impl Kcp {
     }
 
     /// True once a segment has been transmitted `dead_link` times.
+    /// The longest a segment's backed-off RTO may grow.
+    fn backoff_cap(&self) -> u32 {
+        self.rx_rto
+            .saturating_mul(SEG_RTO_BACKOFF)
+            .min(self.rx_rto.max(SEG_RTO_CAP_MS))
+            .min(RTO_MAX)
+    }
+
     pub fn is_dead(&self) -> bool {
         self.dead
     }
@@ -1098,6 +1110,7 @@ impl Kcp {
         // have passed; the scan recomputes it exactly.
         if self.head.is_some() && tdiff(now, self.resend_lb) >= 0 {
             let mut earliest: Option<u32> = None;
+            let cap = self.backoff_cap();
             let mut cur = self.head;
             while let Some(sn) = cur {
                 let s = self.ring.seg(sn);
@@ -1109,7 +1122,7 @@ impl Kcp {
                     } else {
                         s.rto.saturating_add(s.rto.max(self.rx_rto))
                     }
-                    .min(self.rx_rto.saturating_mul(SEG_RTO_BACKOFF).min(RTO_MAX));
+                    .min(cap);
                     s.resendts = now.wrapping_add(s.rto);
                     // A fresh transmission: skips are counted anew (the
                     // reference keeps the count and may fast-resend it again).

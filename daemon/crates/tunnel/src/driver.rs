@@ -34,6 +34,8 @@ const TUN_READ_BUDGET: usize = 64;
 const NET_BATCHES_PER_TURN: usize = 8;
 /// The counters snapshot is refreshed this often (ms).
 const STATS_PERIOD_MS: u64 = 250;
+/// The host's own addresses are looked up again this often (ms).
+const OWN_ADDRESSES_PERIOD_MS: u64 = 30_000;
 
 /// What the control plane asks of the data path.
 pub enum Command {
@@ -220,6 +222,7 @@ struct Driver<I: Inbound, O: Outbound> {
     pkt_buf: Vec<u8>,
     turns: u64,
     last_publish: u64,
+    last_own_addresses: Option<u64>,
 }
 
 fn now() -> Now {
@@ -245,6 +248,7 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
             pkt_buf: vec![0u8; 65536 + 64],
             turns: 0,
             last_publish: 0,
+            last_own_addresses: None,
         })
     }
 
@@ -301,7 +305,25 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
             if t.ms >= self.last_publish + STATS_PERIOD_MS {
                 self.publish(t.ms);
             }
+            if self
+                .last_own_addresses
+                .is_none_or(|at| t.ms >= at + OWN_ADDRESSES_PERIOD_MS)
+            {
+                self.refresh_own_addresses(t.ms);
+            }
         }
+    }
+
+    /// Tells the endpoint this host's addresses with our port, so that a
+    /// datagram forged to come from them is never answered.
+    fn refresh_own_addresses(&mut self, now_ms: u64) {
+        self.last_own_addresses = Some(now_ms);
+        let Some(port) = sys::local_port(self.inb.fd()) else {
+            return;
+        };
+        let (ips, broadcast) = sys::local_ips();
+        let own = ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect();
+        self.endpoint.set_own_addresses(own, broadcast);
     }
 
     fn read_net(&mut self) -> io::Result<()> {

@@ -461,6 +461,11 @@ impl Session {
         &self.cfg
     }
 
+    /// The id the peer receives under (carried in every datagram we send).
+    pub fn peer_id(&self) -> u32 {
+        self.sealer.receiver_id()
+    }
+
     pub fn closed(&self) -> Option<Closed> {
         self.closed
     }

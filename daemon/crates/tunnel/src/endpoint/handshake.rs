@@ -2,6 +2,7 @@
 //! responder and its table of authenticated requests awaiting the control
 //! plane, and the client's connector (attempts, retries, answers, hints).
 //! The cryptography is in [`kcpvpn_crypto::handshake`].
+use super::messages::{attach_cookie, COOKIE_LEN};
 use kcpvpn_crypto::handshake::{
     HandshakeError, HandshakeOutcome, InitPayload, InitRequest, Initiator, PendingAccept, Responder,
 };
@@ -129,6 +130,11 @@ pub struct Connector {
     sent: u32,
     max_attempts: Option<u32>,
     next_at: u64,
+    /// The live session this attempt would replace (the server said it has
+    /// no such session; only an accepted answer proves it).
+    pub replaces: Option<u32>,
+    /// The server's cookie for our address, and until when we use it.
+    cookie: Option<([u8; COOKIE_LEN], u64)>,
 }
 
 impl Connector {
@@ -140,7 +146,15 @@ impl Connector {
             sent: 0,
             max_attempts,
             next_at: 0,
+            replaces: None,
+            cookie: None,
         }
+    }
+
+    /// Keeps the server's cookie for the next attempts (it is good for at
+    /// least two minutes; we use it for one).
+    pub fn set_cookie(&mut self, cookie: [u8; COOKIE_LEN], now_ms: u64) {
+        self.cookie = Some((cookie, now_ms + 60_000));
     }
 
     pub fn attempts_sent(&self) -> u32 {
@@ -177,7 +191,10 @@ impl Connector {
         self.attempts.push_back(ini);
         self.sent += 1;
         self.next_at = now_ms + RETRY_MS + jitter_ms;
-        Ok(msg)
+        Ok(match self.cookie {
+            Some((c, until)) if now_ms < until => attach_cookie(&msg, &c),
+            _ => msg,
+        })
     }
 
     /// Reads a message 2.

@@ -24,7 +24,7 @@ use kcpvpn_crypto::handshake::{
     HandshakeError, HandshakeOutcome, InitPayload, Responder, ServerConfigPayload,
 };
 use kcpvpn_crypto::packet;
-use limits::{Reporter, TokenBucket};
+use limits::{Cookies, Reporter, SourceLimiter, TokenBucket};
 use messages::{MessageType, RejectCode};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -283,6 +283,18 @@ pub struct EndpointStats {
     /// Replies not sent because the source cannot be a peer (port 0,
     /// broadcast, multicast, unspecified).
     pub unanswerable_sources: u64,
+    /// Message 1s dropped by the per-source limit before any cryptography.
+    pub handshake_rate_limited: u64,
+    /// Under load: cookies sent, and message 1s that carried a good one.
+    pub cookies_sent: u64,
+    pub cookies_valid: u64,
+    /// No-session hints sent (server) and taken (client).
+    pub no_session_hints_sent: u64,
+    pub no_session_hints_in: u64,
+    /// Client: handshakes started because the server lost our session, and
+    /// the ones that did not complete (the session stays as it was).
+    pub rehandshakes: u64,
+    pub rehandshake_failures: u64,
     /// Client: message 1s sent, and answers that failed authentication.
     pub handshake_attempts: u64,
     pub forged_answers: u64,
@@ -298,6 +310,13 @@ pub struct EndpointStats {
 pub const REJECT_HINTS_PER_SEC: u32 = 20;
 /// `HandshakeRejected` events per second (they become log lines).
 pub const REJECTION_REPORTS_PER_SEC: u32 = 2;
+/// No-session hints per second, in all (each is smaller than the sealed
+/// datagram it answers).
+pub const NO_SESSION_HINTS_PER_SEC: u32 = 50;
+/// A client checks a no-session hint with a new handshake at most this often (ms).
+pub const REHANDSHAKE_MIN_GAP_MS: u64 = 5000;
+/// Attempts of such a check before the session is left to its idle timeout.
+pub const REHANDSHAKE_ATTEMPTS: u32 = 10;
 /// A session the client has not confirmed with a first datagram within
 /// this long is given up (ms): its answer was lost and the client tried
 /// again (a newer session), or the client went away.
@@ -365,6 +384,25 @@ pub struct Endpoint {
     hints: TokenBucket,
     rejections: Reporter,
     rng: Rng,
+    sources: SourceLimiter,
+    cookies: Cookies,
+    no_session_hints: TokenBucket,
+    /// This host's own addresses with our port: never answered (a forged
+    /// source would make the server talk to itself).
+    own: Vec<SocketAddr>,
+    broadcast: Vec<IpAddr>,
+    /// Client: what `connect` asked for last (to check the session with).
+    last_payload: Option<InitPayload>,
+    rehandshake_not_before: u64,
+}
+
+/// Equal addresses, an IPv4 address and its IPv6-mapped form being equal.
+fn same_addr(a: &SocketAddr, b: &SocketAddr) -> bool {
+    let canon = |x: &SocketAddr| match x.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(x.ip(), IpAddr::V4),
+        ip => ip,
+    };
+    a.port() == b.port() && canon(a) == canon(b)
 }
 
 /// True for a source we may answer: a unicast address with a port. Anything
@@ -404,7 +442,35 @@ impl Endpoint {
             hints: TokenBucket::new(REJECT_HINTS_PER_SEC, REJECT_HINTS_PER_SEC),
             rejections: Reporter::new(REJECTION_REPORTS_PER_SEC, 5),
             rng: Rng(cfg.seed),
+            sources: SourceLimiter::new(
+                limits::HANDSHAKES_PER_SOURCE,
+                limits::HANDSHAKES_PER_SOURCE,
+            ),
+            cookies: Cookies::new(cfg.seed.rotate_left(17) ^ 0x6b63_7076, 0),
+            no_session_hints: TokenBucket::new(NO_SESSION_HINTS_PER_SEC, NO_SESSION_HINTS_PER_SEC),
+            own: Vec::new(),
+            broadcast: Vec::new(),
+            last_payload: None,
+            rehandshake_not_before: 0,
         }
+    }
+
+    /// This host's addresses with the endpoint's port, and its subnets'
+    /// broadcast addresses, refreshed by the driver: datagrams claiming to
+    /// come from them are never answered.
+    pub fn set_own_addresses(&mut self, own: Vec<SocketAddr>, broadcast: Vec<IpAddr>) {
+        self.own = own;
+        self.broadcast = broadcast;
+    }
+
+    fn may_answer(&self, a: &SocketAddr) -> bool {
+        let canon = match a.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a.ip(), IpAddr::V4),
+            ip => ip,
+        };
+        answerable(a)
+            && !self.own.iter().any(|o| same_addr(o, a))
+            && !self.broadcast.contains(&canon)
     }
 
     pub fn params(&self) -> &SessionParams {
@@ -473,6 +539,12 @@ impl Endpoint {
                 self.on_response(now, from, dgram, io)
             }
             Some(MessageType::Reject) if self.connector.is_some() => self.on_hint(from, dgram),
+            Some(MessageType::Cookie) if self.connector.is_some() => {
+                self.on_cookie(now, from, dgram, io)
+            }
+            Some(MessageType::NoSession) if self.psk.is_some() => {
+                self.on_no_session(now, from, dgram, io)
+            }
             _ => self.stats.malformed += 1,
         }
     }
@@ -484,6 +556,13 @@ impl Endpoint {
         };
         let Some(&idx) = self.by_id.get(&hdr.receiver_id) else {
             self.stats.unknown_session += 1;
+            // A server that lost the session (it restarted) says so, so the
+            // client checks at once instead of after its idle timeout.
+            if self.server.is_some() && self.may_answer(&from) && self.no_session_hints.take(now.ms)
+            {
+                self.stats.no_session_hints_sent += 1;
+                send_raw(io, from, &messages::encode_no_session(hdr.receiver_id));
+            }
             return;
         };
         let slot = self.slots[idx].as_mut().expect("by_id names live slots");
@@ -563,14 +642,45 @@ impl Endpoint {
         }
     }
 
-    fn on_init(&mut self, now: Now, from: SocketAddr, dgram: &[u8], io: &mut dyn Io) {
+    fn on_init(&mut self, now: Now, from: SocketAddr, raw: &[u8], io: &mut dyn Io) {
+        // Cheap checks first: each message 1 read costs a Diffie-Hellman.
+        if !self.may_answer(&from) {
+            self.stats.unanswerable_sources += 1;
+            return;
+        }
+        if !self.sources.take(from.ip(), now.ms) {
+            self.stats.handshake_rate_limited += 1;
+            return;
+        }
+        let split = messages::split_cookie(raw);
+        let cookie_ok = match &split {
+            Some((_, c)) => self.cookies.check(&from, c, now.ms),
+            None => false,
+        };
+        if cookie_ok {
+            self.stats.cookies_valid += 1;
+        }
+        if self.cookies.count_and_check_load(now.ms) && !cookie_ok {
+            // Under load: only a source that can receive its cookie gets read.
+            if raw.len() >= 8 {
+                let sender = u32::from_le_bytes(raw[4..8].try_into().expect("4 bytes"));
+                let c = self.cookies.cookie(&from, now.ms);
+                self.stats.cookies_sent += 1;
+                send_raw(io, from, &messages::encode_cookie(sender, &c));
+            }
+            return;
+        }
+        let owned;
+        let dgram: &[u8] = match split {
+            Some((m, _)) => {
+                owned = m;
+                &owned
+            }
+            None => raw,
+        };
         let server = self.server.as_mut().expect("checked by the caller");
         match server.read_init(dgram, now.unix_ms) {
             Ok((request, accept)) => {
-                if !answerable(&from) {
-                    self.stats.unanswerable_sources += 1;
-                    return;
-                }
                 // What the data path cannot run is refused here, before the
                 // control plane allocates anything for it.
                 let p = &request.payload;
@@ -633,7 +743,7 @@ impl Endpoint {
         code: RejectCode,
         io: &mut dyn Io,
     ) {
-        if !answerable(&to) {
+        if !self.may_answer(&to) {
             self.stats.unanswerable_sources += 1;
             return;
         }
@@ -665,8 +775,67 @@ impl Endpoint {
             RejectCode::Stale => ConnectFailure::Stale,
             RejectCode::Replayed => ConnectFailure::Replayed,
         };
-        self.connector = None;
-        self.events.push_back(Event::ConnectFailed(failure));
+        self.fail_connect(failure);
+    }
+
+    /// Ends the connection attempt. A check of a live session that fails
+    /// leaves that session alone (its idle timeout still applies).
+    fn fail_connect(&mut self, failure: ConnectFailure) {
+        let Some(c) = self.connector.take() else {
+            return;
+        };
+        if c.replaces.is_some() {
+            self.stats.rehandshake_failures += 1;
+        } else {
+            self.events.push_back(Event::ConnectFailed(failure));
+        }
+    }
+
+    fn on_cookie(&mut self, now: Now, from: SocketAddr, dgram: &[u8], io: &mut dyn Io) {
+        let c = self.connector.as_mut().expect("checked by the caller");
+        match messages::decode_cookie(dgram) {
+            Some((sender, cookie)) if from == c.server && c.owns(sender) => {
+                c.set_cookie(cookie, now.ms);
+                // Try again at once, with the cookie.
+                self.send_attempt(now, io);
+            }
+            _ => self.stats.malformed += 1,
+        }
+    }
+
+    /// The server says it has no session `id` (its id, which our datagrams
+    /// carry): if that is the peer of our live session,
+    /// check with a new handshake. The hint is unauthenticated, so it only
+    /// starts a check: the old session ends when, and only when, the server
+    /// accepts the new one.
+    fn on_no_session(&mut self, now: Now, from: SocketAddr, dgram: &[u8], io: &mut dyn Io) {
+        let Some(id) = messages::decode_no_session(dgram) else {
+            self.stats.malformed += 1;
+            return;
+        };
+        let ours = self
+            .slots
+            .iter()
+            .flatten()
+            .find(|s| s.session.peer_id() == id && s.addr == from)
+            .map(|s| s.id);
+        let Some(ours) = ours else {
+            self.stats.malformed += 1;
+            return;
+        };
+        self.stats.no_session_hints_in += 1;
+        if self.connector.is_some() || now.ms < self.rehandshake_not_before {
+            return;
+        }
+        let Some(payload) = self.last_payload.clone() else {
+            return;
+        };
+        self.rehandshake_not_before = now.ms + REHANDSHAKE_MIN_GAP_MS;
+        self.stats.rehandshakes += 1;
+        let mut c = Connector::new(from, payload, Some(REHANDSHAKE_ATTEMPTS));
+        c.replaces = Some(ours);
+        self.connector = Some(c);
+        self.send_attempt(now, io);
     }
 
     fn on_response(&mut self, now: Now, from: SocketAddr, dgram: &[u8], io: &mut dyn Io) {
@@ -685,12 +854,10 @@ impl Endpoint {
                 return;
             }
         };
-        self.connector = None;
+        let replaces = c.replaces;
         let (config, keys, server_id) = match outcome {
             HandshakeOutcome::Refused { reason } => {
-                self.events
-                    .push_back(Event::ConnectFailed(ConnectFailure::Refused(reason)));
-                return;
+                return self.fail_connect(ConnectFailure::Refused(reason));
             }
             HandshakeOutcome::Accepted {
                 config,
@@ -698,6 +865,7 @@ impl Endpoint {
                 server_session_id,
             } => (config, keys, server_session_id),
         };
+        self.connector = None;
         let terms = Terms {
             peer_fec: config.fec,
             udp_mtu: self.params.agree_udp_mtu(config.udp_mtu),
@@ -744,6 +912,10 @@ impl Endpoint {
             server: from,
             config,
         });
+        // The server accepted a new session: the one it said it had lost is gone.
+        if let Some(old) = replaces.and_then(|id| self.handle_of(id)) {
+            self.close(old, CloseReason::Replaced, io);
+        }
     }
 
     // ------------------------------------------------------------ control plane
@@ -764,6 +936,7 @@ impl Endpoint {
         payload.cipher = self.params.cipher;
         payload.udp_mtu = self.params.udp_mtu;
         payload.keepalive_s = self.params.keepalive_s;
+        self.last_payload = Some(payload.clone());
         self.connector = Some(Connector::new(server, payload, max_attempts));
         self.send_attempt(now, io);
     }
@@ -788,11 +961,7 @@ impl Endpoint {
                 let to = c.server;
                 send_raw(io, to, &msg);
             }
-            Err(e) => {
-                self.connector = None;
-                self.events
-                    .push_back(Event::ConnectFailed(ConnectFailure::Invalid(e.to_string())));
-            }
+            Err(e) => self.fail_connect(ConnectFailure::Invalid(e.to_string())),
         }
     }
 
@@ -1093,9 +1262,8 @@ impl Endpoint {
             Some((at, _)) if at > now.ms => {}
             Some((_, true)) => self.send_attempt(now, io),
             Some((_, false)) => {
-                let attempts = self.connector.take().map_or(0, |c| c.attempts_sent());
-                self.events
-                    .push_back(Event::ConnectFailed(ConnectFailure::NoAnswer { attempts }));
+                let attempts = self.connector.as_ref().map_or(0, |c| c.attempts_sent());
+                self.fail_connect(ConnectFailure::NoAnswer { attempts });
             }
             None => {}
         }

@@ -107,3 +107,73 @@ pub fn unix_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// The addresses of this host's interfaces (in the current namespace) and
+/// their broadcast addresses: (own, broadcast).
+pub fn local_ips() -> (Vec<std::net::IpAddr>, Vec<std::net::IpAddr>) {
+    let mut out = Vec::new();
+    let mut bcast = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return (out, bcast);
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        // SAFETY: ifa_addr / ifa_netmask point at sockaddrs of the family
+        // they name (or are null); sockaddr_from reads only that much.
+        let sa = |p: *mut libc::sockaddr| {
+            (!p.is_null())
+                .then(|| udp::sockaddr_from(unsafe { &*(p as *const libc::sockaddr_storage) }))
+                .flatten()
+        };
+        if let Some(a) = sa(ifa.ifa_addr) {
+            out.push(a.ip());
+            // The subnet's all-ones address: the kernel treats it as a
+            // broadcast whether or not the interface names one.
+            if let (std::net::IpAddr::V4(v4), Some(m)) = (a.ip(), sa(ifa.ifa_netmask)) {
+                if let std::net::IpAddr::V4(mask) = m.ip() {
+                    let (ip, mask) = (u32::from(v4), u32::from(mask));
+                    if mask.count_ones() < 31 {
+                        bcast.push(std::net::IpAddr::V4((ip | !mask).into()));
+                    }
+                }
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: frees the list getifaddrs allocated.
+    unsafe { libc::freeifaddrs(head) };
+    (out, bcast)
+}
+
+/// The local port a socket is bound to.
+pub fn local_port(fd: RawFd) -> Option<u16> {
+    // SAFETY: an all-zero sockaddr_storage is valid; getsockname writes at most its size.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: ss and len are valid out-pointers of the stated size.
+    let r = unsafe {
+        libc::getsockname(
+            fd,
+            (&mut ss as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    udp::sockaddr_from(&ss).map(|a| a.port())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_ips_include_loopback_and_broadcasts() {
+        let (own, bcast) = super::local_ips();
+        eprintln!("own {own:?} broadcast {bcast:?}");
+        assert!(own.contains(&"127.0.0.1".parse().unwrap()), "{own:?}");
+    }
+}
