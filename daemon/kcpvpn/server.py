@@ -48,9 +48,7 @@ def _fmt_addr(addr: tuple[str, int]) -> str:
 
 
 class Server:
-    def __init__(
-        self, cfg: ServerConfig, reload: Callable[[], ServerConfig] | None = None
-    ) -> None:
+    def __init__(self, cfg: ServerConfig, reload: Callable[[], ServerConfig] | None = None) -> None:
         from .hooks import HookRunner
 
         self.cfg = cfg

@@ -480,6 +480,9 @@ class SessionStats:
     def parity_out(self) -> int:
         """FEC parity shards sent."""
     @property
+    def heap_bytes(self) -> int:
+        """Heap bytes the session's buffers hold (they shrink when it idles)."""
+    @property
     def fec_errors(self) -> int: ...
     @property
     def kcp_errors(self) -> int: ...

@@ -622,6 +622,8 @@ pub struct SessionStats {
     pub fec_recovered: u64,
     /// FEC parity shards sent.
     pub parity_out: u64,
+    /// Heap bytes the session's buffers hold (they shrink when it idles).
+    pub heap_bytes: u64,
     pub fec_errors: u64,
     pub kcp_errors: u64,
     pub oversize_packets: u64,
@@ -668,6 +670,7 @@ impl SessionStats {
             feedback_out,
             fec_recovered,
             parity_out,
+            heap_bytes,
             fec_errors,
             kcp_errors,
             oversize_packets,
@@ -741,6 +744,7 @@ fn session_stats(s: &SessionSnapshot) -> SessionStats {
         feedback_out: st.feedback_out,
         fec_recovered: s.fec_recovered,
         parity_out: s.parity_out,
+        heap_bytes: s.heap_bytes,
         fec_errors: st.fec_errors,
         kcp_errors: st.kcp_errors,
         oversize_packets: st.oversize_packets,

@@ -134,6 +134,25 @@ impl FecDecoder {
     /// # Panics
     /// On parameters [`try_new`](Self::try_new) refuses. Counts from the
     /// network must go through `try_new`.
+    /// Heap bytes held for shard buffers (for memory figures).
+    pub fn heap_bytes(&self) -> usize {
+        let bufs: usize = self
+            .slots
+            .iter()
+            .flat_map(|s| s.bufs.iter().flatten())
+            .map(|b| b.capacity())
+            .sum();
+        bufs + self.pool.iter().map(|b| b.capacity()).sum::<usize>()
+            + self.slots.len() * std::mem::size_of::<Slot>()
+    }
+
+    /// Frees the spare shard buffers (they come back as groups arrive):
+    /// for a session gone idle.
+    pub fn trim(&mut self) {
+        self.pool.clear();
+        self.pool.shrink_to_fit();
+    }
+
     pub fn new(data_shards: usize, parity_shards: usize, max_open_groups: usize) -> FecDecoder {
         match Self::try_new(data_shards, parity_shards, max_open_groups) {
             Ok(d) => d,

@@ -66,6 +66,15 @@ impl FecEncoder {
     /// On counts [`try_new`](Self::try_new) refuses (0 shards, more than 256
     /// in all, `max_datagram` > 65535). Counts from the network must go
     /// through `try_new`.
+    /// Heap bytes held for shard buffers (for memory figures).
+    pub fn heap_bytes(&self) -> usize {
+        self.data
+            .iter()
+            .chain(&self.parity)
+            .map(|b| b.capacity())
+            .sum()
+    }
+
     pub fn new(data_shards: usize, parity_shards: usize, max_datagram: usize) -> FecEncoder {
         match Self::try_new(data_shards, parity_shards, max_datagram) {
             Ok(e) => e,

@@ -43,6 +43,8 @@ const SEG_RTO_BACKOFF: u32 = 8;
 /// outage the path is retried at least once a second, so traffic resumes
 /// within a second of the path returning instead of after a long backoff.
 const SEG_RTO_CAP_MS: u32 = 1000;
+/// Slots the send and receive rings start with (and go back to when idle).
+const RING_START: usize = 16;
 /// Bounds of the reordering window fast retransmission allows with bbr (ms).
 const REORDER_MIN_MS: u32 = 2;
 const REORDER_MAX_MS: u32 = 10;
@@ -239,7 +241,10 @@ impl Kcp {
         let c = cfg.normalized();
         let mss = c.mtu - OVERHEAD;
         let rcv_wnd = c.rcv_wnd as u32;
-        let rcap = (2 * rcv_wnd as usize).next_power_of_two();
+        // Grows as segments arrive further ahead (up to the window), and
+        // goes back to this when idle (`trim`): an idle conversation costs
+        // little whatever its window.
+        let rcap = RING_START;
         let mut rbuf = Vec::with_capacity(rcap);
         rbuf.resize_with(rcap, RcvSeg::default);
         Kcp {
@@ -257,7 +262,7 @@ impl Kcp {
             snd_una: 0,
             snd_nxt: 0,
             snd_end: 0,
-            ring: SndRing::new(64, mss),
+            ring: SndRing::new(RING_START, mss),
             head: None,
             tail: None,
             inflight: 0,
@@ -556,6 +561,69 @@ impl Kcp {
         self.rcv_nxt.wrapping_sub(self.que_start)
     }
 
+    /// Makes the receive ring hold `sn` (it holds `[que_start, que_start + cap)`).
+    fn rcv_room(&mut self, sn: u32) {
+        let need = sn.wrapping_sub(self.que_start) as usize + 1;
+        let old = self.rbuf.len();
+        if need <= old {
+            return;
+        }
+        let cap = need.next_power_of_two();
+        let mut bigger: Vec<RcvSeg> = Vec::with_capacity(cap);
+        bigger.resize_with(cap, RcvSeg::default);
+        let (old_mask, new_mask) = (self.rmask, cap as u32 - 1);
+        for k in 0..old as u32 {
+            let x = self.que_start.wrapping_add(k);
+            bigger[(x & new_mask) as usize] =
+                std::mem::take(&mut self.rbuf[(x & old_mask) as usize]);
+        }
+        self.rbuf = bigger;
+        self.rmask = new_mask;
+    }
+
+    /// Heap bytes held by the buffers (for memory figures).
+    pub fn heap_bytes(&self) -> usize {
+        self.ring.segs.capacity() * std::mem::size_of::<SndSeg>()
+            + self.ring.data.capacity()
+            + self.rbuf.capacity() * std::mem::size_of::<RcvSeg>()
+            + self.rbuf.iter().map(|s| s.data.capacity()).sum::<usize>()
+            + self.acklist.capacity() * 8
+            + self.obuf.capacity()
+    }
+
+    /// Gives back what a burst made the buffers grow to, when nothing is
+    /// queued, in flight or waiting: a conversation idle after a bulk
+    /// transfer keeps kilobytes, not megabytes.
+    pub fn trim(&mut self) {
+        if self.snd_una == self.snd_end && self.ring.cap() > RING_START {
+            self.ring = SndRing::new(RING_START, self.mss);
+        }
+        if self.nrcv_que() == 0 && self.nrcv_buf == 0 {
+            if self.rbuf.len() > RING_START {
+                let mut small = Vec::with_capacity(RING_START);
+                small.resize_with(RING_START, RcvSeg::default);
+                self.rbuf = small;
+                self.rmask = RING_START as u32 - 1;
+            } else {
+                for s in &mut self.rbuf {
+                    s.data = Vec::new();
+                }
+            }
+            self.early.clear();
+            self.early.shrink_to_fit();
+        }
+        self.acklist.shrink_to(256);
+    }
+
+    /// Whether segment `sn` is here. The ring holds the segments from
+    /// `que_start` on, as many as its capacity; a slot reached from beyond
+    /// that range holds another segment, so the sequence number must match.
+    #[inline]
+    fn has(&self, sn: u32) -> bool {
+        let s = &self.rbuf[(sn & self.rmask) as usize];
+        s.present && s.sn == sn
+    }
+
     #[inline]
     fn rslot(&mut self, sn: u32) -> &mut RcvSeg {
         let i = (sn & self.rmask) as usize;
@@ -567,7 +635,7 @@ impl Kcp {
     fn advance_rcv(&mut self) {
         while self.nrcv_que() < self.rcv_wnd {
             let sn = self.rcv_nxt;
-            if !self.rslot(sn).present {
+            if !self.has(sn) {
                 break;
             }
             self.rcv_nxt = sn.wrapping_add(1);
@@ -589,12 +657,10 @@ impl Kcp {
                 continue; // in order (ordinary delivery) or beyond the window
             }
             let prev = x.wrapping_sub(1);
-            let prev_ends = {
-                let p = self.rslot(prev);
-                p.present && p.frg == 0
-            };
+            let prev_ends = self.has(prev) && self.rslot(prev).frg == 0;
+            let here = self.has(x);
             let s = self.rslot(x);
-            if s.present && s.frg == 0 && !s.early_queued && !s.early_done && prev_ends {
+            if here && s.frg == 0 && !s.early_queued && !s.early_done && prev_ends {
                 s.early_queued = true;
                 self.early.push_back(x);
             }
@@ -701,6 +767,7 @@ impl Kcp {
                     if tdiff(h.sn, self.rcv_nxt.wrapping_add(self.rcv_wnd)) < 0 {
                         self.acklist.push((h.sn, h.ts));
                         if tdiff(h.sn, self.rcv_nxt) >= 0 {
+                            self.rcv_room(h.sn);
                             let slot = self.rslot(h.sn);
                             if slot.present {
                                 self.stats.dup_segments += 1;
@@ -881,6 +948,19 @@ impl Kcp {
     /// ACKs waiting for the next flush.
     pub fn pending_acks(&self) -> usize {
         self.acklist.len()
+    }
+
+    /// True when nothing waits to be sent, acknowledged, probed or
+    /// reassembled: the interval tick would do nothing, so a caller with
+    /// many idle conversations need not wake each one every interval.
+    /// `send` or `input` ends it.
+    pub fn is_idle(&self) -> bool {
+        self.updated
+            && self.snd_una == self.snd_end
+            && self.acklist.is_empty()
+            && self.probe == 0
+            && self.nrcv_buf == 0
+            && self.rmt_wnd != 0
     }
 
     /// True when a flush now would send nothing but pending ACKs: no tick or

@@ -79,6 +79,8 @@ pub struct SessionSnapshot {
     pub fec_recovered: u64,
     /// FEC parity shards sent (0 with FEC off).
     pub parity_out: u64,
+    /// Heap bytes the session's buffers hold.
+    pub heap_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -322,7 +324,10 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
             return;
         };
         let (ips, broadcast) = sys::local_ips();
-        let own = ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect();
+        let own = ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect();
         self.endpoint.set_own_addresses(own, broadcast);
     }
 
@@ -551,6 +556,7 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
                 kcp: v.session.kcp_stats(),
                 fec_recovered: v.session.fec_recovered(),
                 parity_out: v.session.fec_encoder_stats().map_or(0, |e| e.parity_shards),
+                heap_bytes: v.session.heap_bytes() as u64,
             })
             .collect();
         let mut snap = self.shared.snapshot.lock().unwrap();

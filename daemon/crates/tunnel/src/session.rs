@@ -183,8 +183,19 @@ pub struct Session {
     /// Whole messages stay in KCP until the interface is there to take them.
     holding: bool,
     pmtu: PathMtu,
+    /// A packet went in or out since the last `poll`; when the quiet began;
+    /// whether the buffers were trimmed since (an idle session gives back
+    /// what a burst grew).
+    active: bool,
+    quiet_since: u32,
+    trimmed: bool,
     pub stats: SessionStats,
 }
+
+/// A session without packets for this long (ms) gives back its buffers.
+pub const IDLE_TRIM_MS: u32 = 5000;
+/// The longest an idle session sleeps when no timer of its own is earlier.
+const IDLE_WAKE_MS: u32 = 60_000;
 
 /// Receiver side of adaptive FEC: datagrams the peer sent (from the gaps in
 /// its packet counters) and datagrams that arrived, since the last report.
@@ -418,7 +429,8 @@ impl Session {
             fec_dec,
             sealer: Sealer::new(cfg.cipher, send_key, peer_id),
             opener: Opener::new(cfg.cipher, recv_key),
-            msg_buf: vec![0u8; cfg.max_packet.max(64 * 1024)],
+            // Grows if a message is ever larger (drain_messages).
+            msg_buf: vec![0u8; cfg.max_packet.max(2048)],
             last_send: now,
             last_recv: now,
             rapid_deadline: None,
@@ -435,6 +447,9 @@ impl Session {
             await_deadline: now,
             holding: false,
             pmtu: PathMtu::new(cfg.udp_mtu),
+            active: false,
+            quiet_since: now,
+            trimmed: false,
             stats: SessionStats {
                 fec_parity: cfg.fec_send.map_or(0.0, |(_, p)| p as f64),
                 fec_loss_ppm: (LOSS_PRIOR * 1e6) as u64,
@@ -525,6 +540,7 @@ impl Session {
         if let Some(mtu) = self.cfg.mss_clamp_mtu {
             crate::mss::clamp(pkt, mtu, self.cfg.ethernet);
         }
+        self.active = true;
         match self.kcp.send(pkt) {
             Ok(()) => {
                 self.stats.packets_in += 1;
@@ -717,6 +733,7 @@ impl Session {
             }
             match self.kcp.recv(&mut self.msg_buf) {
                 Ok(n) => {
+                    self.active = true;
                     self.stats.packets_out += 1;
                     self.stats.bytes_out += n as u64;
                     if let Some(mtu) = self.cfg.mss_clamp_mtu {
@@ -854,7 +871,29 @@ impl Session {
             self.send_keepalive(now, tx);
         }
         self.probe_path(now, tx);
+        self.trim_when_idle(now);
         self.check_idle(now);
+    }
+
+    fn trim_when_idle(&mut self, now: u32) {
+        if self.active {
+            self.active = false;
+            self.quiet_since = now;
+            self.trimmed = false;
+        } else if !self.trimmed
+            && after(now, self.quiet_since.wrapping_add(IDLE_TRIM_MS))
+            && self.kcp.wait_snd() == 0
+        {
+            self.trimmed = true;
+            self.kcp.trim();
+            if let Some(d) = &mut self.fec_dec {
+                d.trim();
+            }
+            let small = self.cfg.max_packet.max(2048);
+            if self.msg_buf.len() > small {
+                self.msg_buf = vec![0u8; small];
+            }
+        }
     }
 
     /// The peer is gone only after a time without any authenticated
@@ -933,7 +972,14 @@ impl Session {
             // wait's own deadline can end it.
             return self.await_deadline;
         }
-        let mut t = self.kcp.check(now);
+        // An idle KCP has nothing for its interval tick: the session's own
+        // timers (keepalive, idle timeout, reports) say when to look next,
+        // so idle sessions cost nothing between keepalives.
+        let mut t = if self.kcp.is_idle() {
+            now.wrapping_add(IDLE_WAKE_MS)
+        } else {
+            self.kcp.check(now)
+        };
         let mut earliest = |c: u32| {
             if (c.wrapping_sub(t) as i32) < 0 {
                 t = c;
@@ -968,6 +1014,14 @@ impl Session {
         if self.sealer.seal_into(MSG_CLOSE, &[], buf).is_ok() {
             tx.commit();
         }
+    }
+
+    /// Heap bytes the session's buffers hold (KCP, FEC, reassembly).
+    pub fn heap_bytes(&self) -> usize {
+        self.kcp.heap_bytes()
+            + self.msg_buf.capacity()
+            + self.fec_enc.as_ref().map_or(0, |e| e.heap_bytes())
+            + self.fec_dec.as_ref().map_or(0, |d| d.heap_bytes())
     }
 
     pub fn kcp_stats(&self) -> kcpvpn_kcp::KcpStats {

@@ -785,3 +785,52 @@ fn no_feedback_while_idle_or_without_fec() {
         }
     }
 }
+
+/// A session idle after a bulk transfer gives back what the transfer grew:
+/// the process's heap shrinks to about where it started.
+#[test]
+fn an_idle_session_gives_back_its_buffers() {
+    let cfg = config("fast", Some((10, 3)), true);
+    let mut a = Session::new(cfg.clone(), 7, &KEY_AB, &KEY_BA, 2, 0).unwrap();
+    let mut b = Session::new(cfg, 7, &KEY_BA, &KEY_AB, 1, 0).unwrap();
+    let heap = |s: &Session| s.heap_bytes();
+    let idle_size = heap(&a) + heap(&b);
+    let mut now = 0u32;
+    fn one_way(x: &mut Session, y: &mut Session, now: u32) {
+        let mut tx = VecTransmit::default();
+        x.flush(now, &mut tx);
+        x.poll(now, &mut tx);
+        for mut d in tx.datagrams {
+            y.input(&mut d, now, &mut |_p: &[u8]| {});
+        }
+    }
+    let pump = |a: &mut Session, b: &mut Session, now: u32| {
+        one_way(a, b, now);
+        one_way(b, a, now);
+    };
+    // 20 MB one way, pushed faster than it drains: the queues fill.
+    let mut sent = 0;
+    while sent < 16_000 {
+        while a.wants_packets() && sent < 16_000 {
+            a.send_packet(&mut vec![0x45; 1280]);
+            sent += 1;
+        }
+        pump(&mut a, &mut b, now);
+        now += 5;
+    }
+    let busy = heap(&a) + heap(&b);
+    for _ in 0..4000 {
+        pump(&mut a, &mut b, now);
+        now += 10;
+    }
+    let idle = heap(&a) + heap(&b);
+    eprintln!("heap: start {idle_size}, busy {busy}, idle again {idle}");
+    assert!(
+        busy > 4 * idle_size,
+        "busy {busy} idle at start {idle_size}"
+    );
+    assert!(
+        idle < 2 * idle_size,
+        "idle again: {idle} (start {idle_size}, busy {busy})"
+    );
+}
