@@ -106,3 +106,27 @@ def test_a_restarted_server_is_noticed_within_a_keepalive(topo):
     assert time.monotonic() - t0 <= 12, cli.log()
     ping(topo.client(1), SERVER_IP)
     assert cli.alive() and srv2.alive()
+
+
+def test_auto_reconnect_waits_out_a_name_that_does_not_resolve(topo):
+    """DNS failure at start: with --auto-reconnect the client keeps trying
+    (one log line) and connects once the name resolves."""
+    import shutil
+    from pathlib import Path
+
+    c1 = topo.client(1)
+    etc = Path("/etc/netns") / c1.ns  # `ip netns exec` shows it as /etc/hosts
+    etc.mkdir(parents=True, exist_ok=True)
+    hosts = etc / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n")
+    try:
+        start_server(topo.server, *SERVER_FLAGS)
+        cli = start_client(c1, "vpn.kcpvpn-test.invalid", "--auto-reconnect", wait=False)
+        time.sleep(4)
+        assert cli.alive(), cli.log()
+        assert cli.log().count("cannot resolve") == 1, cli.log()
+        hosts.write_text(f"127.0.0.1 localhost\n{topo.server.address} vpn.kcpvpn-test.invalid\n")
+        assert wait_for(lambda: connected(cli), 10) is not None, cli.log()
+        ping(c1, SERVER_IP)
+    finally:
+        shutil.rmtree(etc, ignore_errors=True)
