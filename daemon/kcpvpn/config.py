@@ -140,6 +140,7 @@ class TransportConfig:
     rapid_fec: bool = _DEFAULTS.rapid_fec
     congestion: str = _DEFAULTS.congestion
     unordered: bool = _DEFAULTS.unordered
+    flow_queueing: bool = _DEFAULTS.flow_queueing
     dscp: int = 0
     sockbuf: int = _DEFAULTS.sockbuf
     smuxbuf: int = _DEFAULTS.smuxbuf
@@ -412,6 +413,17 @@ FLAGS: tuple[Flag, ...] = (
         "--ordered keeps strict order",
         PANEL_TUNING,
         off_switch="--ordered",
+        new=True,
+    ),
+    Flag(
+        "flow_queueing",
+        ("--flow-queueing",),
+        "Queue what enters the tunnel per flow, served fairly with new and sparse flows "
+        f"first, and bound each queue in time with CoDel (target {_engine.CODEL_TARGET_MS} ms): "
+        "a ping stays at the path's RTT while a download runs; --no-flow-queueing sends "
+        "first in first out, like the original",
+        PANEL_TUNING,
+        off_switch="--no-flow-queueing",
         new=True,
     ),
     Flag(

@@ -35,6 +35,7 @@ def engine_params(cfg) -> _engine.SessionParams:
         rapid_fec=t.rapid_fec,
         congestion=t.congestion,
         unordered=t.unordered,
+        flow_queueing=t.flow_queueing,
         crypt=t.crypt,
         keepalive=t.keepalive,
         udp_mtu=t.udp_mtu,

@@ -59,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
         max_packet: 1500,
         mss_clamp_mtu: None,
         ethernet: false,
+        flow_queueing: true,
     };
     let mut session = Session::new(cfg, 1, &[0x22; 32], &KEY, 7, 0).unwrap();
     let mut peer = Sealer::new(kind, &KEY, 7);

@@ -52,6 +52,8 @@ IP_MODES: Final[dict[str, int]]
 FEC_FULL_GROUP_FAILURE: Final[float]
 FEC_PARTIAL_GROUP_FAILURE: Final[float]
 RAPID_SPARSE_DELAY_MS: Final[int]
+CODEL_TARGET_MS: Final[int]
+CODEL_INTERVAL_MS: Final[int]
 
 @final
 class SessionParams:
@@ -75,6 +77,7 @@ class SessionParams:
         smuxbuf: int = ...,
         sockbuf: int = ...,
         mss_clamp: bool = ...,
+        flow_queueing: bool = ...,
         acknodelay: bool = ...,
         nodelay: int = ...,
         interval: int = ...,
@@ -111,6 +114,8 @@ class SessionParams:
     def sockbuf(self) -> int: ...
     @property
     def mss_clamp(self) -> bool: ...
+    @property
+    def flow_queueing(self) -> bool: ...
     @property
     def acknodelay(self) -> bool: ...
     @property
@@ -482,6 +487,24 @@ class SessionStats:
     @property
     def heap_bytes(self) -> int:
         """Heap bytes the session's buffers hold (they shrink when it idles)."""
+    @property
+    def queued_bytes(self) -> int: ...
+    @property
+    def codel_drops(self) -> int: ...
+    @property
+    def ecn_marks(self) -> int: ...
+    @property
+    def overflow_drops(self) -> int: ...
+    @property
+    def queue_delay_ms(self) -> int: ...
+    @property
+    def max_queue_delay_ms(self) -> int:
+        """The longest a packet waited in the flow queues in about the last second."""
+    @property
+    def new_flows(self) -> int: ...
+    @property
+    def flow_waits(self) -> int:
+        """Messages that waited for an earlier one of their own flow."""
     @property
     def fec_errors(self) -> int: ...
     @property

@@ -33,6 +33,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_VNI_MTU", defaults::VNI_MTU)?;
     m.add("DEFAULT_SOCKBUF", defaults::SOCKBUF)?;
     m.add("KCP_MODES", p::KCP_MODES.to_vec())?;
+    m.add("CODEL_TARGET_MS", kcpvpn_tunnel::scheduler::TARGET_MS)?;
+    m.add("CODEL_INTERVAL_MS", kcpvpn_tunnel::scheduler::INTERVAL_MS)?;
     m.add("CONGESTION", p::CONGESTION.to_vec())?;
     m.add(
         "FEC_FULL_GROUP_FAILURE",
@@ -107,6 +109,7 @@ impl SessionParams {
         smuxbuf = defaults::SMUXBUF as i64,
         sockbuf = defaults::SOCKBUF as i64,
         mss_clamp = true,
+        flow_queueing = true,
         acknodelay = false,
         nodelay = defaults::MANUAL.0 as i64,
         interval = defaults::MANUAL.1 as i64,
@@ -129,6 +132,7 @@ impl SessionParams {
         smuxbuf: i64,
         sockbuf: i64,
         mss_clamp: bool,
+        flow_queueing: bool,
         acknodelay: bool,
         nodelay: i64,
         interval: i64,
@@ -180,6 +184,7 @@ impl SessionParams {
             udp_mtu: u16_in(udp_mtu, "udp-mtu", p::UDP_MTU_RANGE)?,
             send_buffer: u32_in(smuxbuf, "smuxbuf", p::BUFFER_RANGE)?,
             mss_clamp,
+            flow_queueing,
         };
         inner.validate().map_err(errors::invalid)?;
         Ok(SessionParams {
@@ -250,6 +255,10 @@ impl SessionParams {
     #[getter]
     fn mss_clamp(&self) -> bool {
         self.inner.mss_clamp
+    }
+    #[getter]
+    fn flow_queueing(&self) -> bool {
+        self.inner.flow_queueing
     }
     #[getter]
     fn acknodelay(&self) -> bool {

@@ -336,6 +336,12 @@ impl Kcp {
         self.snd_end.wrapping_sub(self.snd_nxt)
     }
 
+    /// With `bbr`: the bottleneck rate estimate in bytes per ms (0 before a
+    /// sample, or without `bbr`).
+    pub fn bandwidth(&self) -> f64 {
+        self.cc.as_ref().map_or(0.0, |c| c.bandwidth())
+    }
+
     pub fn wait_snd(&self) -> usize {
         self.inflight as usize + self.snd_end.wrapping_sub(self.snd_nxt) as usize
     }
@@ -876,6 +882,31 @@ impl Kcp {
 
     /// Copies the next whole message into `buf` and returns its length.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize, KcpError> {
+        self.recv_sn(buf).map(|(n, _)| n)
+    }
+
+    /// The sequence number the next message sent gets (its first segment's).
+    pub fn next_sn(&self) -> u32 {
+        self.snd_end
+    }
+
+    /// Segments before this have been sent at least once.
+    pub fn snd_nxt(&self) -> u32 {
+        self.snd_nxt
+    }
+
+    /// The oldest segment not yet acknowledged (everything before it is).
+    pub fn snd_una(&self) -> u32 {
+        self.snd_una
+    }
+
+    /// Every message whose first segment is before this has been handed out.
+    pub fn rcv_delivered_before(&self) -> u32 {
+        self.que_start
+    }
+
+    /// As `recv`, with the sequence number of the message's first segment.
+    pub fn recv_sn(&mut self, buf: &mut [u8]) -> Result<(usize, u32), KcpError> {
         let size = self.peek_size().ok_or(KcpError::NoMessage)?;
         if buf.len() < size {
             return Err(KcpError::BufferTooSmall {
@@ -894,11 +925,12 @@ impl Kcp {
             self.skip_early_head();
             self.stats.messages_recv += 1;
             self.stats.early_deliveries += 1;
-            return Ok(size);
+            return Ok((size, x));
         }
         let recover = self.nrcv_que() >= self.rcv_wnd;
         // A message is the first segment's frg + 1 segments (for a well-formed
         // peer their frg count down to 0, as the reference expects).
+        let first_sn = self.que_start;
         let frags = self.rslot(self.que_start).frg as u32 + 1;
         let mut at = 0;
         for _ in 0..frags {
@@ -917,7 +949,7 @@ impl Kcp {
             self.probe |= ASK_TELL;
         }
         self.stats.messages_recv += 1;
-        Ok(size)
+        Ok((size, first_sn))
     }
 
     /// The next whole message in a new `Vec`, if one is ready.

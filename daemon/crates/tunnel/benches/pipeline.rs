@@ -53,6 +53,7 @@ fn config(fec: Option<(u8, u8)>, cipher: CipherKind, udp_mtu: usize) -> SessionC
         max_packet: 9100,
         mss_clamp_mtu: Some(1500),
         ethernet: false,
+        flow_queueing: false,
     }
 }
 
@@ -67,7 +68,7 @@ fn round(
     now: u32,
 ) -> usize {
     for _ in 0..burst {
-        a.send_packet(pkt);
+        a.send_packet(pkt, now);
     }
     tx.n = 0;
     a.flush(now, tx);

@@ -81,6 +81,12 @@ pub struct SessionSnapshot {
     pub parity_out: u64,
     /// Heap bytes the session's buffers hold.
     pub heap_bytes: u64,
+    /// The flow scheduler's counters (default without flow queueing), and
+    /// the bytes it holds.
+    pub scheduler: crate::scheduler::SchedulerStats,
+    pub queued_bytes: u64,
+    /// Messages that waited for an earlier one of their flow.
+    pub flow_waits: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -376,10 +382,11 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
             return;
         }
         let mut n = 0;
+        let t = now();
         while n < TUN_READ_BUDGET && self.endpoint.wants_packets(h) {
             match sys::read_packet(fd, &mut self.pkt_buf) {
                 Ok(Some(len)) => {
-                    self.endpoint.send_packet(h, &mut self.pkt_buf[..len]);
+                    self.endpoint.send_packet(t, h, &mut self.pkt_buf[..len]);
                     n += 1;
                 }
                 Ok(None) => break,
@@ -557,6 +564,9 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
                 fec_recovered: v.session.fec_recovered(),
                 parity_out: v.session.fec_encoder_stats().map_or(0, |e| e.parity_shards),
                 heap_bytes: v.session.heap_bytes() as u64,
+                scheduler: v.session.scheduler_stats().unwrap_or_default(),
+                queued_bytes: v.session.queued_bytes() as u64,
+                flow_waits: v.session.flow_waits(),
             })
             .collect();
         let mut snap = self.shared.snapshot.lock().unwrap();

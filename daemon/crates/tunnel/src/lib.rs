@@ -4,8 +4,10 @@
 pub mod driver;
 pub mod endpoint;
 pub mod mss;
+pub mod order;
 pub mod params;
 pub mod pmtu;
+pub mod scheduler;
 pub mod session;
 pub mod sys;
 pub mod transport;

@@ -173,6 +173,8 @@ pub struct SessionParams {
     pub send_buffer: u32,
     /// Lower the MSS of TCP SYNs crossing the tunnel to fit it.
     pub mss_clamp: bool,
+    /// Flow queueing with CoDel at the tunnel's entry.
+    pub flow_queueing: bool,
 }
 
 impl Default for SessionParams {
@@ -191,6 +193,7 @@ impl Default for SessionParams {
             udp_mtu: defaults::UDP_MTU,
             send_buffer: defaults::SMUXBUF,
             mss_clamp: true,
+            flow_queueing: true,
         }
     }
 }
@@ -297,6 +300,7 @@ impl SessionParams {
             max_packet: t.max_frame as usize,
             mss_clamp_mtu: self.mss_clamp.then_some(t.vni_mtu),
             ethernet: t.tap,
+            flow_queueing: self.flow_queueing,
         })
     }
 }

@@ -10,7 +10,9 @@
 //! shards reports, at most every [`FEEDBACK_PERIOD_MS`], how many of the
 //! peer's datagrams it lost (from gaps in the packet counters); the sender
 //! turns the smoothed loss rate into the parity count of its next groups.
+use crate::order::{self, FlowLinks, Reorder};
 use crate::pmtu::{self, PathMtu};
+use crate::scheduler::{self, Scheduler};
 use kcpvpn_crypto::packet::{
     CipherKind, Opener, Sealer, MSG_CLOSE, MSG_DATA, MSG_FEEDBACK, MSG_PROBE,
 };
@@ -66,6 +68,9 @@ pub struct SessionConfig {
     pub mss_clamp_mtu: Option<u16>,
     /// Packets are Ethernet frames (TAP).
     pub ethernet: bool,
+    /// Flow queueing with CoDel in front of KCP (see `scheduler`); off, the
+    /// interface's packets go straight into KCP's queue, first in first out.
+    pub flow_queueing: bool,
 }
 
 /// Per-datagram overhead below KCP: outer header, tag, FEC header and size field.
@@ -183,6 +188,18 @@ pub struct Session {
     /// Whole messages stay in KCP until the interface is there to take them.
     holding: bool,
     pmtu: PathMtu,
+    /// Packets from the interface waiting for KCP, by flow, with CoDel.
+    sched: Option<Scheduler>,
+    /// Per-flow order: links of what we send, reordering of what we get.
+    links: FlowLinks,
+    reorder: Reorder,
+    /// A message being built (header and packet) for KCP.
+    tx_msg: Vec<u8>,
+    /// The last segment of a sparse flow's packet put into KCP (None: none
+    /// waiting): once it has left, its FEC group gets its parity at once
+    /// instead of when it fills, so interactive packets sharing the tunnel
+    /// with a download are protected as well as when alone.
+    sparse_sn: Option<u32>,
     /// A packet went in or out since the last `poll`; when the quiet began;
     /// whether the buffers were trimmed since (an idle session gives back
     /// what a burst grew).
@@ -403,6 +420,10 @@ impl Session {
         let mut cfg = cfg;
         let mut kcp_cfg = cfg.kcp.clone();
         kcp_cfg.mtu = cfg.kcp_mtu();
+        // KCP hands out whole messages as soon as they are certain; the
+        // session keeps the order of each flow (`order`), unless the user
+        // asked for no order at all (--unordered).
+        kcp_cfg.unordered = true;
         // Clamp TCP to what one KCP segment carries, not just to the interface
         // MTU: a 1500-byte packet over the default 1350-byte UDP MTU would
         // otherwise travel as two segments (1286 + 214 bytes), doubling the
@@ -411,7 +432,7 @@ impl Session {
             let link_header = if cfg.ethernet { 18 } else { 0 };
             let one_segment = cfg
                 .kcp_mtu()
-                .saturating_sub(kcpvpn_kcp::wire::OVERHEAD + link_header);
+                .saturating_sub(kcpvpn_kcp::wire::OVERHEAD + order::HEADER + link_header);
             cfg.mss_clamp_mtu = Some(mtu.min(one_segment.max(576) as u16));
         }
         let max_dgram = cfg.udp_mtu;
@@ -447,6 +468,13 @@ impl Session {
             await_deadline: now,
             holding: false,
             pmtu: PathMtu::new(cfg.udp_mtu),
+            sched: cfg
+                .flow_queueing
+                .then(|| Scheduler::new(cfg.send_buffer_bytes, cfg.ethernet)),
+            links: FlowLinks::default(),
+            reorder: Reorder::default(),
+            tx_msg: Vec::new(),
+            sparse_sn: None,
             active: false,
             quiet_since: now,
             trimmed: false,
@@ -526,8 +554,61 @@ impl Session {
     /// True while the session may take another packet from the interface
     /// without exceeding its send buffer.
     pub fn wants_packets(&self) -> bool {
-        let queued = self.kcp.wait_snd() * self.kcp_mtu();
+        let queued =
+            self.kcp.wait_snd() * self.kcp_mtu() + self.sched.as_ref().map_or(0, |s| s.bytes());
         queued < self.cfg.send_buffer_bytes
+    }
+
+    /// Segments KCP may hold not yet sent: about 10 ms at the path's rate
+    /// (enough that the pacer never runs dry between two flushes), so the
+    /// standing queue stays in the scheduler, where flows are served fairly
+    /// and CoDel bounds it in time. Without a rate estimate, KCP's window.
+    fn kcp_queue_target(&self) -> u32 {
+        let bw = self.kcp.bandwidth();
+        if bw <= 0.0 {
+            return if self.cfg.kcp.bbr {
+                64
+            } else {
+                self.cfg.kcp.snd_wnd as u32
+            };
+        }
+        ((bw * 3.0) / self.kcp.mss().max(1) as f64).clamp(16.0, 8192.0) as u32
+    }
+
+    /// Moves packets from the scheduler into KCP while KCP's own queue is
+    /// short.
+    fn fill(&mut self, now: u32) {
+        if self.sched.as_ref().is_none_or(|s| s.is_empty()) {
+            return;
+        }
+        let target = self.kcp_queue_target();
+        let mut sched = self.sched.take().expect("checked above");
+        while self.kcp.queued() < target {
+            let Some(pkt) = sched.dequeue(now) else {
+                break;
+            };
+            if !self.push_to_kcp(&pkt) {
+                self.stats.oversize_packets += 1;
+            }
+            if sched.last_from_sparse_flow() {
+                self.sparse_sn = Some(self.kcp.next_sn().wrapping_sub(1));
+            }
+            sched.give_back(pkt);
+        }
+        self.sched = Some(sched);
+    }
+
+    /// One packet into KCP as a message, behind the header that links it
+    /// to its flow's previous message.
+    fn push_to_kcp(&mut self, pkt: &[u8]) -> bool {
+        let flow = scheduler::flow_hash(pkt, self.cfg.ethernet);
+        let hdr = self
+            .links
+            .link(flow, self.kcp.next_sn(), self.kcp.snd_una());
+        self.tx_msg.clear();
+        self.tx_msg.extend_from_slice(&hdr);
+        self.tx_msg.extend_from_slice(pkt);
+        self.kcp.send(&self.tx_msg).is_ok()
     }
 
     fn kcp_mtu(&self) -> usize {
@@ -536,22 +617,24 @@ impl Session {
 
     /// Queues one packet from the interface (clamping a SYN's MSS in place).
     /// Call `flush` after a batch.
-    pub fn send_packet(&mut self, pkt: &mut [u8]) -> bool {
+    pub fn send_packet(&mut self, pkt: &mut [u8], now: u32) -> bool {
         if let Some(mtu) = self.cfg.mss_clamp_mtu {
             crate::mss::clamp(pkt, mtu, self.cfg.ethernet);
         }
         self.active = true;
-        match self.kcp.send(pkt) {
-            Ok(()) => {
-                self.stats.packets_in += 1;
-                self.stats.bytes_in += pkt.len() as u64;
-                true
-            }
-            Err(_) => {
-                self.stats.oversize_packets += 1;
-                false
+        if pkt.len() + order::HEADER > self.kcp.max_message() {
+            self.stats.oversize_packets += 1;
+            return false;
+        }
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += pkt.len() as u64;
+        match &mut self.sched {
+            Some(sched) => sched.enqueue(pkt, now),
+            None => {
+                self.push_to_kcp(pkt);
             }
         }
+        true
     }
 
     /// Takes one datagram addressed to this session. Packets it completes are
@@ -727,23 +810,47 @@ impl Session {
         if self.holding {
             return;
         }
-        while let Some(size) = self.kcp.peek_size() {
-            if size > self.msg_buf.len() {
-                self.msg_buf.resize(size, 0);
+        let Session {
+            kcp,
+            msg_buf,
+            reorder,
+            stats,
+            cfg,
+            active,
+            ..
+        } = self;
+        let keep_order = !cfg.kcp.unordered;
+        let mut out = |m: &[u8]| {
+            stats.packets_out += 1;
+            stats.bytes_out += m.len() as u64;
+            deliver(m);
+        };
+        let mut malformed = 0;
+        while let Some(size) = kcp.peek_size() {
+            if size > msg_buf.len() {
+                msg_buf.resize(size, 0);
             }
-            match self.kcp.recv(&mut self.msg_buf) {
-                Ok(n) => {
-                    self.active = true;
-                    self.stats.packets_out += 1;
-                    self.stats.bytes_out += n as u64;
-                    if let Some(mtu) = self.cfg.mss_clamp_mtu {
-                        crate::mss::clamp(&mut self.msg_buf[..n], mtu, self.cfg.ethernet);
-                    }
-                    deliver(&self.msg_buf[..n]);
-                }
-                Err(_) => break,
+            let Ok((n, sn)) = kcp.recv_sn(msg_buf) else {
+                break;
+            };
+            *active = true;
+            if n < order::HEADER {
+                malformed += 1;
+                continue;
+            }
+            let delta = u16::from_le_bytes([msg_buf[0], msg_buf[1]]);
+            let body = &mut msg_buf[order::HEADER..n];
+            if let Some(mtu) = cfg.mss_clamp_mtu {
+                crate::mss::clamp(body, mtu, cfg.ethernet);
+            }
+            if keep_order {
+                reorder.offer(sn, delta, body, kcp.rcv_delivered_before(), &mut out);
+            } else {
+                out(body);
             }
         }
+        reorder.advance(kcp.rcv_delivered_before(), &mut out);
+        stats.malformed += malformed;
     }
 
     /// Sends whatever KCP has ready (new data, ACKs, retransmissions); a
@@ -753,6 +860,7 @@ impl Session {
             return;
         }
         self.answer_probes(tx);
+        self.fill(now);
         self.expire_feedback(now);
         let acks = self.kcp.pending_acks();
         if acks > 0 && acks < ACK_BATCH && self.kcp.only_acks_due(now) {
@@ -793,6 +901,15 @@ impl Session {
         stats.datagrams_out += sent;
         stats.wire_bytes_out += wire;
         let recent = self.count_flow(now, sent);
+        let sparse_left = self
+            .sparse_sn
+            .is_some_and(|sn| before(sn, self.kcp.snd_nxt()));
+        if sparse_left {
+            self.sparse_sn = None;
+            if self.cfg.rapid_fec && self.fec_enc.as_ref().is_some_and(|e| e.has_partial()) {
+                self.rapid_deadline = Some(now.wrapping_add(RAPID_SPARSE_DELAY_MS));
+            }
+        }
         if self.cfg.rapid_fec && self.rapid_deadline.is_none() {
             if let Some(enc) = &self.fec_enc {
                 if enc.has_partial() {
@@ -886,6 +1003,12 @@ impl Session {
         {
             self.trimmed = true;
             self.kcp.trim();
+            if let Some(s) = &mut self.sched {
+                s.trim();
+            }
+            self.reorder.trim();
+            self.links.clear();
+            self.tx_msg = Vec::new();
             if let Some(d) = &mut self.fec_dec {
                 d.trim();
             }
@@ -1022,6 +1145,22 @@ impl Session {
             + self.msg_buf.capacity()
             + self.fec_enc.as_ref().map_or(0, |e| e.heap_bytes())
             + self.fec_dec.as_ref().map_or(0, |d| d.heap_bytes())
+            + self.sched.as_ref().map_or(0, |s| s.heap_bytes())
+    }
+
+    /// The scheduler's counters (None without flow queueing).
+    pub fn scheduler_stats(&self) -> Option<crate::scheduler::SchedulerStats> {
+        self.sched.as_ref().map(|s| s.stats)
+    }
+
+    /// Bytes waiting in the scheduler for KCP.
+    pub fn queued_bytes(&self) -> usize {
+        self.sched.as_ref().map_or(0, |s| s.bytes())
+    }
+
+    /// Messages that waited for an earlier one of their flow.
+    pub fn flow_waits(&self) -> u64 {
+        self.reorder.waited
     }
 
     pub fn kcp_stats(&self) -> kcpvpn_kcp::KcpStats {

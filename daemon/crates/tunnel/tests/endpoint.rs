@@ -440,7 +440,7 @@ impl Sim {
     fn send(&mut self, i: usize, h: Handle, pkt: Vec<u8>) -> bool {
         let mut wants = false;
         let mut p = pkt;
-        self.call(i, |ep, _, _| wants = ep.send_packet(h, &mut p));
+        self.call(i, |ep, now, _| wants = ep.send_packet(now, h, &mut p));
         wants
     }
 
@@ -449,11 +449,25 @@ impl Sim {
     }
 }
 
+/// An IPv4/UDP packet of flow `who` (its source address and port) carrying
+/// `seq`: one flow's packets must arrive in order.
 fn packet(who: usize, seq: u32, len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; len.max(8)];
-    p[..4].copy_from_slice(&(who as u32).to_le_bytes());
-    p[4..8].copy_from_slice(&seq.to_le_bytes());
-    for (k, b) in p.iter_mut().enumerate().skip(8) {
+    flow_packet(who, 5000, seq, len)
+}
+
+fn flow_packet(who: usize, port: u16, seq: u32, len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len.max(32)];
+    p[0] = 0x45;
+    let total = p.len() as u16;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&[10, 1, (who >> 8) as u8, who as u8]);
+    p[16..20].copy_from_slice(&[10, 2, 0, 1]);
+    p[20..22].copy_from_slice(&port.to_be_bytes());
+    p[22..24].copy_from_slice(&53u16.to_be_bytes());
+    p[28..32].copy_from_slice(&seq.to_le_bytes());
+    for (k, b) in p.iter_mut().enumerate().skip(32) {
         *b = (k as u32 ^ seq) as u8;
     }
     p

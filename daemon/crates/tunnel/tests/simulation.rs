@@ -95,6 +95,9 @@ fn config(profile: &str, fec: Option<(u8, u8)>, rapid: bool) -> SessionConfig {
         max_packet: 9100,
         mss_clamp_mtu: None,
         ethernet: false,
+        // The messages here are not IP packets: served first in first out,
+        // so the exact order KCP keeps is what these tests check.
+        flow_queueing: false,
     }
 }
 
@@ -105,12 +108,24 @@ fn message(i: u32, rng: &mut SmallRng) -> Vec<u8> {
     } else {
         rng.random_range(1..=1400)
     };
-    let mut m = vec![0u8; len.max(4)];
-    m[..4].copy_from_slice(&i.to_le_bytes());
-    for (k, b) in m.iter_mut().enumerate().skip(4) {
+    // One UDP flow (the session keeps the order of a flow, not across
+    // flows); the index sits where the payload starts.
+    let mut m = vec![0u8; len.max(32)];
+    m[0] = 0x45;
+    m[9] = 17;
+    m[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    m[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    m[20..24].copy_from_slice(&[0x13, 0x88, 0, 53]);
+    m[28..32].copy_from_slice(&i.to_le_bytes());
+    for (k, b) in m.iter_mut().enumerate().skip(32) {
         *b = (i as usize * 31 + k) as u8;
     }
     m
+}
+
+/// The index a message carries.
+fn index_of(p: &[u8]) -> usize {
+    u32::from_le_bytes(p[28..32].try_into().unwrap()) as usize
 }
 
 struct Outcome {
@@ -159,7 +174,7 @@ fn simulate(cfg: SessionConfig, link: LinkParams, n: u32, seed: u64, gap_ms: u32
         }
         if sent.len() < n as usize && now >= next_send && a.wants_packets() {
             let m = message(sent.len() as u32, &mut rng);
-            assert!(a.send_packet(&mut m.clone()));
+            assert!(a.send_packet(&mut m.clone(), now));
             sent.push(m);
             sent_at.push(now);
             next_send = now + gap_ms;
@@ -173,7 +188,7 @@ fn simulate(cfg: SessionConfig, link: LinkParams, n: u32, seed: u64, gap_ms: u32
         while let Some(mut d) = ab.pop_due(now) {
             b.input(&mut d, now, &mut |p: &[u8]| {
                 // Messages carry their index (unordered delivery reorders).
-                let i = u32::from_le_bytes(p[..4].try_into().unwrap()) as usize;
+                let i = index_of(p);
                 latency_ms.push(now - sent_at[i]);
                 delivered.push(p.to_vec());
             });
@@ -375,7 +390,7 @@ fn rapid_parity_leaves_at_once_for_low_rate_traffic_and_waits_in_a_flow() {
     .unwrap();
     let send = |a: &mut Session, now: u32, packets: usize| -> usize {
         for _ in 0..packets {
-            assert!(a.send_packet(&mut vec![7u8; 1200]));
+            assert!(a.send_packet(&mut vec![7u8; 1200], now));
         }
         let mut tx = VecTransmit::default();
         a.flush(now, &mut tx);
@@ -416,7 +431,7 @@ fn pair() -> (Session, Session) {
 }
 
 fn one_datagram(a: &mut Session) -> Vec<u8> {
-    assert!(a.send_packet(&mut b"hello through the tunnel".to_vec()));
+    assert!(a.send_packet(&mut b"hello through the tunnel".to_vec(), 0));
     let mut tx = VecTransmit::default();
     a.flush(0, &mut tx);
     tx.datagrams.into_iter().next().expect("a datagram")
@@ -748,7 +763,7 @@ fn no_feedback_while_idle_or_without_fec() {
         for now in 0..30_000u32 {
             // Traffic for the first 2 s, then nothing but keepalives.
             if now < 2000 && now % 10 == 0 {
-                assert!(a.send_packet(&mut [0x45; 200]));
+                assert!(a.send_packet(&mut [0x45; 200], now));
             }
             let mut tx = VecTransmit::default();
             a.flush(now, &mut tx);
@@ -812,7 +827,7 @@ fn an_idle_session_gives_back_its_buffers() {
     let mut sent = 0;
     while sent < 16_000 {
         while a.wants_packets() && sent < 16_000 {
-            a.send_packet(&mut vec![0x45; 1280]);
+            a.send_packet(&mut vec![0x45; 1280], now);
             sent += 1;
         }
         pump(&mut a, &mut b, now);

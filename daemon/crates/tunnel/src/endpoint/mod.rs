@@ -1143,11 +1143,11 @@ impl Endpoint {
 
     /// A packet read from session `h`'s interface. Returns whether the
     /// session takes more (false: stop reading until `poll_resumed`).
-    pub fn send_packet(&mut self, h: Handle, pkt: &mut [u8]) -> bool {
+    pub fn send_packet(&mut self, now: Now, h: Handle, pkt: &mut [u8]) -> bool {
         let Some(slot) = self.slots.get_mut(h.0).and_then(|s| s.as_mut()) else {
             return false;
         };
-        slot.session.send_packet(pkt);
+        slot.session.send_packet(pkt, now.ms32());
         let wants = slot.session.wants_packets();
         if !wants {
             slot.blocked = true;
