@@ -522,12 +522,11 @@ mod tests {
     fn codel_drops_a_standing_queue_and_marks_ect() {
         for (tos, ecn) in [(0u8, false), (0x02, true)] {
             let mut s = Scheduler::new(1 << 24, false);
-            let mut now = 0u32;
             // 1000 packets/s in, 500/s out: the queue stands and grows.
             let mut signals = 0;
-            for i in 0..4000u32 {
+            for now in 0..4000u32 {
                 s.enqueue(&udp4(7, 1400, tos), now);
-                if i % 2 == 0 {
+                if now % 2 == 0 {
                     if let Some(p) = s.dequeue(now) {
                         if p[1] & 0x03 == 0x03 {
                             assert_eq!(checksum(&p[..20]), u16::from_be_bytes([p[10], p[11]]));
@@ -536,7 +535,6 @@ mod tests {
                         s.give_back(p);
                     }
                 }
-                now += 1;
             }
             let st = s.stats;
             if ecn {
