@@ -198,7 +198,13 @@ def event_loop(
         if status is not None and status.fileno() in ready:
             status.handle()
         for ev in endpoint.events():
-            if not on_event(ev):
+            try:
+                go_on = on_event(ev)
+            except Exception:
+                # A bug about one event (one peer) must not end the daemon.
+                log.exception("handling %r failed; going on", ev)
+                continue
+            if not go_on:
                 return
         if tick:
             tick()
