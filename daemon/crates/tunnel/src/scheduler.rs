@@ -25,6 +25,8 @@ pub const INTERVAL_MS: u32 = 100;
 pub const FLOWS: usize = 1024;
 /// Bytes a flow may send per round of the deficit round robin.
 pub const QUANTUM: i32 = 1514;
+/// A flow whose packets leave at least this far apart (ms) is sparse.
+pub const SPARSE_GAP_MS: u32 = 10;
 
 /// What the scheduler did, for the counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,6 +73,8 @@ struct Flow {
     deficit: i32,
     /// On one of the lists (new or old).
     listed: bool,
+    /// When its last packet left (None: never).
+    last_out: Option<u32>,
     codel: Codel,
 }
 
@@ -84,8 +88,8 @@ pub struct Scheduler {
     limit_bytes: usize,
     ethernet: bool,
     free: Vec<Vec<u8>>,
-    /// The last packet dequeued came from a new (sparse) flow.
-    last_from_new: bool,
+    /// The last packet dequeued came from a sparse flow.
+    last_sparse: bool,
     pub stats: SchedulerStats,
 }
 
@@ -112,7 +116,7 @@ impl Scheduler {
             limit_bytes,
             ethernet,
             free: Vec::new(),
-            last_from_new: false,
+            last_sparse: false,
             stats: SchedulerStats::default(),
         }
     }
@@ -204,9 +208,16 @@ impl Scheduler {
             }
             match self.codel_dequeue(idx, now) {
                 Some(p) => {
-                    self.flows[idx].deficit -= p.len() as i32;
+                    let f = &mut self.flows[idx];
+                    f.deficit -= p.len() as i32;
+                    // Sparse: its packets are at least SPARSE_GAP_MS apart
+                    // (a ping, a keystroke), not a stream that merely keeps
+                    // its queue empty (a transfer's ACKs).
+                    self.last_sparse = f
+                        .last_out
+                        .is_none_or(|t| after(now, t.wrapping_add(SPARSE_GAP_MS)));
+                    f.last_out = Some(now);
                     self.stats.dequeued += 1;
-                    self.last_from_new = from_new;
                     return Some(p);
                 }
                 None => {
@@ -311,11 +322,11 @@ impl Scheduler {
         }
     }
 
-    /// Whether the packet `dequeue` returned last came from a new or sparse
-    /// flow (one that had nothing queued): interactive traffic, which the
-    /// session protects with its own FEC parity at once.
+    /// Whether the packet `dequeue` returned last came from a sparse flow
+    /// (its previous packet left at least [`SPARSE_GAP_MS`] before):
+    /// interactive traffic, which the session protects with FEC parity at once.
     pub fn last_from_sparse_flow(&self) -> bool {
-        self.last_from_new
+        self.last_sparse
     }
 
     /// Frees the spare buffers (for a session gone idle).
@@ -500,6 +511,26 @@ mod tests {
             waited <= 1,
             "the new flow waited behind {waited} bulk packets"
         );
+    }
+
+    #[test]
+    fn a_ping_is_sparse_and_a_stream_of_acks_is_not() {
+        let mut s = Scheduler::new(1 << 24, false);
+        let mut now = 0;
+        let mut sparse = [0, 0];
+        for i in 0..1000u32 {
+            // ACKs every ms, each leaving at once (the queue stays empty).
+            s.enqueue(&udp4(1, 60, 0), now);
+            s.dequeue(now).unwrap();
+            sparse[0] += s.last_from_sparse_flow() as u32;
+            if i % 100 == 50 {
+                s.enqueue(&udp4(2, 84, 0), now);
+                s.dequeue(now).unwrap();
+                sparse[1] += s.last_from_sparse_flow() as u32;
+            }
+            now += 1;
+        }
+        assert_eq!(sparse, [1, 10], "only each flow's first ack, and every ping");
     }
 
     #[test]
