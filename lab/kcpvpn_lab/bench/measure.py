@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import json
 import statistics
 import threading
 import time
@@ -247,6 +248,67 @@ def sparse_ping(client: Host, ip: str, count: int, interval: float = 0.1) -> dic
     else:
         res.update(p50=None, p90=None, p99=None, max=None, mean=None)
         res["output"] = r.output[-500:]
+    return res
+
+
+def jain(values: Sequence[float]) -> float | None:
+    """Jain's fairness index of the shares: 1.0 when all are equal, 1/n when
+    one takes everything."""
+    if not values or not any(values):
+        return None
+    return sum(values) ** 2 / (len(values) * sum(v * v for v in values))
+
+
+def ping_under_load(
+    client: Host,
+    server: Host,
+    server_ip: str,
+    seconds: float,
+    cc: str,
+    streams: int = 1,
+    warmup: float = 3.0,
+    ping_interval: float = 0.1,
+) -> dict[str, Any]:
+    """A bulk iperf3 TCP upload (`streams` flows, `cc`) from `client` to
+    `server_ip` for `seconds`, and pings every `ping_interval` s over the
+    same path once the upload has had `warmup` s to fill the queues: ping
+    delivery and RTT percentiles while loaded, the upload's goodput over the
+    same seconds and, with several flows, Jain's index of their goodputs."""
+    srv = server.popen(
+        ["iperf3", "-s", "-1", "-J", "-B", server_ip, "-p", str(IPERF_PORT)], name="iperf3-s"
+    )
+    argv = [
+        "iperf3", "-c", server_ip, "-p", str(IPERF_PORT), "-t", f"{seconds:g}",
+        "-P", str(streams), "-J", "-C", cc, "-O", f"{warmup:g}", "--connect-timeout", "5000",
+    ]  # fmt: skip
+    try:
+        _wait_listening(server, IPERF_PORT)
+        bulk = client.popen(argv, name="iperf3-c")
+        try:
+            time.sleep(warmup)
+            count = max(1, int((seconds - 1.0) / ping_interval))
+            pings = sparse_ping(client, server_ip, count, ping_interval)
+            bulk.wait(timeout=seconds + warmup + 40)
+        finally:
+            bulk.stop(timeout=2)
+        out = bulk.log_path.read_text()
+    finally:
+        srv.stop(timeout=2)
+    j = json.loads(out[out.index("{") :]) if "{" in out else {}
+    if "end" not in j:
+        raise RuntimeError(f"iperf3 gave no result: {out[-500:]}")
+    per_flow = [s["receiver"]["bits_per_second"] / 1e6 for s in j["end"].get("streams", [])]
+    res: dict[str, Any] = {
+        "command": " ".join(argv),
+        "ping_command": pings.pop("command"),
+        **{f"ping_{k}": v for k, v in pings.items()},
+        "mbit_s": j["end"]["sum_received"]["bits_per_second"] / 1e6,
+        "flows_mbit_s": per_flow,
+        "jain": jain(per_flow) if len(per_flow) > 1 else None,
+        "sender_cc": j["end"].get("sender_tcp_congestion"),
+    }
+    if res["sender_cc"] not in (None, cc):
+        raise RuntimeError(f"asked for -C {cc} but the sender used {res['sender_cc']}")
     return res
 
 

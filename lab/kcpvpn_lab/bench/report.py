@@ -9,12 +9,15 @@ from typing import Any
 
 from .measure import spread
 
-SYSTEM_ORDER = ("none", "kcpvpn", "kcpvpn-bare", "kcpvpn-no-rapid-fec", "wireguard-go")
+SYSTEM_ORDER = (
+    "none", "kcpvpn", "kcpvpn-bare", "kcpvpn-no-rapid-fec", "kcpvpn-fifo", "wireguard-go",
+)  # fmt: skip
 COLOURS = {
     "none": "grey",
     "kcpvpn": "tab:blue",
     "kcpvpn-bare": "tab:cyan",
     "kcpvpn-no-rapid-fec": "tab:green",
+    "kcpvpn-fifo": "tab:purple",
     "wireguard-go": "tab:red",
 }
 PLOTS = {
@@ -85,7 +88,18 @@ def summarize(res: dict) -> dict[str, Any]:
         keep = {k: r.get(k) for k in ("loss", "ok", "sent", "received", "delivery", "p50",
                                       "p90", "p99", "max", "error")}  # fmt: skip
         ping.setdefault(r["system"], {})[_lk(r["loss"])] = keep
-    return {"clean": clean, "lossy_tcp": tcp, "lossy_ping": ping}
+    # one run per system, loss and case: no spread
+    load: dict[str, dict] = {}
+    for r in res.get("load", []):
+        keep = {k: r.get(k) for k in ("loss", "cc", "streams", "ok", "mbit_s", "jain", "error",
+                                      "ping_sent", "ping_received", "ping_p50", "ping_p99",
+                                      "ping_max")}  # fmt: skip
+        load.setdefault(r["system"], {})[_load_key(r)] = keep
+    return {"clean": clean, "lossy_tcp": tcp, "lossy_ping": ping, "load": load}
+
+
+def _load_key(r: dict) -> str:
+    return f"{r['streams']}x{r['cc']}@{_lk(r['loss'])}"
 
 
 # --- targets -----------------------------------------------------------------------------------
@@ -209,7 +223,63 @@ def targets(res: dict, summary: dict) -> list[dict[str, Any]]:
         if t["met"] and k == wg:
             t["met"] = False  # "below" is strict
         out.append(t)
+    out += _load_targets(summary.get("load", {}))
     return out
+
+
+# The issue's goals for latency under load (40 ms RTT, 100 Mbit/s, deep queue):
+# goodput at least 90% of wave 1's (85 Mbit/s at 0%; 60 cubic / 72 bbr at 5%).
+LOAD_GOODPUT = {("cubic", 0.0): 0.9 * 85, ("bbr", 0.0): 0.9 * 85,
+                ("cubic", 0.05): 0.9 * 60, ("bbr", 0.05): 0.9 * 72}  # fmt: skip
+LOAD_RTT_MS = 40.0
+
+
+def _load_targets(load: dict) -> list[dict[str, Any]]:
+    out = []
+    for key, g in sorted(load.get("kcpvpn", {}).items()):
+        if not g.get("ok"):
+            continue
+        what = f"loaded, {g['streams']}×{g['cc']}, {g['loss']:.0%} loss"
+        t = _target(
+            f"{what}: pings delivered", g["ping_received"], g["ping_sent"], True, "", ".0f"
+        )
+        out.append(t)
+        out.append(
+            _target(f"{what}: ping p99 ≤ RTT + 10 ms", g["ping_p99"], LOAD_RTT_MS + 10,
+                    False, " ms", ".1f")
+        )  # fmt: skip
+        goal = LOAD_GOODPUT.get((g["cc"], g["loss"])) if g["streams"] == 1 else None
+        if goal:
+            out.append(
+                _target(f"{what}: goodput ≥ 90% of wave 1's", g["mbit_s"], goal, True,
+                        " Mbit/s", ".1f")
+            )  # fmt: skip
+        if g["streams"] > 1:
+            out.append(_target(f"{what}: Jain's index ≥ 0.95", g["jain"], 0.95, True, "", ".3f"))
+    return out
+
+
+def _load_rows(res: dict, summary: dict, labels: dict) -> list[list[str]]:
+    rows = []
+    for s in _systems(res, res.get("load", [])):
+        for key, g in summary["load"].get(s, {}).items():
+            if not g.get("ok"):
+                rows.append([labels.get(s, s), key, "failed", "", "", ""])
+                continue
+            rows.append(
+                [
+                    labels.get(s, s),
+                    f"{g['streams']}×{g['cc']}, {g['loss']:.0%} loss",
+                    f"{_f(g['ping_p50'])} / {_f(g['ping_p99'])}",
+                    f"{g['ping_received']}/{g['ping_sent']}",
+                    _f(g["mbit_s"]),
+                    _f(g["jain"], ".3f") if g.get("jain") is not None else "",
+                ]
+            )
+    return rows
+
+
+LOAD_HEADER = ["system", "bulk upload", "ping p50 / p99 ms", "pings", "bulk Mbit/s", "Jain"]
 
 
 def _delivered(text: str, ping: dict, loss: float) -> dict[str, Any]:
@@ -400,7 +470,7 @@ def markdown(res: dict, summary: dict, tgts: list[dict], plots: dict[str, str]) 
 
     failed = [
         (kind, r)
-        for kind in ("clean", "lossy_tcp", "lossy_ping")
+        for kind in ("clean", "lossy_tcp", "lossy_ping", "load")
         for r in res.get(kind, [])
         if not r.get("ok")
     ]
@@ -416,6 +486,19 @@ def markdown(res: dict, summary: dict, tgts: list[dict], plots: dict[str, str]) 
             L.append(f"- {kind} {what}: {err}")
         L.append("")
 
+    if summary.get("load"):
+        link = cfg.get("load_link", {})
+        L += [
+            "## Latency under load",
+            "",
+            f"A bulk TCP upload through the tunnel and a ping every {cfg['ping_interval']:g} s "
+            f"over the same tunnel, after {cfg.get('load_warmup', 0):g} s of upload; the link: "
+            f"{2 * link.get('delay_ms', 0):g} ms RTT, {link.get('rate_mbit', 0):g} Mbit/s, a "
+            f"drop-tail queue of {link.get('queue_bytes', 0) / 1e6:g} MB; one run each.",
+            "",
+        ]
+        L += _table(LOAD_HEADER, _load_rows(res, summary, labels))
+        L.append("")
     L += ["## Systems and commands", ""]
     for name, s in res["systems"].items():
         L.append(f"- **{name}**: {s['label']}")
@@ -647,6 +730,11 @@ def print_summary(res: dict, path: Path) -> None:
                         else "–"
                     )
                 t.add_row(labels.get(s, s), "ping p99 ms (delivered)", *cells)
+        console.print(t)
+    if summary.get("load"):
+        t = Table(*LOAD_HEADER, title="latency under load")
+        for row in _load_rows(res, summary, labels):
+            t.add_row(*row)
         console.print(t)
     tg = res.get("targets", [])
     console.print(

@@ -92,11 +92,13 @@ class Bench:
             "clean": [],
             "lossy_tcp": [],
             "lossy_ping": [],
+            "load": [],
         }
 
     # --- bookkeeping -------------------------------------------------------------------
     def total(self) -> int:
-        return self.plan.clean_runs + self.plan.lossy_tcp_runs + self.plan.ping_runs
+        p = self.plan
+        return p.clean_runs + p.lossy_tcp_runs + p.ping_runs + p.load_runs
 
     def save(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -138,7 +140,9 @@ class Bench:
             if why:
                 self.log(f"wireguard-go skipped: {why}")
                 self.results["skipped"]["wireguard-go"] = why
-        if "lossy" in self.cfg.scenarios and "bbr" in self.cfg.ccs:
+        if ("lossy" in self.cfg.scenarios and "bbr" in self.cfg.ccs) or (
+            "load" in self.cfg.scenarios and any(cc == "bbr" for cc, _ in self.cfg.load_cases)
+        ):
             load_bbr()
         try:
             if "clean" in self.cfg.scenarios:
@@ -147,6 +151,9 @@ class Bench:
             if "lossy" in self.cfg.scenarios:
                 for spec in self.cfg.specs("lossy"):
                     self._system("lossy", spec)
+            if "load" in self.cfg.scenarios:
+                for spec in self.cfg.specs("load"):
+                    self._system("load", spec)
         finally:
             meta = self.results["meta"]
             meta["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -162,6 +169,14 @@ class Bench:
                     {"system": spec.name, "streams": s, "reverse": r, "repeat": i}
                     for i in range(cfg.repeats)
                     for s, r in cfg.clean_cases
+                ]
+            }
+        if scenario == "load":
+            return {
+                "load": [
+                    {"system": spec.name, "loss": loss, "cc": cc, "streams": n}
+                    for loss in cfg.load_losses
+                    for cc, n in cfg.load_cases
                 ]
             }
         reps = cfg.lossy_tcp_repeats(spec)
@@ -182,11 +197,12 @@ class Bench:
             for kind, rows in bases.items():
                 self.fail_all(kind, rows, f"skipped: {skipped}", f"{scenario} {spec.name}")
             return
-        topo = (
-            Topology(clients=1, wan=False)
-            if scenario == "clean"
-            else Topology(clients=1, impair=scenarios.impairment(self.cfg.losses[0]))
-        )
+        if scenario == "clean":
+            topo = Topology(clients=1, wan=False)
+        elif scenario == "load":
+            topo = Topology(clients=1, impair=scenarios.impairment(0.0, scenarios.LOAD_LINK))
+        else:
+            topo = Topology(clients=1, impair=scenarios.impairment(self.cfg.losses[0]))
         try:
             with topo:
                 tun = self._set_up(spec, topo)
@@ -200,6 +216,8 @@ class Bench:
                     )
                     if scenario == "clean":
                         self._clean(spec, topo, tun, bases["clean"])
+                    elif scenario == "load":
+                        self._load(spec, topo, tun, bases["load"])
                     else:
                         self._lossy(spec, topo, tun, bases)
                 finally:
@@ -290,6 +308,25 @@ class Bench:
                 ),
             )
 
+    def _load(self, spec: SystemSpec, topo: Topology, tun: Tunnel, bases: list[dict]) -> None:
+        cfg = self.cfg
+        for base in bases:
+            topo.impair(scenarios.impairment(base["loss"], scenarios.LOAD_LINK))
+            time.sleep(cfg.settle_s)  # the last run's queue drains
+            tun = self._ensure(spec, topo, tun)
+            t = tun
+            flows = f"{base['streams']}×{base['cc']}"
+            self.measure(
+                "load",
+                base,
+                f"loaded {spec.name} loss {base['loss']:.0%} {flows} + pings",
+                lambda t=t, b=base: measure.ping_under_load(
+                    t.client, t.server, t.server_ip, cfg.load_seconds, b["cc"],
+                    streams=b["streams"], warmup=cfg.load_warmup,
+                    ping_interval=cfg.ping_interval,
+                ),  # fmt: skip
+            )
+
 
 def _key(row: dict) -> tuple:
     return tuple(row.get(k) for k in ("system", "loss", "cc", "streams", "reverse", "repeat"))
@@ -336,7 +373,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[scenarios.Config, Path]:
     ap.add_argument(
         "--only", type=_names, help=f"systems, comma-separated, of: {', '.join(SYSTEMS)}"
     )
-    ap.add_argument("--scenarios", type=_names, help="clean,lossy (default both)")
+    ap.add_argument("--scenarios", type=_names, help="clean,lossy,load (default all)")
     ap.add_argument("--clean-seconds", type=float, help="iperf3 -t on the clean link")
     ap.add_argument("--lossy-seconds", type=float, help="iperf3 -t on the lossy link (after -O)")
     ap.add_argument("--omit", type=float, help="iperf3 -O on the lossy link (warm-up seconds)")
@@ -347,6 +384,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[scenarios.Config, Path]:
     ap.add_argument(
         "--directions", type=_names, help="clean link: up (client→server), down (-R), or both"
     )
+    ap.add_argument("--load-losses", type=_floats, help="loaded link: loss fractions")
+    ap.add_argument("--load-seconds", type=float, help="loaded link: seconds per bulk upload")
     ap.add_argument("--pings", type=int, help="sparse pings per loss level (default 150, quick 50)")
     ap.add_argument("--reference-repeats", type=int, help="repeats of no tunnel on the lossy link")
     ap.add_argument(
@@ -365,14 +404,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[scenarios.Config, Path]:
             ap.error(f"--only: unknown {', '.join(unknown)}; systems: {', '.join(SYSTEMS)}")
         cfg.systems = a.only
     if a.scenarios:
-        bad = [s for s in a.scenarios if s not in ("clean", "lossy")]
+        bad = [s for s in a.scenarios if s not in ("clean", "lossy", "load")]
         if bad:
-            ap.error(f"--scenarios: unknown {', '.join(bad)}; use clean, lossy")
+            ap.error(f"--scenarios: unknown {', '.join(bad)}; use clean, lossy, load")
         cfg.scenarios = a.scenarios
     for attr, val in (
         ("repeats", a.repeats), ("clean_seconds", a.clean_seconds),
         ("lossy_seconds", a.lossy_seconds), ("lossy_omit", a.omit), ("losses", a.losses),
         ("ccs", a.ccs), ("pings", a.pings), ("reference_repeats", a.reference_repeats),
+        ("load_losses", a.load_losses), ("load_seconds", a.load_seconds),
     ):  # fmt: skip
         if val is not None:
             setattr(cfg, attr, val)

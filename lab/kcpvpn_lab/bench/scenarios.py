@@ -11,6 +11,9 @@ from .systems import SYSTEMS, SystemSpec
 # The lossy link, each direction: 20 ms delay (40 ms RTT), 100 Mbit/s, a queue
 # of about one bandwidth-delay product (100 Mbit/s × 40 ms = 500 kB).
 LOSSY_LINK = {"delay_ms": 20, "rate_mbit": 100, "queue_bytes": 500_000}
+# Latency under load: the same path with a deep drop-tail queue (2.5 MB,
+# 200 ms at 100 Mbit/s), as many home routers and VPS uplinks have.
+LOAD_LINK = {"delay_ms": 20, "rate_mbit": 100, "queue_bytes": 2_500_000}
 FULL_LOSSES = (0.0, 0.01, 0.05, 0.10, 0.20)
 QUICK_LOSSES = (0.0, 0.05)
 
@@ -23,7 +26,7 @@ PING_OVERHEAD_S = 0.5
 @dataclass
 class Config:
     systems: tuple[str, ...] = tuple(SYSTEMS)
-    scenarios: tuple[str, ...] = ("clean", "lossy")
+    scenarios: tuple[str, ...] = ("clean", "lossy", "load")
     repeats: int = 3
     # no tunnel on the lossy link is a reference line (no target uses it): fewer repeats
     reference_repeats: int = 1
@@ -38,6 +41,12 @@ class Config:
     settle_s: float = 1.0
     no_rapid_fec_tcp: bool = False  # TCP through kcpvpn --no-rapid-fec on the lossy link too
     kcpvpn_flags: tuple[str, ...] = ()  # appended to every kcpvpn system's flags
+    # latency under load: a bulk upload (1 flow with each cc, then 4 cubic
+    # flows) with pings every ping_interval over the same tunnel
+    load_losses: tuple[float, ...] = (0.0, 0.05, 0.10)
+    load_seconds: float = 15.0
+    load_warmup: float = 3.0
+    load_cases: tuple[tuple[str, int], ...] = (("cubic", 1), ("bbr", 1), ("cubic", 4))
     quick: bool = False
 
     def specs(self, scenario: str) -> list[SystemSpec]:
@@ -72,12 +81,15 @@ def quick() -> Config:
         lossy_omit=2.0,
         losses=QUICK_LOSSES,
         pings=50,
+        load_losses=(0.0, 0.05),
+        load_seconds=10.0,
+        load_cases=(("cubic", 1), ("cubic", 4)),
         quick=True,
     )
 
 
-def impairment(loss: float) -> dict[str, Any]:
-    return {**LOSSY_LINK, "loss": loss} if loss else dict(LOSSY_LINK)
+def impairment(loss: float, link: dict[str, Any] = LOSSY_LINK) -> dict[str, Any]:
+    return {**link, "loss": loss} if loss else dict(link)
 
 
 @dataclass
@@ -87,6 +99,7 @@ class Plan:
     clean_runs: int = 0
     lossy_tcp_runs: int = 0
     ping_runs: int = 0
+    load_runs: int = 0
     setups: int = 0
     seconds: float = 0.0
     lines: list[str] = field(default_factory=list)
@@ -114,5 +127,15 @@ def plan(cfg: Config) -> Plan:
             p.lines.append(
                 f"lossy link, {spec.name}: {n_tcp} iperf3 runs of "
                 f"{cfg.lossy_omit:g}+{cfg.lossy_seconds:g} s, {len(cfg.losses)}×{cfg.pings} pings"
+            )
+    if "load" in cfg.scenarios:
+        for spec in cfg.specs("load"):
+            n = len(cfg.load_losses) * len(cfg.load_cases)
+            p.load_runs += n
+            p.setups += 1
+            p.seconds += SETUP_S + n * (cfg.load_seconds + cfg.load_warmup + IPERF_OVERHEAD_S)
+            p.lines.append(
+                f"loaded link, {spec.name}: {n} bulk uploads of {cfg.load_seconds:g} s "
+                "with pings beside"
             )
     return p

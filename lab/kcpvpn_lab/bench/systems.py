@@ -22,7 +22,7 @@ class SystemSpec:
     kind: str  # "none" | "kcpvpn" | "wireguard-go"
     label: str
     flags: tuple[str, ...] = ()
-    scenarios: frozenset[str] = frozenset({"clean", "lossy"})
+    scenarios: frozenset[str] = frozenset({"clean", "lossy", "load"})
     lossy_tcp: bool = True  # False: only pings on the lossy link
     colour: str = "black"
 
@@ -56,10 +56,20 @@ KCPVPN_NO_RAPID = SystemSpec(
     lossy_tcp=False,
     colour="tab:green",
 )
+# The tunnel's entry as one FIFO (wave 1's behaviour): the reference for
+# latency under load.
+KCPVPN_FIFO = SystemSpec(
+    "kcpvpn-fifo",
+    "kcpvpn",
+    "kcpvpn --no-flow-queueing",
+    flags=("--no-flow-queueing",),
+    scenarios=frozenset({"load"}),
+    colour="tab:purple",
+)
 WIREGUARD = SystemSpec("wireguard-go", "wireguard-go", "wireguard-go", colour="tab:red")
 
 SYSTEMS: dict[str, SystemSpec] = {
-    s.name: s for s in (NONE, KCPVPN, KCPVPN_BARE, KCPVPN_NO_RAPID, WIREGUARD)
+    s.name: s for s in (NONE, KCPVPN, KCPVPN_BARE, KCPVPN_NO_RAPID, KCPVPN_FIFO, WIREGUARD)
 }
 
 

@@ -171,9 +171,10 @@ def _syn_mss_across(topo, *flags: str) -> int:
 
 def test_mss_clamped_to_one_kcp_segment(topo):
     # --udp-mtu 1350: a KCP segment carries 1350 - 16 (header) - 16 (tag)
-    # - 8 (FEC) - 24 (KCP) = 1286 bytes, below the 1400-byte MTU: a TCP
-    # segment that fits it travels as one datagram.
-    assert _syn_mss_across(topo) == 1286 - 40
+    # - 8 (FEC) - 24 (KCP) = 1286 bytes, of which the message's per-flow order
+    # link takes 2 (protocol 3.5); below the 1400-byte MTU: a TCP segment that
+    # fits it travels as one datagram.
+    assert _syn_mss_across(topo) == 1286 - 2 - 40
 
 
 def test_no_mss_clamp_leaves_syn_alone(topo):
