@@ -1,6 +1,6 @@
 """Renders a daemon's status document (see status.py) for `kcpvpn status`.
 
-One header line per daemon, then three short lines per session, so that
+One header line per daemon, then four short lines per session, so that
 every figure stays readable in an 80-column terminal (a table of a dozen
 columns needed about 200)."""
 
@@ -63,6 +63,11 @@ def session_lines(mode: str, row: Row, now: float | None = None) -> Text:
         f"\n    sent {human_bytes(s.get('bytes_in', 0))} · "
         f"received {human_bytes(s.get('bytes_out', 0))} · "
         f"wire/payload {wire_ratio(s):.2f} · dropped {dropped(s)}"
+    )
+    t.append(
+        f"\n    queue {s.get('queue_delay_ms', 0)} ms (max {s.get('max_queue_delay_ms', 0)}) · "
+        f"waiting {human_bytes(s.get('queued_bytes', 0))} · CoDel drops "
+        f"{s.get('codel_drops', 0)} · ECN marks {s.get('ecn_marks', 0)}"
     )
     return t
 

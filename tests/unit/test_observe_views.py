@@ -29,6 +29,11 @@ def session(cid: str, ip: str, iface: str, bytes_in=0, bytes_out=0, srtt=40, fix
         "fec_loss_ppm": 50000,
         "loss_ppm": 50000,
         "kcp": {"srtt_ms": srtt, "retransmits": resent, "segments_sent": 1000},
+        "queue_delay_ms": 4,
+        "max_queue_delay_ms": 12,
+        "queued_bytes": 30_000,
+        "codel_drops": 2,
+        "ecn_marks": 17,
     }
 
 
@@ -80,6 +85,10 @@ def test_status_fits_80_columns_and_shows_every_figure():
         "received 3.3 MiB",
         "wire/payload 2.00",
         "dropped 0",
+        "queue 4 ms (max 12)",
+        "waiting 29.3 KiB",
+        "CoDel drops 2",
+        "ECN marks 17",
     ):
         assert want in out, (want, out)
 
@@ -121,8 +130,11 @@ def test_layout_fits_and_keeps_the_important_columns(width):
     used = 15 + len(cols) * (col_w + 1)
     assert used <= width
     keys = [c.key for c in cols]
-    if width >= 80:
-        assert keys == [c.key for c in COLUMNS], "all seven figures fit in 80 columns"
+    if width >= 100:
+        assert keys == [c.key for c in COLUMNS], "all eight figures fit in 100 columns"
+    elif width == 80:
+        # The FEC parity count goes first: loss and repairs say the same more plainly.
+        assert keys == [c.key for c in COLUMNS if c.key != "parity"]
     assert "rtt" in keys and "down" in keys
 
 
@@ -171,7 +183,7 @@ def test_top_turns_counters_into_rates_and_draws_80x24():
     assert len(frame) <= 24 and max(map(len, frame)) <= 80, frame
     row = next(line for line in frame if line.startswith("site-1"))
     # The server received 250 000 B (up: 2.0 Mbit/s) and sent 125 000 B (down: 1.0 Mbit/s).
-    assert row.split()[1:] == ["50ms", "2.0M", "1.0M", "5.0%", "1.63", "3.0/s", "5.0/s"], row
+    assert row.split()[1:] == ["50ms", "2.0M", "1.0M", "5.0%", "3.0/s", "5.0/s", "4ms"], row
     assert row != next(line for line in first if line.startswith("site-1"))
     spark = frame[frame.index(row) + 1]
     assert spark.startswith("192.168.88.2") and "█" in spark

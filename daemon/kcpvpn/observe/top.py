@@ -3,7 +3,8 @@
 Once a second it reads each daemon's status socket (status.py), turns the
 counters into rates and keeps a short history per session, drawn as a
 sparkline under each figure. Each session takes two lines (figures, then
-their sparklines), so all seven figures fit in 80 columns; narrower
+their sparklines), so seven of the eight figures fit in 80 columns (all
+from 87); narrower
 terminals drop the least important columns, wider ones get longer
 sparklines. Keys: q quits, s sorts by the next column, r reverses.
 """
@@ -85,9 +86,12 @@ COLUMNS = (
     Column("up", "up b/s", _rate, 2),
     Column("down", "down b/s", _rate, 1),
     Column("loss", "loss", _pct, 3),
-    Column("parity", "parity", _plain, 6),
+    Column("parity", "parity", _plain, 7),
     Column("resent", "resent", _per_s, 4),
-    Column("fec", "FEC fix", _per_s, 5),
+    Column("fec", "FEC fix", _per_s, 6),
+    # How long packets waited at the tunnel's entry (flow queueing): the
+    # first figure to read when pings slow down under load.
+    Column("queue", "queue", _ms, 5),
 )
 SORT_KEYS = ("name", *(c.key for c in COLUMNS))
 
@@ -206,6 +210,7 @@ class Top:
         h["rtt"].append(float(s["kcp"].get("srtt_ms", 0)))
         h["loss"].append(s.get("loss_ppm", 0) / 1e4)
         h["parity"].append(float(s.get("fec_parity", 0)))
+        h["queue"].append(float(s.get("queue_delay_ms", 0)))
         counters = _counters(mode, s)
         dt = now - t.at
         for key, value in counters.items():

@@ -342,6 +342,12 @@ def _brief(kind: str, row: dict) -> str:
             f"{row['received']}/{row['sent']} delivered, p50 {row['p50']:.1f} "
             f"p99 {row['p99']:.1f} max {row['max']:.1f} ms"
         )
+    if kind == "load":
+        s = (
+            f"{row['mbit_s']:.1f} Mbit/s, pings {row['ping_received']}/{row['ping_sent']} "
+            f"p50 {row['ping_p50'] or 0:.1f} p99 {row['ping_p99'] or 0:.1f} ms"
+        )
+        return s + (f", Jain {row['jain']:.3f}" if row.get("jain") is not None else "")
     s = f"{row['mbit_s']:.1f} Mbit/s, retransmits {row.get('retransmits')}"
     if row.get("cpu_s_per_gb") is not None:
         s += f", {row['cpu_s_per_gb']:.2f} CPU-s/GB"
@@ -359,6 +365,18 @@ def _floats(s: str) -> tuple[float, ...]:
 
 def _names(s: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in s.split(",") if x.strip())
+
+
+def _load_cases(text: str) -> tuple[tuple[str, int], ...]:
+    cases = []
+    for item in text.split(","):
+        cc, _, n = item.strip().partition(":")
+        if not cc or not n.isdigit() or int(n) < 1:
+            raise argparse.ArgumentTypeError(
+                f"{item!r}: write cc:flows with flows >= 1, e.g. cubic:1,cubic:4"
+            )
+        cases.append((cc, int(n)))
+    return tuple(cases)
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[scenarios.Config, Path]:
@@ -386,6 +404,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[scenarios.Config, Path]:
     )
     ap.add_argument("--load-losses", type=_floats, help="loaded link: loss fractions")
     ap.add_argument("--load-seconds", type=float, help="loaded link: seconds per bulk upload")
+    ap.add_argument(
+        "--load-cases",
+        type=_load_cases,
+        help="loaded link: cc:flows pairs, e.g. cubic:1,bbr:1,cubic:4",
+    )
     ap.add_argument("--pings", type=int, help="sparse pings per loss level (default 150, quick 50)")
     ap.add_argument("--reference-repeats", type=int, help="repeats of no tunnel on the lossy link")
     ap.add_argument(
@@ -413,6 +436,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[scenarios.Config, Path]:
         ("lossy_seconds", a.lossy_seconds), ("lossy_omit", a.omit), ("losses", a.losses),
         ("ccs", a.ccs), ("pings", a.pings), ("reference_repeats", a.reference_repeats),
         ("load_losses", a.load_losses), ("load_seconds", a.load_seconds),
+        ("load_cases", a.load_cases),
     ):  # fmt: skip
         if val is not None:
             setattr(cfg, attr, val)

@@ -27,8 +27,9 @@ def test_bench_smoke(tmp_path):
         "--clean-seconds", "2", "--streams", "1", "--directions", "up",
         "--lossy-seconds", "2", "--omit", "1", "--losses", "0.05", "--ccs", "cubic",
         "--pings", "10",
+        "--load-losses", "0", "--load-seconds", "2", "--load-cases", "cubic:1",
     ]  # fmt: skip
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=150)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=240)
     assert r.returncode == 0, f"bench failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     assert "report:" in r.stdout
 
@@ -36,7 +37,9 @@ def test_bench_smoke(tmp_path):
     assert res["meta"]["machine"]["kernel"] and res["meta"]["machine"]["cores"] >= 1
     assert res["meta"]["duration_s"] > 0 and not res["meta"]["interrupted"]
 
-    failed = [r for k in ("clean", "lossy_tcp", "lossy_ping") for r in res[k] if not r["ok"]]
+    failed = [
+        r for k in ("clean", "lossy_tcp", "lossy_ping", "load") for r in res[k] if not r["ok"]
+    ]
     assert not failed, failed
 
     clean = {r["system"]: r for r in res["clean"]}
@@ -67,6 +70,15 @@ def test_bench_smoke(tmp_path):
         assert row["delivery"] == row["received"] / row["sent"]
         assert row["p50"] <= row["p90"] <= row["p99"] <= row["max"], row
         assert row["p50"] >= 39, row  # 20 ms each way: the pings crossed the emulated link
+
+    # The loaded link: one bulk upload with pings beside it, through every system
+    # that runs the scenario (kcpvpn-fifo is not in this run's --only).
+    load = {r["system"]: r for r in res["load"]}
+    assert sorted(load) == sorted(systems)
+    for row in load.values():
+        assert row["cc"] == "cubic" and row["streams"] == 1, row
+        assert row["mbit_s"] > 0 and 0 < row["ping_received"] <= row["ping_sent"], row
+        assert row["ping_p50"] >= 39, row  # the pings crossed the 40 ms loaded link
 
     assert {t["target"] for t in res["targets"]}, "no targets evaluated"
     report = (out / "report.md").read_text()

@@ -81,7 +81,7 @@ def test_top_shows_the_client_and_its_row_updates(tmux_top):
         screen
     )
     header = next(line for line in screen if line.startswith("client ") and "RTT" in line)
-    for title in ("RTT", "up b/s", "down b/s", "loss", "parity", "resent", "FEC fix"):
+    for title in ("RTT", "up b/s", "down b/s", "loss", "resent", "FEC fix", "queue"):
         assert title in header, header
     idle = row(screen, "site-1")
 
