@@ -530,7 +530,11 @@ mod tests {
             }
             now += 1;
         }
-        assert_eq!(sparse, [1, 10], "only each flow's first ack, and every ping");
+        assert_eq!(
+            sparse,
+            [1, 10],
+            "only each flow's first ack, and every ping"
+        );
     }
 
     #[test]
