@@ -206,7 +206,7 @@ pub fn run(data: &[u8]) {
     let Ok(setup) = Setup::arbitrary(&mut u) else {
         return;
     };
-    let wide = setup.wide >= 0xc0;
+    let wide = setup.wide >= 0xf0;
     let (ds, ps) = if wide {
         crate::WIDE_FEC[setup.wide as usize % crate::WIDE_FEC.len()]
     } else {
