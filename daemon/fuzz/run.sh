@@ -38,6 +38,6 @@ for t in $targets; do
     cp -n "$finds/$t"/* "corpus/$t/" 2>/dev/null || true
     cargo fuzz cmin -s none "$t" "corpus/$t" -- "${opts[@]}"
     rm -rf "${finds:?}/$t"
-    echo "== corpus/$t: $(ls "corpus/$t" | wc -l) inputs, $(du -sh "corpus/$t" | cut -f1)"
+    echo "== corpus/$t: $(ls "corpus/$t" | wc -l) inputs, $(du -sh --apparent-size "corpus/$t" | cut -f1)"
   fi
 done

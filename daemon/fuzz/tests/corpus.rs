@@ -6,7 +6,18 @@ use std::path::Path;
 
 #[test]
 fn committed_corpus_replays_cleanly() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+    replay("corpus");
+}
+
+/// Inputs that found a bug, kept apart from the corpus (which `cmin` may
+/// thin out): `regressions/TARGET/what-it-found`.
+#[test]
+fn every_regression_input_passes() {
+    replay("regressions");
+}
+
+fn replay(dir: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
     let mut total = 0;
     for (name, run) in kcpvpn_fuzz::TARGETS {
         let dir = root.join(name);
@@ -23,7 +34,7 @@ fn committed_corpus_replays_cleanly() {
             total += 1;
         }
     }
-    println!("replayed {total} corpus inputs");
+    println!("replayed {total} inputs from {dir}/");
 }
 
 /// FEC groups with the most data shards (255 + 1 and others the fuzzer
