@@ -8,7 +8,7 @@ CARGO_MANIFEST := daemon/Cargo.toml
 LAB_MANIFEST := lab/native/Cargo.toml
 export CARGO_TARGET_DIR ?= $(CURDIR)/daemon/target
 
-.PHONY: dev deps venv build test test-rust test-python lint fmt fuzz bench bench-criterion bench-quick lab clean \
+.PHONY: dev deps venv build test test-rust test-python lint fmt fuzz fuzz-corpus bench bench-criterion bench-quick lab clean \
 	wheel install uninstall
 
 dev: deps venv build          ## set up everything on a fresh Debian machine
@@ -34,6 +34,7 @@ test: test-rust test-python   ## every test: Rust unit/differential/simulation t
 
 test-rust:
 	cargo test --manifest-path $(CARGO_MANIFEST) --workspace --release
+	cargo test --manifest-path daemon/fuzz/Cargo.toml --release   # the fuzz corpus, replayed
 	cargo test --manifest-path $(LAB_MANIFEST) --workspace --release
 
 test-python:
@@ -56,8 +57,11 @@ fmt:
 	$(VENV)/bin/ruff check --fix daemon/kcpvpn lab tests
 
 FUZZ_SECONDS ?= 60
-fuzz:                         ## run every fuzz target for FUZZ_SECONDS each
+fuzz:                         ## run every fuzz target for FUZZ_SECONDS each, from the committed corpus
 	./daemon/fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-corpus:                  ## fuzz, then minimize the finds into daemon/fuzz/corpus (commit it)
+	./daemon/fuzz/run.sh --merge $(FUZZ_SECONDS)
 
 bench-criterion:              ## criterion benchmarks of the protocol machinery and the lab's emulator
 	cargo bench --manifest-path $(CARGO_MANIFEST) --workspace

@@ -36,6 +36,7 @@ enum State {
     Done,
 }
 
+#[derive(Clone)]
 struct Slot {
     state: State,
     /// Bit `i` set: shard `i` of the group arrived.
@@ -108,6 +109,10 @@ impl Slot {
 /// bounded by `max_open_groups × (ds + ps)` shard buffers, each as long as
 /// the longest shard received; buffers are reused, so once warmed up the
 /// decoder does not allocate per shard.
+///
+/// Cloning is much cheaper than building one for large groups (the
+/// Reed-Solomon matrix: ~90 ms at 255 + 1 shards).
+#[derive(Clone)]
 pub struct FecDecoder {
     ds: usize,
     n: usize,

@@ -25,6 +25,8 @@ const PARTIAL_PRIOR: f64 = 0.1;
 pub const PARTIAL_GROUP_FAILURE: f64 = crate::GROUP_FAILURE / 50.0;
 
 /// Turns datagrams into FEC shards. Buffers are allocated once, in `new`.
+/// Cloning is much cheaper than building one for large groups.
+#[derive(Clone)]
 pub struct FecEncoder {
     ds: usize,
     ps: usize,

@@ -1182,7 +1182,10 @@ impl Kcp {
 
     fn flush_data(&mut self, now: u32, p: &mut Packer<'_>, wnd: u16) {
         let mut cwnd = self.snd_wnd.min(self.rmt_wnd);
-        if !self.nc {
+        // With bbr the path model is the window (it overrides `nc`); the
+        // loss window, down to 1 after a timeout, would also stall sending
+        // while `check` (pacing_wakeup) keeps saying "now": a busy loop.
+        if !self.nc && self.cc.is_none() {
             cwnd = cwnd.min(self.cwnd);
         }
         let resent = if self.fastresend > 0 {

@@ -516,21 +516,24 @@ mod tests {
     #[test]
     fn a_ping_is_sparse_and_a_stream_of_acks_is_not() {
         let mut s = Scheduler::new(1 << 24, false);
-        let mut now = 0;
         let mut sparse = [0, 0];
-        for i in 0..1000u32 {
+        // One ms per round: the time is the round.
+        for now in 0..1000u32 {
             // ACKs every ms, each leaving at once (the queue stays empty).
             s.enqueue(&udp4(1, 60, 0), now);
             s.dequeue(now).unwrap();
             sparse[0] += s.last_from_sparse_flow() as u32;
-            if i % 100 == 50 {
+            if now % 100 == 50 {
                 s.enqueue(&udp4(2, 84, 0), now);
                 s.dequeue(now).unwrap();
                 sparse[1] += s.last_from_sparse_flow() as u32;
             }
-            now += 1;
         }
-        assert_eq!(sparse, [1, 10], "only each flow's first ack, and every ping");
+        assert_eq!(
+            sparse,
+            [1, 10],
+            "only each flow's first ack, and every ping"
+        );
     }
 
     #[test]

@@ -744,7 +744,10 @@ impl Session {
         cur.1 += lost as u64;
         let (e, l) = *cur;
         let (pe, pl) = self.recent_loss.prev.unwrap_or((0, 0));
-        self.stats.loss_ppm = (l + pl) * 1_000_000 / (e + pe).max(1);
+        // In u128: a peer may report billions lost per report, which times
+        // a million overflows u64 after a few thousand reports.
+        let ppm = u128::from(l + pl) * 1_000_000 / u128::from((e + pe).max(1));
+        self.stats.loss_ppm = ppm.min(1_000_000) as u64;
         let Some(enc) = &mut self.fec_enc else {
             return; // we send no FEC; nothing to adapt
         };

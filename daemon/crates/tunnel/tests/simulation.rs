@@ -849,3 +849,17 @@ fn an_idle_session_gives_back_its_buffers() {
         "idle again: {idle} (start {idle_size}, busy {busy})"
     );
 }
+
+#[test]
+fn huge_loss_reports_keep_the_measured_loss_in_range() {
+    // An authenticated but broken peer reporting everything lost, as much
+    // as a report can say, thousands of times within one window: the
+    // measured loss stays 100%, it does not overflow.
+    let (mut a, _) = pair();
+    let mut no = |_p: &[u8]| panic!("feedback delivered as a packet");
+    for c in 0..5000u64 {
+        let mut d = as_b(c, MSG_FEEDBACK, &report(u32::MAX, u32::MAX));
+        assert_eq!(a.input(&mut d, 10, &mut no), Received::Feedback);
+    }
+    assert_eq!(a.stats.loss_ppm, 1_000_000);
+}

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `kcpvpn_fuzz::fec_groups`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kcpvpn_fuzz::fec_groups::run(data));
