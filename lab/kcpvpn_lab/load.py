@@ -78,6 +78,10 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def server_ifaces(host: Host) -> int:
     return sum(1 for n in host.links() if n.startswith(IFACE_PREFIX))
 
@@ -145,6 +149,7 @@ def run_load(
         time.sleep(0.5)  # let the freshly started server settle before the baseline
         rss0 = rss_kib(pid)
         fig["server_rss_kib_before"] = rss0
+        fig["server_fds_before"] = open_fds(pid)
 
         # Sockets belong to the namespace they were made in: the driver's are
         # made in the client host's, then used from here.
@@ -256,7 +261,17 @@ def _phases(
     driver.close()
     gone = _wait(lambda: status_clients() == 0 and server_ifaces(topo.server) == 0, 30.0, 0.02)
     fig["goodbye_s"] = round(gone, 2) if gone is not None else None
-    say(f"goodbye: the server released every client in {fig['goodbye_s']} s")
+    fig["server_fds_after_goodbye"] = open_fds(pid)
+    say(
+        f"goodbye: the server released every client in {fig['goodbye_s']} s "
+        f"(descriptors {fig['server_fds_before']} before, {fig['server_fds_after_goodbye']} after)"
+    )
+    # A few may come and go (status connections): a leak is one per client.
+    if fig["server_fds_after_goodbye"] > fig["server_fds_before"] + 8:
+        res.problems.append(
+            f"the server holds {fig['server_fds_after_goodbye']} descriptors after every "
+            f"client left, {fig['server_fds_before']} before they came"
+        )
     if gone is None:
         res.problems.append(
             f"after the goodbyes the server still lists {status_clients()} clients and "
