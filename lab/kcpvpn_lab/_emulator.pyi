@@ -36,3 +36,36 @@ class LinkEmulator:
     @property
     def error(self) -> str | None:
         """Why forwarding stopped on its own (e.g. an interface disappeared), if it did."""
+
+class LoadDriver:
+    """N real client sessions in one process (`kcpvpn lab load`): the product's client
+    endpoint per client, each with its own UDP socket bound to one of `sources` in turn
+    (the sockets live in the namespace current at construction). Native thread; nothing
+    is sent before connect()."""
+
+    def __init__(
+        self,
+        server: str,
+        sources: list[str],
+        clients: int,
+        secret: bytes,
+        id_prefix: str = "load",
+        seed: int = 0,
+    ) -> None:
+        """server: "IP:PORT". ValueError for a bad address; OSError if a socket cannot
+        be bound (the source address must be on an interface)."""
+    def connect(self) -> None:
+        """Every client without a session connects; connect_ms counts from now."""
+    def ping(self) -> None:
+        """One ICMP echo request from every connected client to the server's tunnel address."""
+    def close(self) -> None:
+        """Every client says goodbye and stops connecting."""
+    def report(self) -> dict[str, object]:
+        """clients, connected, connects, first_connect_ms, last_connect_ms, connect_ms
+        (sorted), handshake_attempts, cookies_in, failures [(reason, n)], pings_sent,
+        pings_answered, ping_ms (sorted), closed [(reason, n)], datagrams_in,
+        datagrams_out, send_errors, other_packets, error."""
+    @property
+    def running(self) -> bool: ...
+    def stop(self) -> None:
+        """Stops the thread (no goodbyes: close() first for those). Idempotent."""

@@ -7,6 +7,7 @@ kcpvpn-lab list                                       # the lab's namespaces
 kcpvpn-lab clean                                      # remove leftovers of crashed runs
 kcpvpn-lab bench-emulator                             # emulator throughput and rate accuracy
 kcpvpn-lab bench [--quick]                            # kcpvpn vs no tunnel vs wireguard-go
+kcpvpn-lab load --clients 1000                        # 1000 real sessions on one server
 """
 
 from __future__ import annotations
@@ -212,6 +213,52 @@ def bench(
     if only is not None:
         argv += ["--only", only]
     raise typer.Exit(bench_main(argv))
+
+
+@app.command()
+def load(
+    clients: Annotated[int, typer.Option(help="client sessions to run")] = 1000,
+    per_source: Annotated[
+        int, typer.Option(help="clients per source address (as behind one NAT address)")
+    ] = 8,
+    idle: Annotated[float, typer.Option(help="seconds of idle CPU measurement")] = 10.0,
+    connect_timeout: Annotated[
+        float, typer.Option(help="seconds the clients have to connect")
+    ] = 60.0,
+    sigterm: Annotated[
+        bool, typer.Option(help="end by stopping the server with every client connected")
+    ] = True,
+    json_out: Annotated[
+        str | None, typer.Option("--json", help="also write the figures to this file")
+    ] = None,
+) -> None:
+    """N real client sessions (the product's client endpoint, real handshakes and sealed
+    traffic) against one real server: connect time, pings answered, memory and CPU per
+    idle session, goodbye and SIGTERM times. Exit 1 if any client fell short."""
+    _need_root()
+    import json
+
+    from .load import MAX_LOAD_CLIENTS, run_load
+
+    if not 1 <= clients <= MAX_LOAD_CLIENTS or per_source < 1 or idle <= 0:
+        console.print(
+            f"[red]--clients 1..{MAX_LOAD_CLIENTS}, --per-source >= 1 and --idle > 0[/red]"
+        )
+        raise typer.Exit(2)
+    res = run_load(
+        clients,
+        per_source=per_source,
+        idle_seconds=idle,
+        connect_timeout=connect_timeout,
+        sigterm=sigterm,
+        say=console.print,
+    )
+    if json_out:
+        with open(json_out, "w") as f:
+            json.dump({"clients": clients, "sources": res.sources, **res.figures}, f, indent=1)
+    for p in res.problems:
+        console.print(f"[red]{p}[/red]")
+    raise typer.Exit(0 if res.ok else 1)
 
 
 def main() -> None:

@@ -102,6 +102,10 @@ struct Node {
     server_addr: Option<SocketAddr>,
     /// Server control plane: refuse every request with this reason.
     refuse: Option<String>,
+    /// Server control plane: hold requests (a busy control plane) until
+    /// `answer_deferred`; their pending ids.
+    defer: bool,
+    deferred: Vec<u64>,
     /// Everything this node sent, for the attacker to replay.
     sent_log: Vec<(SocketAddr, Vec<u8>)>,
     /// Largest datagram this node's socket takes (its local UDP MTU).
@@ -198,6 +202,8 @@ impl Sim {
             auto_reconnect: false,
             server_addr: None,
             refuse: None,
+            defer: false,
+            deferred: Vec::new(),
             sent_log: Vec::new(),
             rx_max,
         });
@@ -306,6 +312,9 @@ impl Sim {
         let evs: Vec<Event> = std::iter::from_fn(|| self.nodes[i].ep.poll_event()).collect();
         for ev in evs {
             match &ev {
+                Event::HandshakeRequested(r) if self.nodes[i].defer => {
+                    self.nodes[i].deferred.push(r.pending_id);
+                }
                 Event::HandshakeRequested(r) => {
                     let pid = r.pending_id;
                     let mtu = r.payload.mtu.min(1500);
@@ -442,6 +451,24 @@ impl Sim {
         let mut p = pkt;
         self.call(i, |ep, now, _| wants = ep.send_packet(now, h, &mut p));
         wants
+    }
+
+    /// Accepts the requests server `s` held, oldest first; how many were
+    /// still pending.
+    fn answer_deferred(&mut self, s: usize) -> usize {
+        let ids = std::mem::take(&mut self.nodes[s].deferred);
+        let mut accepted = 0;
+        for pid in ids {
+            let mut got = None;
+            self.call(s, |ep, now, io| {
+                got = ep.accept(now, pid, offer(1400), io).ok()
+            });
+            if let Some((id, h)) = got {
+                self.nodes[s].attached.insert(h, id);
+                accepted += 1;
+            }
+        }
+        accepted
     }
 
     fn count(&self, i: usize, f: impl Fn(&Event) -> bool) -> usize {
@@ -1031,4 +1058,87 @@ fn one_source_is_limited_before_any_cryptography() {
     sim.run_for(100);
     let st = sim.nodes[s].ep.stats();
     assert!(st.handshake_rate_limited >= 450, "{st:?}");
+}
+
+#[test]
+fn a_request_turned_away_as_busy_costs_no_replay_cache_entry() {
+    // A busy control plane: the server holds every request it may.
+    let mut sim = Sim::new(81);
+    let s = sim.server(params(), Link::clean(2));
+    sim.nodes[s].defer = true;
+    let to = sim.nodes[s].addr;
+    let once = |sim: &mut Sim| {
+        let seed = sim.rng.random();
+        let ep = Endpoint::new(EndpointConfig {
+            role: Role::Client { psk: PSK },
+            params: params(),
+            seed,
+        });
+        let c = sim.add(Kind::Client, ep, Link::clean(2));
+        sim.call(c, |ep, now, io| ep.connect(now, to, payload(), Some(1), io));
+        c
+    };
+    // Slower than the load threshold, so no cookies are involved.
+    for _ in 0..256 {
+        once(&mut sim);
+        sim.run_for(20);
+    }
+    assert_eq!(sim.nodes[s].ep.stats().handshake_requests, 256);
+    let x = once(&mut sim);
+    sim.run_for(20);
+    assert_eq!(sim.nodes[s].ep.stats().handshake_busy, 1);
+    // Once the control plane caught up, the same message 1 again (as a
+    // duplicate on the path would bring it) is read: it never took a
+    // replay-cache entry while it was turned away.
+    assert_eq!(sim.answer_deferred(s), 256);
+    let (_, m1) = sim.nodes[x].sent_log[0].clone();
+    let from = sim.nodes[x].addr;
+    sim.inject(to, from, m1);
+    sim.run_for(20);
+    let st = sim.nodes[s].ep.stats();
+    assert_eq!(st.handshake_replayed, 0, "{st:?}");
+    assert_eq!(st.handshake_requests, 257, "{st:?}");
+}
+
+#[test]
+fn retries_while_a_request_waits_make_no_second_session() {
+    let mut sim = Sim::new(82);
+    let s = sim.server(params(), Link::clean(2));
+    sim.nodes[s].defer = true;
+    let c = sim.client(s, Link::clean(2));
+    // The control plane takes 2.5 s: the client tried twice more meanwhile.
+    sim.run_for(2500);
+    assert!(sim.nodes[c].ep.stats().handshake_attempts >= 3);
+    let st = sim.nodes[s].ep.stats().clone();
+    assert_eq!(st.handshake_requests, 1, "one request per source: {st:?}");
+    assert!(st.handshake_busy >= 2, "{st:?}");
+    assert_eq!(sim.answer_deferred(s), 1);
+    sim.run_for(2000);
+    assert!(
+        sim.session(c).is_some(),
+        "the answer to the first attempt counts"
+    );
+    assert_eq!(sim.nodes[s].ep.sessions().count(), 1);
+    assert_eq!(
+        sim.count(c, |e| matches!(e, Event::SessionClosed { .. })),
+        0
+    );
+}
+
+#[test]
+fn a_request_too_old_for_its_client_gives_way_to_a_newer_one() {
+    let mut sim = Sim::new(83);
+    let s = sim.server(params(), Link::clean(2));
+    sim.nodes[s].defer = true;
+    let c = sim.client(s, Link::clean(2));
+    // 4.5 s: the first request is older than the client still answers to,
+    // so its next retry took its place.
+    sim.run_for(4500);
+    let st = sim.nodes[s].ep.stats().clone();
+    assert_eq!(st.handshake_requests, 2, "{st:?}");
+    assert_eq!(sim.nodes[s].deferred.len(), 2);
+    assert_eq!(sim.answer_deferred(s), 1, "only the newer one is pending");
+    sim.run_for(2000);
+    assert!(sim.session(c).is_some());
+    assert_eq!(sim.nodes[s].ep.sessions().count(), 1);
 }

@@ -2,6 +2,8 @@
 //! `LinkEmulator` bridges two interfaces of the current network namespace
 //! with impairments per direction. Its threads are native and never touch
 //! Python. The product (`kcpvpn._engine`) does not contain it.
+//! `LoadDriver` runs many client sessions of the product's endpoint in one
+//! process (`kcpvpn lab load`).
 use kcpvpn_emulator::emulator::{DirStats, Direction, Emulator};
 use kcpvpn_emulator::LinkParams;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
@@ -13,6 +15,7 @@ use std::sync::Mutex;
 fn _emulator(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<LinkEmulator>()?;
+    m.add_class::<LoadDriver>()?;
     m.add("EMULATOR_PARAMS", LinkParams::FIELDS.to_vec())?;
     Ok(())
 }
@@ -192,5 +195,130 @@ impl LinkEmulator {
             self.if_b,
             self.running()
         )
+    }
+}
+
+/// Many real client sessions in one process (`kcpvpn lab load`): the
+/// product's client endpoint per client, each with its own UDP socket bound
+/// to one of `sources` in turn. Nothing is sent before `connect()`.
+#[pyclass(frozen)]
+pub struct LoadDriver {
+    inner: Mutex<Option<kcpvpn_load::LoadDriver>>,
+}
+
+#[pymethods]
+impl LoadDriver {
+    #[new]
+    #[pyo3(signature = (server, sources, clients, secret, id_prefix="load".to_string(), seed=0))]
+    fn new(
+        py: Python<'_>,
+        server: &str,
+        sources: Vec<String>,
+        clients: usize,
+        secret: &[u8],
+        id_prefix: String,
+        seed: u64,
+    ) -> PyResult<Self> {
+        let server: std::net::SocketAddr = server.parse().map_err(|_| {
+            PyValueError::new_err(format!(
+                "server {server:?} is not an address with a port (e.g. 10.77.0.1:4000)"
+            ))
+        })?;
+        let sources = sources
+            .iter()
+            .map(|s| {
+                s.parse().map_err(|_| {
+                    PyValueError::new_err(format!("source {s:?} is not an IP address"))
+                })
+            })
+            .collect::<PyResult<Vec<std::net::IpAddr>>>()?;
+        if secret.is_empty() {
+            return Err(PyValueError::new_err("the secret is empty"));
+        }
+        let secret = secret.to_vec();
+        let driver = py
+            .detach(move || {
+                let psk = kcpvpn_crypto::handshake::stretch_secret(&secret);
+                kcpvpn_load::LoadDriver::start(kcpvpn_load::LoadConfig {
+                    server,
+                    sources,
+                    clients,
+                    psk,
+                    params: kcpvpn_tunnel::params::SessionParams::default(),
+                    id_prefix,
+                    seed,
+                })
+            })
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        Ok(LoadDriver {
+            inner: Mutex::new(Some(driver)),
+        })
+    }
+
+    /// Every client without a session connects; `connect_ms` counts from now.
+    fn connect(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(|d| py.detach(|| d.connect()))
+    }
+
+    /// One ICMP echo request from every connected client to the server's tunnel address.
+    fn ping(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(|d| py.detach(|| d.ping()))
+    }
+
+    /// Every client says goodbye and stops connecting.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.with(|d| py.detach(|| d.close()))
+    }
+
+    /// The counters (see kcpvpn_lab/_emulator.pyi).
+    fn report<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = self.with(|d| d.report())?;
+        let d = PyDict::new(py);
+        d.set_item("clients", r.clients)?;
+        d.set_item("connected", r.connected)?;
+        d.set_item("connects", r.connects)?;
+        d.set_item("first_connect_ms", r.first_connect_ms)?;
+        d.set_item("last_connect_ms", r.last_connect_ms)?;
+        d.set_item("connect_ms", r.connect_ms)?;
+        d.set_item("handshake_attempts", r.handshake_attempts)?;
+        d.set_item("cookies_in", r.cookies_in)?;
+        d.set_item("failures", r.failures.into_iter().collect::<Vec<_>>())?;
+        d.set_item("pings_sent", r.pings_sent)?;
+        d.set_item("pings_answered", r.pings_answered)?;
+        d.set_item("ping_ms", r.ping_ms)?;
+        d.set_item("closed", r.closed.into_iter().collect::<Vec<_>>())?;
+        d.set_item("datagrams_in", r.datagrams_in)?;
+        d.set_item("datagrams_out", r.datagrams_out)?;
+        d.set_item("send_errors", r.send_errors)?;
+        d.set_item("other_packets", r.other_packets)?;
+        d.set_item("error", r.error)?;
+        Ok(d)
+    }
+
+    /// True while the driver's thread runs.
+    #[getter]
+    fn running(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|d| d.is_running())
+    }
+
+    /// Stops the thread (no goodbyes: `close()` first for those). Idempotent.
+    fn stop(&self, py: Python<'_>) {
+        let d = self.inner.lock().unwrap().take();
+        if let Some(mut d) = d {
+            py.detach(move || d.stop());
+        }
+    }
+}
+
+impl LoadDriver {
+    fn with<R>(&self, f: impl FnOnce(&kcpvpn_load::LoadDriver) -> R) -> PyResult<R> {
+        match self.inner.lock().unwrap().as_ref() {
+            Some(d) => Ok(f(d)),
+            None => Err(PyRuntimeError::new_err("the load driver was stopped")),
+        }
     }
 }

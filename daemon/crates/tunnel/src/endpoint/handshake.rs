@@ -6,7 +6,7 @@ use super::messages::{attach_cookie, COOKIE_LEN};
 use kcpvpn_crypto::handshake::{
     HandshakeError, HandshakeOutcome, InitPayload, InitRequest, Initiator, PendingAccept, Responder,
 };
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 /// Handshakes authenticated but not yet answered by the control plane.
@@ -20,6 +20,10 @@ pub const RETRY_MS: u64 = 1000;
 /// round trip above `RETRY_MS` the answer to an earlier attempt arrives
 /// after the next one left.
 pub const LIVE_ATTEMPTS: usize = 4;
+/// A pending request older than this is answered too late for its client
+/// (it takes answers to its last `LIVE_ATTEMPTS` attempts, one per
+/// `RETRY_MS`): a newer request from the same source replaces it.
+pub const PENDING_STALE_MS: u64 = RETRY_MS * (LIVE_ATTEMPTS as u64 - 1);
 
 /// An authenticated request waiting for the control plane.
 pub struct Pending {
@@ -35,6 +39,9 @@ pub struct ServerSide {
     pub responder: Responder,
     /// By pending id; ids grow with time, so the first entry is the oldest.
     pending: BTreeMap<u64, Pending>,
+    /// The pending request of each source (at most one: a client's retries
+    /// while its request waits would each become a session it never uses).
+    by_source: HashMap<SocketAddr, u64>,
     next_id: u64,
 }
 
@@ -43,6 +50,7 @@ impl ServerSide {
         ServerSide {
             responder,
             pending: BTreeMap::new(),
+            by_source: HashMap::new(),
             next_id: 1,
         }
     }
@@ -55,7 +63,8 @@ impl ServerSide {
         self.responder.read_init(dgram, unix_ms)
     }
 
-    /// Holds an authenticated request; None when too many are waiting.
+    /// Holds an authenticated request; None when too many are waiting. It
+    /// takes the place of a request still waiting from the same source.
     pub fn hold(
         &mut self,
         accept: PendingAccept,
@@ -63,11 +72,14 @@ impl ServerSide {
         from: SocketAddr,
         now_ms: u64,
     ) -> Option<u64> {
-        if self.pending.len() >= MAX_PENDING {
+        if !self.by_source.contains_key(&from) && self.pending.len() >= MAX_PENDING {
             return None;
         }
         let id = self.next_id;
         self.next_id += 1;
+        if let Some(old) = self.by_source.insert(from, id) {
+            self.pending.remove(&old);
+        }
         self.pending.insert(
             id,
             Pending {
@@ -81,7 +93,19 @@ impl ServerSide {
     }
 
     pub fn take(&mut self, id: u64) -> Option<Pending> {
-        self.pending.remove(&id)
+        let p = self.pending.remove(&id)?;
+        self.by_source.remove(&p.from);
+        Some(p)
+    }
+
+    /// (id, since) of the request waiting from `from`, if any.
+    pub fn pending_from(&self, from: &SocketAddr) -> Option<(u64, u64)> {
+        let id = *self.by_source.get(from)?;
+        self.pending.get(&id).map(|p| (id, p.since_ms))
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.pending.len() >= MAX_PENDING
     }
 
     pub fn pending_count(&self) -> usize {
@@ -95,7 +119,8 @@ impl ServerSide {
             if e.get().since_ms + PENDING_TTL_MS > now_ms {
                 break;
             }
-            e.remove();
+            let p = e.remove();
+            self.by_source.remove(&p.from);
             n += 1;
         }
         n

@@ -150,7 +150,8 @@ pub enum Rejection {
     /// Seen before.
     Replayed,
     /// Too many requests waiting for the control plane, or the replay
-    /// cache is full.
+    /// cache is full. (A retry while the same source's request waits is
+    /// counted as busy too, without an event.)
     Busy,
     /// Authenticated, but asks for what this server cannot run.
     Unusable(String),
@@ -669,6 +670,21 @@ impl Endpoint {
                 send_raw(io, from, &messages::encode_cookie(sender, &c));
             }
             return;
+        }
+        // Before the Diffie-Hellman and the replay cache (a message 1 read
+        // takes a slot there for a minute): a request that could not be held
+        // would cost both for nothing.
+        let server = self.server.as_ref().expect("checked by the caller");
+        let waiting = server.pending_from(&from);
+        if waiting.is_some_and(|(_, since)| now.ms < since + handshake::PENDING_STALE_MS) {
+            // A retry while its request waits for the control plane: the
+            // answer to that one still reaches the client.
+            self.stats.handshake_failures += 1;
+            self.stats.handshake_busy += 1;
+            return;
+        }
+        if waiting.is_none() && server.is_full() {
+            return self.reject(now, from, Rejection::Busy);
         }
         let owned;
         let dgram: &[u8] = match split {
