@@ -4,9 +4,9 @@ report uses."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import json
 import statistics
 import threading
 import time

@@ -236,13 +236,11 @@ LOAD_RTT_MS = 40.0
 
 def _load_targets(load: dict) -> list[dict[str, Any]]:
     out = []
-    for key, g in sorted(load.get("kcpvpn", {}).items()):
+    for _key, g in sorted(load.get("kcpvpn", {}).items()):
         if not g.get("ok"):
             continue
         what = f"loaded, {g['streams']}×{g['cc']}, {g['loss']:.0%} loss"
-        t = _target(
-            f"{what}: pings delivered", g["ping_received"], g["ping_sent"], True, "", ".0f"
-        )
+        t = _target(f"{what}: pings delivered", g["ping_received"], g["ping_sent"], True, "", ".0f")
         out.append(t)
         out.append(
             _target(f"{what}: ping p99 ≤ RTT + 10 ms", g["ping_p99"], LOAD_RTT_MS + 10,

@@ -321,8 +321,13 @@ class Bench:
                 base,
                 f"loaded {spec.name} loss {base['loss']:.0%} {flows} + pings",
                 lambda t=t, b=base: measure.ping_under_load(
-                    t.client, t.server, t.server_ip, cfg.load_seconds, b["cc"],
-                    streams=b["streams"], warmup=cfg.load_warmup,
+                    t.client,
+                    t.server,
+                    t.server_ip,
+                    cfg.load_seconds,
+                    b["cc"],
+                    streams=b["streams"],
+                    warmup=cfg.load_warmup,
                     ping_interval=cfg.ping_interval,
                 ),  # fmt: skip
             )

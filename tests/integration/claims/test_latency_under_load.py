@@ -34,9 +34,7 @@ SECONDS = 10
 def _loaded(make_topology, flags: tuple[str, ...], seed: int) -> tuple[dict, dict]:
     topo = make_topology(clients=1, impair=LINK, seed=seed)
     tun = open_tun(topo, flags, flags)
-    r = ping_under_load(
-        topo.client(1), topo.server, tun.server_ip, SECONDS, "cubic", warmup=3.0
-    )
+    r = ping_under_load(topo.client(1), topo.server, tun.server_ip, SECONDS, "cubic", warmup=3.0)
     client = sessions_of(status_when(tun.client_sock, sessions_of))[0]
     return r, client
 
