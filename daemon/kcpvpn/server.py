@@ -190,6 +190,9 @@ class Server:
             )
             self.endpoint.close(old.session_id)
             self._release(old, "replaced by a new connection")
+            # Its interface goes now rather than with the batch, so that its
+            # address is free again: a client that reconnects keeps it.
+            self._drop_released()
         if len(self.clients) >= self.cfg.max_clients:
             return self._refuse(
                 req, f"the server is full ({self.cfg.max_clients} clients, its --max-clients)"
