@@ -190,9 +190,7 @@ class Server:
             )
             self.endpoint.close(old.session_id)
             self._release(old, "replaced by a new connection")
-            # Its interface goes now rather than with the batch, so that its
-            # address is free again: a client that reconnects keeps it.
-            self._drop_released()
+            self._free_address_now(old)
         if len(self.clients) >= self.cfg.max_clients:
             return self._refuse(
                 req, f"the server is full ({self.cfg.max_clients} clients, its --max-clients)"
@@ -326,6 +324,21 @@ class Server:
             f" and {c.ip}" if c.ip else "",
         )
         self._hook("disconnected", c)
+
+    def _free_address_now(self, c: Client) -> None:
+        """Gives a replaced session's address back at once (a client that
+        handshakes again keeps its address, even a fixed one), without
+        waiting for its interface to go with the batch: removing the address
+        from the old interface takes the route to it away (one cheap netlink
+        request; deleting the interface now would cost ~20 ms per client)."""
+        if not c.ip:
+            return
+        if not self.tap and not tun.remove_peer_address(
+            self.ipr, c.iface.index, self.cfg.local_ip, c.ip
+        ):
+            return  # still routed to the old interface: freed with the batch
+        self.pool.release(c.ip)
+        c.ip = None
 
     def _drop_released(self) -> None:
         """Deletes the released interfaces in one request, then closes them

@@ -222,6 +222,26 @@ def configure(
                 raise InterfaceError(f"cannot set address {local} on {name}: {e}") from e
 
 
+def remove_peer_address(ipr: IPRoute, index: int, local: str | None, peer: str) -> bool:
+    """Removes the point-to-point address `local` -> `peer` from interface
+    `index`, and with it the route to `peer`. True when the interface holds
+    it no more (removed now, or gone)."""
+    kw = {"local": local} if local else {}
+    try:
+        ipr.addr(
+            "del",
+            index=index,
+            address=peer,
+            prefixlen=ipaddress.ip_address(peer).max_prefixlen,
+            **kw,
+        )
+        return True
+    except Exception as e:  # pyroute2 raises NetlinkError
+        # No such address (ENXIO, EADDRNOTAVAIL) or no such device (ENODEV):
+        # nothing routes to it through this interface any more.
+        return getattr(e, "code", None) in (errno.ENODEV, errno.EADDRNOTAVAIL, errno.ENXIO)
+
+
 def set_group(ipr: IPRoute, index: int, group: int) -> bool:
     """Moves interface `index` to link group `group`; False if it is gone."""
     try:

@@ -189,14 +189,16 @@ def test_port_in_use_is_a_clear_error(topo):
     assert first.alive()
 
 
-def test_repeated_handshake_from_one_socket_keeps_one_session(topo):
+@pytest.mark.parametrize("chosen", [None, "192.168.88.77"], ids=["pool", "client-chosen"])
+def test_repeated_handshake_from_one_socket_keeps_one_session(topo, chosen):
     """When the server's answer is lost, the client tries again with a new
     initiation from the same socket: the server must end up with one session,
-    not two interfaces and two addresses."""
+    not two interfaces and two addresses, and the client keeps its address
+    (the one the pool gave it, or the one it chose)."""
     import secrets
     import socket
 
-    from kcpvpn._engine import testing
+    from kcpvpn._engine import IP_MODES, testing
     from kcpvpn_lab.vpn import SECRET
 
     srv = start_server(topo.server, *SERVER_FLAGS)
@@ -204,8 +206,8 @@ def test_repeated_handshake_from_one_socket_keeps_one_session(topo):
     payload = {
         "client_id": "",
         "mtu": 1500,
-        "ip_mode": 0,
-        "ip": None,
+        "ip_mode": IP_MODES["client" if chosen else "server"],
+        "ip": chosen,
         "fec": (10, 3),
         "cipher": "aes",
     }
@@ -226,7 +228,8 @@ def test_repeated_handshake_from_one_socket_keeps_one_session(topo):
     finally:
         sock.close()
     assert all(a["accepted"] for a in answers), [a["reason"] for a in answers]
-    assert answers[0]["config"]["client_ip"] == answers[1]["config"]["client_ip"] == "192.168.88.2"
+    want = chosen or "192.168.88.2"
+    assert answers[0]["config"]["client_ip"] == answers[1]["config"]["client_ip"] == want
     # One session, one interface (its name may be kvs0 or kvs1: the old
     # interface disappears asynchronously, once the data path lets it go).
     deadline = time.monotonic() + 5
