@@ -62,6 +62,7 @@ class Config:
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["lossy_link"] = LOSSY_LINK
+        d["load_link"] = LOAD_LINK
         return d
 
 

@@ -82,8 +82,15 @@ def test_bench_smoke(tmp_path):
 
     assert {t["target"] for t in res["targets"]}, "no targets evaluated"
     report = (out / "report.md").read_text()
-    for heading in ("## Targets", "## Clean link", "## Lossy link", "### Sparse pings"):
+    for heading in (
+        "## Targets",
+        "## Clean link",
+        "## Lossy link",
+        "### Sparse pings",
+        "## Latency under load",
+    ):
         assert heading in report
+    assert "40 ms RTT, 100 Mbit/s" in report  # the loaded link, as configured
     for name in systems:
         assert res["systems"][name]["label"] in report
     for png in (
