@@ -25,6 +25,12 @@ def engine_params(cfg) -> _engine.SessionParams:
     """The engine's settings from the flags (the engine checks them again:
     it owns every bound)."""
     t = cfg.transport
+    udp_mtu = t.udp_mtu
+    if t.tcp:
+        from .faketcp import TCP_EXTRA
+
+        # The same IP packet size as UDP mode: the TCP header is larger.
+        udp_mtu = max(_engine.UDP_MTU_RANGE[0], udp_mtu - TCP_EXTRA)
     return _engine.SessionParams(
         mss_clamp=cfg.mss_clamp,
         kcp_mode=t.kcp_mode,
@@ -38,7 +44,7 @@ def engine_params(cfg) -> _engine.SessionParams:
         flow_queueing=t.flow_queueing,
         crypt=t.crypt,
         keepalive=t.keepalive,
-        udp_mtu=t.udp_mtu,
+        udp_mtu=udp_mtu,
         smuxbuf=t.smuxbuf,
         sockbuf=t.sockbuf,
         acknodelay=t.acknodelay,

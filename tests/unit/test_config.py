@@ -147,7 +147,6 @@ def test_ip_modes():
         ("server", {"keepalive": 0}, ["--keepalive 0", "1..3600"]),
         ("server", {"secret": ""}, ["secret is missing", "KCPVPN_KEY", "--config"]),
         ("server", {"crypt": "rot13"}, ["--crypt 'rot13' is unknown", "aes (AES-256-GCM)"]),
-        ("server", {"tcp": True}, ["--tcp", "not available yet"]),
         ("server", {"interval": 5}, ["--interval 5", "10..5000"]),
         ("server", {"nodelay": 2}, ["--nodelay 2", "0..1"]),
         ("server", {"local_ip": "10.0.0.300"}, ["--local-ip", "not an IPv4 or IPv6"]),

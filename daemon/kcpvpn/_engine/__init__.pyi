@@ -551,6 +551,29 @@ class Endpoint:
     @staticmethod
     def client(fd: int, psk: Psk, params: SessionParams) -> Endpoint:
         """A client on `fd` (its UDP socket, dup'ed for the engine)."""
+    @staticmethod
+    def server_tcp(
+        port: int,
+        psk: Psk,
+        params: SessionParams,
+        *,
+        ipv4: bool = True,
+        ipv6: bool = True,
+        dscp: int = 0,
+        sockbuf: int = ...,
+        handshake_max_age_ms: int = ...,
+    ) -> Endpoint:
+        """A fake-TCP server on `port` (raw sockets of the families asked for)."""
+    @staticmethod
+    def client_tcp(
+        server: tuple[str, int],
+        psk: Psk,
+        params: SessionParams,
+        *,
+        dscp: int = 0,
+        sockbuf: int = ...,
+    ) -> Endpoint:
+        """A fake-TCP client of `server`."""
     def event_fd(self) -> int:
         """Readable when events wait."""
     def is_running(self) -> bool: ...

@@ -11,6 +11,7 @@ use kcpvpn_tunnel::driver::{Command, DriverHandle, SessionSnapshot, Snapshot};
 use kcpvpn_tunnel::endpoint::{
     AcceptError, CloseReason, ConnectFailure, EndpointConfig, Event, Request, Role,
 };
+use kcpvpn_tunnel::transport::tcp::{Tcp, TcpConfig, TcpRole};
 use kcpvpn_tunnel::transport::udp::Udp;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -869,10 +870,36 @@ fn start(fd: i32, role: Role, params: &SessionParams) -> PyResult<Endpoint> {
     let fd = take_fd(fd)?;
     let udp = Udp::new(fd, params.inner.udp_mtu as usize)
         .map_err(|e| errors::engine(format!("cannot start the data path: {e}")))?;
+    start_on(udp, role, params)
+}
+
+/// A fake-TCP data path (raw sockets; see docs/protocol.md).
+fn start_tcp(
+    tcp: TcpRole,
+    role: Role,
+    params: &SessionParams,
+    dscp: u8,
+    sockbuf: i32,
+) -> PyResult<Endpoint> {
+    let t = Tcp::new(TcpConfig {
+        role: tcp,
+        max_datagram: params.inner.udp_mtu as usize,
+        tos: dscp << 2,
+        sockbuf,
+    })
+    .map_err(|e| errors::engine(format!("cannot start the fake-TCP data path: {e}")))?;
+    start_on(t, role, params)
+}
+
+fn start_on<T: kcpvpn_tunnel::transport::Transport>(
+    transport: T,
+    role: Role,
+    params: &SessionParams,
+) -> PyResult<Endpoint> {
     let mut seed = [0u8; 8];
     getrandom(&mut seed);
     let inner = DriverHandle::start(
-        udp,
+        transport,
         EndpointConfig {
             role,
             params: params.inner.clone(),
@@ -922,6 +949,56 @@ impl Endpoint {
     #[staticmethod]
     fn client(fd: i32, psk: &Psk, params: &SessionParams) -> PyResult<Self> {
         start(fd, Role::Client { psk: psk.0 }, params)
+    }
+
+    /// A fake-TCP server on `port` (raw sockets of the families asked for;
+    /// the caller keeps the host's stack from resetting the flows).
+    #[staticmethod]
+    #[pyo3(signature = (port, psk, params, *, ipv4 = true, ipv6 = true, dscp = 0, sockbuf = 4 << 20, handshake_max_age_ms = hs::DEFAULT_MAX_AGE_MS))]
+    #[allow(clippy::too_many_arguments)]
+    fn server_tcp(
+        port: u16,
+        psk: &Psk,
+        params: &SessionParams,
+        ipv4: bool,
+        ipv6: bool,
+        dscp: u8,
+        sockbuf: i32,
+        handshake_max_age_ms: u64,
+    ) -> PyResult<Self> {
+        if !ipv4 && !ipv6 {
+            return Err(errors::engine("a fake-TCP server needs IPv4, IPv6 or both"));
+        }
+        let responder = hs::Responder::new(&psk.0, handshake_max_age_ms);
+        start_tcp(
+            TcpRole::Server { port, ipv4, ipv6 },
+            Role::Server { responder },
+            params,
+            dscp,
+            sockbuf,
+        )
+    }
+
+    /// A fake-TCP client of `server` (it connects on the first datagram,
+    /// and again whenever the connection is lost).
+    #[staticmethod]
+    #[pyo3(signature = (server, psk, params, *, dscp = 0, sockbuf = 4 << 20))]
+    fn client_tcp(
+        server: Addr,
+        psk: &Psk,
+        params: &SessionParams,
+        dscp: u8,
+        sockbuf: i32,
+    ) -> PyResult<Self> {
+        start_tcp(
+            TcpRole::Client {
+                server: sockaddr(&server)?,
+            },
+            Role::Client { psk: psk.0 },
+            params,
+            dscp,
+            sockbuf,
+        )
     }
 
     /// Readable when events wait.

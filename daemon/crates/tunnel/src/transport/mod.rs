@@ -2,6 +2,7 @@
 //! fake TCP next. The endpoint never knows which: it sees `(source,
 //! datagram)` in and `(destination, datagram)` out, and the driver moves
 //! them through an [`Inbound`] and an [`Outbound`] half.
+pub mod tcp;
 pub mod udp;
 
 pub use crate::sys::udp::IoErrors;
