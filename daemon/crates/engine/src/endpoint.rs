@@ -558,6 +558,25 @@ counters!(
         send_errors_other: u64,
         /// Receive errors (ICMP errors queued on the socket, and the like).
         recv_errors: u64,
+        /// Fake TCP (all 0 on UDP): connections opened (client) or proven
+        /// (server), reopened after a reset or silence, resets received,
+        /// SYNs out and in, keepalive probes, malformed or mis-checksummed
+        /// segments, segments of no connection, far outside the window,
+        /// datagrams with no connection to carry them, peers refused for a
+        /// full flow table, connections now, datagrams dropped while connecting.
+        tcp_connects: u64,
+        tcp_reconnects: u64,
+        tcp_resets_in: u64,
+        tcp_syns_out: u64,
+        tcp_syns_in: u64,
+        tcp_probes_out: u64,
+        tcp_bad: u64,
+        tcp_stray: u64,
+        tcp_out_of_window: u64,
+        tcp_no_connection: u64,
+        tcp_table_full: u64,
+        tcp_connections: u64,
+        tcp_pending_dropped: u64,
         sessions: u64,
         sessions_started: u64,
         /// Turns of the data path's loop.
@@ -813,6 +832,7 @@ fn engine_stats(s: &Snapshot) -> EngineStats {
     let e = &s.endpoint;
     let o = &s.outbound;
     let i = &s.inbound;
+    let t = o.tcp.unwrap_or_default();
     EngineStats {
         endpoint: EndpointStats {
             datagrams_in: e.datagrams_in,
@@ -849,6 +869,19 @@ fn engine_stats(s: &Snapshot) -> EngineStats {
             send_errors_bad_address: o.errors.bad_address,
             send_errors_other: o.errors.other,
             recv_errors: i.errors.total(),
+            tcp_connects: t.connects,
+            tcp_reconnects: t.reconnects,
+            tcp_resets_in: t.resets_in,
+            tcp_syns_out: t.syns_out,
+            tcp_syns_in: t.syns_in,
+            tcp_probes_out: t.probes_out,
+            tcp_bad: t.bad,
+            tcp_stray: t.stray,
+            tcp_out_of_window: t.out_of_window,
+            tcp_no_connection: t.no_connection,
+            tcp_table_full: t.table_full,
+            tcp_connections: t.connections,
+            tcp_pending_dropped: t.pending_dropped,
             sessions: e.sessions,
             sessions_started: e.sessions_started,
             loop_iterations: s.turns,

@@ -350,6 +350,11 @@ pub struct TcpStats {
     pub no_connection: u64,
     /// Server: proven peers turned away because the flow table was full.
     pub table_full: u64,
+    /// Connections now (client: 0 or 1; server: flows).
+    pub connections: u64,
+    /// Client: datagrams dropped while no connection was up (the queue
+    /// that holds them meanwhile was full).
+    pub pending_dropped: u64,
 }
 
 /// What the layer above should do with a received segment.

@@ -60,4 +60,6 @@ pub struct OutboundStats {
     /// Messages that carried a run of datagrams at once (UDP GSO).
     pub gso_messages: u64,
     pub errors: IoErrors,
+    /// The fake-TCP layer's counters (None on UDP).
+    pub tcp: Option<crate::faketcp::TcpStats>,
 }

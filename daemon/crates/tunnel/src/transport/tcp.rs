@@ -7,7 +7,7 @@
 //! socket of its own owns the port): the control plane adds a firewall rule
 //! against that before starting this transport (docs/operations.md).
 use super::{Inbound, InboundStats, Outbound, OutboundStats, Transport};
-use crate::faketcp::{self, FakeTcp, Header, Input, Side, TcpStats, MAX_HEADER};
+use crate::faketcp::{self, FakeTcp, Header, Input, Side, MAX_HEADER};
 use crate::sys::raw::{self, PortMatch, RawRecv};
 use crate::sys::udp::{IoErrors, BATCH};
 use std::io;
@@ -146,6 +146,8 @@ impl Transport for Tcp {
                 sent: 0,
                 errors: IoErrors::default(),
                 last_poll: 0,
+                pending: std::collections::VecDeque::new(),
+                pending_dropped: 0,
             },
         )
     }
@@ -260,7 +262,16 @@ pub struct TcpOut {
     sent: u64,
     errors: IoErrors,
     last_poll: u64,
+    /// Client: datagrams committed while the connection opens (the
+    /// handshake's first message, keepalives), sent once it is up.
+    pending: std::collections::VecDeque<(Vec<u8>, SocketAddr)>,
+    /// Client: datagrams dropped because the pending queue was full.
+    pending_dropped: u64,
 }
+
+/// Datagrams held while a client connection opens; past this, the oldest go
+/// (KCP retransmits what mattered).
+const PENDING_MAX: usize = 64;
 
 impl TcpOut {
     /// Client: a new connection to `to` from a fresh port, if one may open now.
@@ -302,10 +313,6 @@ impl TcpOut {
         }
         Ok(())
     }
-
-    pub fn tcp_stats(&self) -> TcpStats {
-        self.shared.lock().unwrap().tcp.stats
-    }
 }
 
 impl Outbound for TcpOut {
@@ -329,8 +336,15 @@ impl Outbound for TcpOut {
                 self.meta.push((n, to));
             }
             None => {
-                if matches!(self.cfg.role, TcpRole::Client { .. }) {
-                    self.open(&mut sh, to, now_ms());
+                if let TcpRole::Client { server } = self.cfg.role {
+                    if to == server {
+                        self.open(&mut sh, to, now_ms());
+                        if self.pending.len() == PENDING_MAX {
+                            self.pending.pop_front();
+                            self.pending_dropped += 1;
+                        }
+                        self.pending.push_back((self.bufs[i].clone(), to));
+                    }
                 }
             }
         }
@@ -340,10 +354,17 @@ impl Outbound for TcpOut {
         let now = now_ms();
         let mut control: Vec<Header> = Vec::new();
         {
-            let mut sh = self.shared.lock().unwrap();
+            let shared = self.shared.clone();
+            let mut sh = shared.lock().unwrap();
             if now >= self.last_poll + 100 {
                 self.last_poll = now;
                 sh.tcp.poll(now);
+                // Client: the connection is kept open, not only reopened by
+                // the next datagram (an idle session's keepalive may be
+                // seconds away).
+                if let TcpRole::Client { server } = self.cfg.role {
+                    self.open(&mut sh, server, now);
+                }
             }
             if sh.tcp.has_control() {
                 control.extend(sh.tcp.take_control());
@@ -364,19 +385,55 @@ impl Outbound for TcpOut {
                 .collect();
             self.send_now(&packets)?;
         }
+        if !self.pending.is_empty() {
+            self.flush_pending()?;
+        }
         self.flush_data()
     }
 
     fn stats(&self) -> OutboundStats {
+        let sh = self.shared.lock().unwrap();
+        let mut tcp = sh.tcp.stats;
+        tcp.connections = sh.tcp.connections() as u64;
+        tcp.pending_dropped = self.pending_dropped;
         OutboundStats {
             datagrams: self.sent,
             gso_messages: 0,
             errors: self.errors,
+            tcp: Some(tcp),
         }
     }
 }
 
 impl TcpOut {
+    /// Client: what waited for the connection, once it is up.
+    fn flush_pending(&mut self) -> io::Result<()> {
+        let Some(&(_, to)) = self.pending.front() else {
+            return Ok(());
+        };
+        let shared = self.shared.clone();
+        let mut sh = shared.lock().unwrap();
+        if !sh.tcp.established(&to) {
+            return Ok(());
+        }
+        let mut hdrs = Vec::with_capacity(self.pending.len());
+        for (d, to) in &self.pending {
+            let mut hdr = [0u8; MAX_HEADER];
+            if let Some(h) = sh.tcp.data_header(to, d.len()) {
+                let n = h.write(d, self.cfg.tos, &mut hdr);
+                hdrs.push((hdr, n));
+            }
+        }
+        drop(sh);
+        let pending = std::mem::take(&mut self.pending);
+        let packets: Vec<(&[u8], &[u8], SocketAddr)> = pending
+            .iter()
+            .zip(&hdrs)
+            .map(|((d, to), (h, n))| (&h[..*n], &d[..], *to))
+            .collect();
+        self.send_now(&packets)
+    }
+
     fn flush_data(&mut self) -> io::Result<()> {
         if self.meta.is_empty() {
             return Ok(());

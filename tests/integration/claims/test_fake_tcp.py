@@ -1,0 +1,176 @@
+"""Claims of fake TCP (`--tcp`): the tunnel crosses a strict stateful
+firewall with NAT that drops all UDP, the wire holds only real-looking TCP,
+a middlebox that forgets the flow costs a reconnection (not the session),
+and the daemon's firewall table lives exactly as long as the daemon.
+
+The middlebox (kcpvpn_lab.topology.MIDDLEBOX_RULES): Linux conntrack with
+default window tracking (not liberal, no mid-stream pick-up); established
+flows and new SYNs cross, invalid packets and every UDP datagram are
+dropped; the clients are masqueraded behind its address."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from kcpvpn_lab import probes
+from kcpvpn_lab.topology import MBOX_ADDR
+from kcpvpn_lab.vpn import (
+    connected_since,
+    daemon_status,
+    ping,
+    start_client,
+    start_server,
+    wait_until,
+)
+
+from .conftest import POOL, SERVER_IP, open_tun
+
+pytestmark = pytest.mark.netns
+
+PORT = 4000
+TCP = ("--tcp",)
+
+
+def _ping_once(host, ip: str) -> bool:
+    return host.run(["ping", "-n", "-c", "1", "-W", "1", ip], check=False).returncode == 0
+
+
+def _tables(host) -> list[str]:
+    doc = json.loads(host.run(["nft", "-j", "list", "tables", "inet"]).stdout)
+    return sorted(
+        t["table"]["name"]
+        for t in doc["nftables"]
+        if "table" in t and t["table"]["name"].startswith("kcpvpn_tcp_")
+    )
+
+
+def test_through_a_strict_firewall_with_nat(make_topology):
+    topo = make_topology(clients=1, middlebox=True, seed=21)
+    c, s = topo.client(1), topo.server
+    # UDP does not cross this middlebox: UDP mode is no option on this path.
+    assert not probes.udp_probe(c, s, dst_ip=str(s.address)).arrived
+    before = topo.middlebox_counters()
+    assert before["udp"] == 1, before
+
+    wire = probes.WireRecord(s, "eth0")
+    tun = open_tun(topo, TCP, TCP)
+    ping(c, tun.server_ip, count=20, interval=0.05)
+    ping(s, tun.client_ip, count=5, interval=0.05)
+    check = probes.check_tcp_wire(wire.packets(), PORT)
+    print(check)
+    # Only TCP crossed, one connection, seen from the middlebox's address
+    # (NAT), opened by a three-way handshake; then sequence numbers without
+    # a gap, valid checksums, no reset.
+    assert check.packets > 50, check
+    assert check.clean, check
+    assert len(check.handshakes) == 1, check
+    assert next(iter(check.handshakes)).startswith(f"{MBOX_ADDR}:"), check
+
+    # A TCP transfer each way through the tunnel, intact, and iperf3 for the rate.
+    for src, dst, ip in ((c, s, tun.server_ip), (s, c, tun.client_ip)):
+        t = probes.tcp_transfer(src, dst, dst_ip=ip, nbytes=4 << 20)
+        assert t.intact, t
+    up = probes.iperf3(c, s, dst_ip=tun.server_ip, seconds=3)
+    down = probes.iperf3(c, s, dst_ip=tun.server_ip, seconds=3, extra=("-R",))
+    print(
+        f"through the middlebox: up {up.bits_per_second / 1e6:.0f} Mbit/s, "
+        f"down {down.bits_per_second / 1e6:.0f} Mbit/s"
+    )
+    assert up.bits_per_second > 20e6 and down.bits_per_second > 20e6, (up, down)
+
+    after = topo.middlebox_counters()
+    counters = {k: after[k] - before.get(k, 0) for k in after}
+    print(counters)
+    # Nothing the firewall found invalid, no UDP, one SYN: one connection
+    # carried all of it.
+    assert counters["invalid"] == 0, counters
+    assert counters["udp"] == 0, counters
+    assert counters["new_syn"] == 1, counters
+    assert counters["established"] > 10_000, counters
+
+
+def test_a_middlebox_that_forgets_the_flow_costs_a_reconnection_not_the_session(make_topology):
+    topo = make_topology(clients=1, middlebox=True, seed=22)
+    c = topo.client(1)
+    tun = open_tun(topo, TCP, TCP)
+    since = connected_since(tun.client)
+    ping(c, tun.server_ip, count=3)
+    assert topo.middlebox_counters()["new_syn"] == 1
+
+    topo.flush_conntrack()
+    t0 = time.monotonic()
+    # The old flow is now invalid at the middlebox (no mid-stream pick-up);
+    # the client hears nothing, gives the connection up and opens a new one.
+    assert wait_until(lambda: _ping_once(c, tun.server_ip), timeout=20, interval=0.2), (
+        f"no traffic 20 s after the flush; client log:\n{tun.client.log()}"
+    )
+    took = time.monotonic() - t0
+    print(f"traffic resumed {took:.1f} s after the conntrack flush")
+    assert took < 10
+    ping(c, tun.server_ip, count=5, interval=0.1)
+    assert topo.middlebox_counters()["new_syn"] >= 2
+    # The same session carried on over the new connection.
+    assert connected_since(tun.client) == since
+    ep = daemon_status(tun.client)["endpoint"]
+    assert ep["tcp_reconnects"] >= 1 and ep["tcp_connects"] >= 2, ep
+    # And the new connection is as clean as the first: a transfer crosses.
+    t = probes.tcp_transfer(c, topo.server, dst_ip=tun.server_ip, nbytes=2 << 20)
+    assert t.intact, t
+
+
+SERVER_FLAGS = ("--tcp", "--local-ip", SERVER_IP, "--assignable-ips", POOL)
+
+
+def test_a_restarted_server_is_back_with_the_same_client(topo):
+    srv = start_server(topo.server, *SERVER_FLAGS)
+    cli = start_client(topo.client(1), topo.server, "--tcp", "--auto-reconnect")
+    since = connected_since(cli)
+    ping(topo.client(1), SERVER_IP)
+    srv.send_signal(signal.SIGKILL)  # no goodbye, and its firewall table stays
+    srv.wait(timeout=5)
+    t0 = time.monotonic()
+    srv2 = start_server(topo.server, *SERVER_FLAGS)
+    assert wait_until(
+        lambda: _connected_anew(cli, since) and _ping_once(topo.client(1), SERVER_IP),
+        timeout=25,
+        interval=0.2,
+    ), cli.log()
+    print(f"back {time.monotonic() - t0:.1f} s after the server restarted")
+    assert cli.alive() and srv2.alive()
+
+
+def _connected_anew(cli, since: float) -> bool:
+    try:
+        doc = daemon_status(cli, timeout=1)
+    except (OSError, ValueError):
+        return False
+    return doc.get("state") == "connected" and (doc.get("since") or 0) != since
+
+
+def test_the_firewall_table_lives_as_long_as_the_daemon(topo):
+    s, c = topo.server, topo.client(1)
+    srv = start_server(s, *SERVER_FLAGS)
+    cli = start_client(c, s, "--tcp")
+    assert _tables(s) == [f"kcpvpn_tcp_{srv.pid}"]
+    assert _tables(c) == [f"kcpvpn_tcp_{cli.pid}"]
+    # Nothing but the host stack's resets on our flow is touched.
+    rules = s.run(["nft", "list", "table", "inet", f"kcpvpn_tcp_{srv.pid}"]).stdout
+    assert f"tcp sport {PORT}" in rules and "rst" in rules and rules.count(" drop") == 1, rules
+
+    cli.stop()
+    srv.stop()
+    assert _tables(c) == [] and _tables(s) == []
+
+    # Killed, a daemon leaves its table; the next one to start removes it.
+    srv2 = start_server(s, *SERVER_FLAGS)
+    srv2.send_signal(signal.SIGKILL)
+    srv2.wait(timeout=5)
+    assert _tables(s) == [f"kcpvpn_tcp_{srv2.pid}"]
+    srv3 = start_server(s, *SERVER_FLAGS)
+    assert _tables(s) == [f"kcpvpn_tcp_{srv3.pid}"]
+    srv3.stop()
+    assert _tables(s) == []
