@@ -93,6 +93,33 @@ def test_through_a_strict_firewall_with_nat(make_topology):
     assert counters["established"] > 10_000, counters
 
 
+def test_ping_and_tcp_on_a_lossy_link_through_the_middlebox(make_topology):
+    """5% loss each way and 10 ms delay, behind the strict firewall: pings
+    all come back (KCP repairs the lost segments), a TCP transfer arrives
+    intact, and the firewall still finds nothing invalid: a lost segment
+    leaves a gap in the sequence numbers, which conntrack accepts, as it does
+    for a real stack's losses."""
+    topo = make_topology(clients=1, middlebox=True, seed=23)
+    c, s = topo.client(1), topo.server
+    tun = open_tun(topo, TCP, TCP)  # connected on a clean link; the loss starts now
+    topo.impair({"loss": 0.05, "delay_ms": 10})
+    before = topo.middlebox_counters()
+    r = probes.ping(c, tun.server_ip, count=100, interval=0.02, wait=3)
+    assert r.loss == 0, r.output
+    for src, dst, ip in ((c, s, tun.server_ip), (s, c, tun.client_ip)):
+        t = probes.tcp_transfer(src, dst, dst_ip=ip, nbytes=2 << 20)
+        assert t.intact, t
+    up = probes.iperf3(c, s, dst_ip=tun.server_ip, seconds=3)
+    print(f"5% loss, 10 ms, through the middlebox: {up.bits_per_second / 1e6:.1f} Mbit/s")
+    assert up.bits_per_second > 1e6, up
+    stats = topo.emulator_stats()
+    for d in ("to_server", "to_client"):
+        assert stats[d]["dropped_loss"] > 10, stats
+    after = topo.middlebox_counters()
+    assert after["invalid"] == before["invalid"], (before, after)
+    assert after["new_syn"] == before["new_syn"], "the connection was never lost"
+
+
 def test_a_middlebox_that_forgets_the_flow_costs_a_reconnection_not_the_session(make_topology):
     topo = make_topology(clients=1, middlebox=True, seed=22)
     c = topo.client(1)
