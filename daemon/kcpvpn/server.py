@@ -112,9 +112,24 @@ class Server:
         host = t.ip or ""
         v4 = host in ("", "0.0.0.0") or ":" not in host
         v6 = host in ("", "::") or ":" in host
+        # A bound TCP socket (never listening) holds the port, so no other
+        # program's stack answers on it and a clash shows now, not as resets.
+        family = socket.AF_INET6 if v6 else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            if v6:
+                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if v4 else 1)
+            self.sock.bind(("::" if v6 and v4 else host or "0.0.0.0", t.port))
+        except OSError as e:
+            self.sock.close()
+            raise errors.StartupError(
+                f"--tcp: cannot hold TCP port {t.port}: {e.strerror} (another program has it? "
+                "choose another --port)"
+            ) from None
         try:
             self.guard = faketcp.server_guard(t.port)
         except faketcp.FirewallError as e:
+            self.sock.close()
             raise errors.StartupError(f"--tcp: {e}") from None
         try:
             ep = _engine.Endpoint.server_tcp(

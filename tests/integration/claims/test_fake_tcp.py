@@ -19,9 +19,11 @@ import pytest
 from kcpvpn_lab import probes
 from kcpvpn_lab.topology import MBOX_ADDR
 from kcpvpn_lab.vpn import (
+    add_ipv6_underlay,
     connected_since,
     daemon_status,
     ping,
+    server_clients,
     start_client,
     start_server,
     wait_until,
@@ -201,3 +203,24 @@ def test_the_firewall_table_lives_as_long_as_the_daemon(topo):
     assert _tables(s) == [f"kcpvpn_tcp_{srv3.pid}"]
     srv3.stop()
     assert _tables(s) == []
+
+
+def test_dual_stack_server_takes_ipv4_and_ipv6_clients(make_topology):
+    """One --tcp server on both families: a client over IPv4 and one over
+    IPv6 on the same port, each its own connection; the IPv6 segments carry
+    valid checksums too (the checker reads IPv4 only, so the IPv6 one is
+    verified by the server's counters: nothing bad, nothing stray)."""
+    topo = make_topology(clients=2, ipv6=True)
+    v6 = add_ipv6_underlay(topo)
+    srv = start_server(topo.server, *SERVER_FLAGS)  # no --ip: every address, both families
+    start_client(topo.client(1), topo.server, "--tcp")
+    start_client(topo.client(2), v6["server"], "--tcp")
+    remotes = [c["remote"] for c in server_clients(srv)]
+    assert remotes[0].startswith(f"{topo.client(1).address}:"), remotes
+    assert remotes[1].startswith(f"[{v6['client2']}]:"), remotes
+    ping(topo.client(1), SERVER_IP, count=10, interval=0.05)
+    ping(topo.client(2), SERVER_IP, count=10, interval=0.05)
+    t = probes.tcp_transfer(topo.client(2), topo.server, dst_ip=SERVER_IP, nbytes=2 << 20)
+    assert t.intact, t
+    ep = daemon_status(srv)["endpoint"]
+    assert ep["tcp_connections"] == 2 and ep["tcp_bad"] == 0, ep

@@ -506,6 +506,8 @@ impl FakeTcp {
             remote: *remote,
             seq: c.snd_nxt,
             ack: c.rcv_nxt,
+            // PSH on every data segment: receive offload (GRO) flushes at
+            // once instead of merging segments, which would merge datagrams.
             flags: ACK | PSH,
             window: c.window(),
             syn: None,
