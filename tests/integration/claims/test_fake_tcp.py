@@ -29,7 +29,7 @@ from kcpvpn_lab.vpn import (
     wait_until,
 )
 
-from .conftest import POOL, SERVER_IP, open_tun
+from .conftest import POOL, SERVER_IP, add_client, open_tun
 
 pytestmark = pytest.mark.netns
 
@@ -93,6 +93,24 @@ def test_through_a_strict_firewall_with_nat(make_topology):
     assert counters["udp"] == 0, counters
     assert counters["new_syn"] == 1, counters
     assert counters["established"] > 10_000, counters
+
+
+def test_two_clients_behind_one_nat_share_the_server_port(make_topology):
+    topo = make_topology(clients=2, middlebox=True, seed=24)
+    tun = open_tun(topo, TCP, TCP)
+    tun2 = add_client(tun, 2, TCP)
+    remotes = [c["remote"] for c in server_clients(tun.server)]
+    # Both behind the middlebox's one address, told apart by their ports.
+    assert len(remotes) == 2 and len(set(remotes)) == 2, remotes
+    assert all(r.startswith(f"{MBOX_ADDR}:") for r in remotes), remotes
+    ping(topo.client(1), tun.server_ip, count=10, interval=0.05)
+    ping(topo.client(2), tun2.server_ip, count=10, interval=0.05)
+    ping(topo.server, tun.client_ip, count=3)
+    ping(topo.server, tun2.client_ip, count=3)
+    counters = topo.middlebox_counters()
+    assert counters["invalid"] == 0 and counters["new_syn"] == 2, counters
+    ep = daemon_status(tun.server)["endpoint"]
+    assert ep["tcp_connections"] == 2, ep
 
 
 def test_ping_and_tcp_on_a_lossy_link_through_the_middlebox(make_topology):
