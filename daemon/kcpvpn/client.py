@@ -12,7 +12,7 @@ import random
 import socket
 import time
 
-from . import _engine, errors, faketcp, tun
+from . import _engine, errors, tun
 from .config import ClientConfig
 from .supervisor import (
     Stopper,
@@ -57,8 +57,7 @@ class Client:
         self.params = engine_params(cfg)
         self.server: tuple[str, int] | None = None
         self.sock: socket.socket | None = None
-        # Fake TCP: the firewall table, and the server the endpoint is for.
-        self.guard: faketcp.ResetGuard | None = None
+        # Fake TCP: the server the endpoint is for.
         self._tcp_server: tuple[str, int] | None = None
         self.ep: _engine.Endpoint | None = None
         self.iface: tun.Interface | None = None
@@ -102,17 +101,9 @@ class Client:
             if self.ep is not None and self._tcp_server == server:
                 return self.ep
             self._close_endpoint()
-            try:
-                self.guard = faketcp.client_guard(server)
-            except faketcp.FirewallError as e:
-                raise errors.StartupError(f"--tcp: {e}") from None
-            try:
-                self.ep = _engine.Endpoint.client_tcp(
-                    server, self.psk, self.params, dscp=t.dscp, sockbuf=t.sockbuf
-                )
-            except BaseException:
-                self._close_endpoint()
-                raise
+            self.ep = _engine.Endpoint.client_tcp(
+                server, self.psk, self.params, dscp=t.dscp, sockbuf=t.sockbuf
+            )
             self._tcp_server = server
             return self.ep
         family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
@@ -130,9 +121,6 @@ class Client:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-        if self.guard is not None:
-            self.guard.remove()
-            self.guard = None
         self._tcp_server = None
 
     def _problem(self, message: str, level: int = logging.WARNING) -> None:

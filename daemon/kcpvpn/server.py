@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import _engine, errors, faketcp, tun
+from . import _engine, errors, tun
 from .config import ServerConfig, allowed_networks, client_id_problem
 from .supervisor import (
     Stopper,
@@ -85,7 +85,6 @@ class Server:
         self.ipr = tun.IPRoute()
         self.psk = stretch(t.secret)
         self.sock: socket.socket | None = None
-        self.guard: faketcp.ResetGuard | None = None
         if t.tcp:
             self.endpoint, self.listen = self._start_tcp(cfg)
         else:
@@ -104,46 +103,23 @@ class Server:
         )
 
     def _start_tcp(self, cfg: ServerConfig) -> tuple[_engine.Endpoint, str]:
-        """Fake TCP: raw sockets for the port, and the table that keeps the
-        host's TCP stack from resetting the flows."""
+        """Fake TCP: raw sockets for the port (the engine also holds the port
+        with a socket that keeps the host's TCP stack from resetting the flows)."""
         t = cfg.transport
         if t.port == 0:
             raise errors.StartupError("--tcp needs a fixed --port (clients must know it)")
         host = t.ip or ""
         v4 = host in ("", "0.0.0.0") or ":" not in host
         v6 = host in ("", "::") or ":" in host
-        # A bound TCP socket (never listening) holds the port, so no other
-        # program's stack answers on it and a clash shows now, not as resets.
-        family = socket.AF_INET6 if v6 else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            if v6:
-                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if v4 else 1)
-            self.sock.bind(("::" if v6 and v4 else host or "0.0.0.0", t.port))
-        except OSError as e:
-            self.sock.close()
-            raise errors.StartupError(
-                f"--tcp: cannot hold TCP port {t.port}: {e.strerror} (another program has it? "
-                "choose another --port)"
-            ) from None
-        try:
-            self.guard = faketcp.server_guard(t.port)
-        except faketcp.FirewallError as e:
-            self.sock.close()
-            raise errors.StartupError(f"--tcp: {e}") from None
-        try:
-            ep = _engine.Endpoint.server_tcp(
-                t.port,
-                self.psk,
-                engine_params(cfg),
-                ipv4=v4,
-                ipv6=v6,
-                dscp=t.dscp,
-                sockbuf=t.sockbuf,
-            )
-        except BaseException:
-            self.guard.remove()
-            raise
+        ep = _engine.Endpoint.server_tcp(
+            t.port,
+            self.psk,
+            engine_params(cfg),
+            ipv4=v4,
+            ipv6=v6,
+            dscp=t.dscp,
+            sockbuf=t.sockbuf,
+        )
         return ep, _fmt_addr((host or "0.0.0.0", t.port)) + "/tcp"
 
     def _new_pool(self, cfg: ServerConfig):
@@ -479,8 +455,6 @@ class Server:
         self.ipr.close()
         if self.sock is not None:
             self.sock.close()
-        if self.guard is not None:
-            self.guard.remove()
         if self.hooks:
             self.hooks.stop(grace=5)
 

@@ -158,17 +158,51 @@ pub fn send_socket(ipv6: bool, bufsize: i32) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// A free local port for a client connection, held by a bound (never
-/// connected) TCP socket so that no other program of the host takes it.
-pub fn reserve_port(ipv6: bool) -> io::Result<(OwnedFd, u16)> {
+/// Holds TCP `port` (0: a free one) for fake TCP: a socket of the host's
+/// stack bound to it and listening, with a socket filter that drops every
+/// segment. The stack then finds this socket for each segment of our flows
+/// and discards it silently, where it would answer a port that no socket
+/// holds with a reset; and no other program can take the port meanwhile.
+/// The raw sockets get their copy before (raw delivery precedes TCP's).
+/// Returns the socket and its port.
+pub fn hold_port(ipv6: bool, dual: bool, port: u16) -> io::Result<(OwnedFd, u16)> {
     let family = if ipv6 { libc::AF_INET6 } else { libc::AF_INET };
     // SAFETY: plain syscall.
     let fd = cvt(unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) })?;
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if ipv6 {
+        setsockopt_int(
+            fd.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            (!dual) as i32,
+        )?;
+    }
+    // Before listen, so that not even the first SYN reaches the stack.
+    let drop_all = [libc::sock_filter {
+        code: 0x06, // ret #0
+        jt: 0,
+        jf: 0,
+        k: 0,
+    }];
+    let fprog = libc::sock_fprog {
+        len: 1,
+        filter: drop_all.as_ptr() as *mut _,
+    };
+    // SAFETY: fprog points at `drop_all`, alive for the call; the kernel copies it.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            size_of::<libc::sock_fprog>() as _,
+        )
+    })?;
     let any: SocketAddr = if ipv6 {
-        "[::]:0".parse().unwrap()
+        SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)
     } else {
-        "0.0.0.0:0".parse().unwrap()
+        SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port)
     };
     // SAFETY: an all-zero sockaddr_storage is valid.
     let mut ss: libc::sockaddr_storage = unsafe { zeroed() };
@@ -181,8 +215,10 @@ pub fn reserve_port(ipv6: bool) -> io::Result<(OwnedFd, u16)> {
             len,
         )
     })?;
+    // SAFETY: plain syscall on our socket.
+    cvt(unsafe { libc::listen(fd.as_raw_fd(), 1) })?;
     let port = super::local_port(fd.as_raw_fd())
-        .ok_or_else(|| io::Error::other("cannot read the reserved port"))?;
+        .ok_or_else(|| io::Error::other("cannot read the held port"))?;
     Ok((fd, port))
 }
 

@@ -4,8 +4,10 @@
 //! peer's IP and TCP port.
 //!
 //! The host's own TCP stack would answer our segments with resets (no
-//! socket of its own owns the port): the control plane adds a firewall rule
-//! against that before starting this transport (docs/operations.md).
+//! socket of its own owns the flow): a listening socket of ours holds each
+//! port we use, with a filter that drops every segment, so the stack
+//! discards them silently instead (`sys::raw::hold_port`). The host's
+//! firewall is not touched, and nothing outlives the process.
 use super::{Inbound, InboundStats, Outbound, OutboundStats, Transport};
 use crate::faketcp::{self, FakeTcp, Header, Input, Side, MAX_HEADER};
 use crate::sys::raw::{self, PortMatch, RawRecv};
@@ -38,7 +40,8 @@ pub struct TcpConfig {
 /// State both halves use (they run on one thread: the lock is never contended).
 struct Shared {
     tcp: FakeTcp,
-    /// Client: the socket holding the current connection's local port.
+    /// Client: the socket holding the current connection's local port
+    /// (see `raw::hold_port`).
     reservation: Option<OwnedFd>,
 }
 
@@ -49,6 +52,8 @@ pub struct Tcp {
     tx6: Option<OwnedFd>,
     shared: Arc<Mutex<Shared>>,
     poll_fd: OwnedFd,
+    /// Server: the socket that holds the port (see `raw::hold_port`).
+    _held: Option<OwnedFd>,
 }
 
 fn now_ms() -> u64 {
@@ -73,6 +78,22 @@ impl Tcp {
                 PortMatch::Src(server.port()),
                 Side::Client,
             ),
+        };
+        let held = match &cfg.role {
+            TcpRole::Server { port, ipv4, ipv6 } => Some(
+                raw::hold_port(*ipv6, *ipv4 && *ipv6, *port)
+                    .map(|(fd, _)| fd)
+                    .map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!(
+                                "cannot hold TCP port {port}: {e} (another program has it? \
+                                 choose another --port)"
+                            ),
+                        )
+                    })?,
+            ),
+            TcpRole::Client { .. } => None,
         };
         let mut rx = Vec::new();
         let (mut tx4, mut tx6) = (None, None);
@@ -110,6 +131,7 @@ impl Tcp {
             tx4,
             tx6,
             poll_fd,
+            _held: held,
         })
     }
 }
@@ -126,6 +148,7 @@ impl Transport for Tcp {
             .collect();
         (
             TcpIn {
+                _held: self._held,
                 poll_fd: self.poll_fd,
                 rx,
                 next: 0,
@@ -154,6 +177,8 @@ impl Transport for Tcp {
 }
 
 pub struct TcpIn {
+    /// Server: the socket that holds the port, for as long as the data path runs.
+    _held: Option<OwnedFd>,
     poll_fd: OwnedFd,
     rx: Vec<(bool, OwnedFd, RawRecv)>,
     /// The family socket to read first next time (turns alternate).
@@ -280,7 +305,7 @@ impl TcpOut {
             return;
         }
         let opened = raw::source_for(&to).and_then(|ip| {
-            let (fd, port) = raw::reserve_port(to.is_ipv6())?;
+            let (fd, port) = raw::hold_port(to.is_ipv6(), false, 0)?;
             Ok((ip, fd, port))
         });
         match opened {
