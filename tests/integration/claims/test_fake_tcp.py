@@ -163,6 +163,28 @@ def test_a_middlebox_that_forgets_the_flow_costs_a_reconnection_not_the_session(
 SERVER_FLAGS = ("--tcp", "--local-ip", SERVER_IP, "--assignable-ips", POOL)
 
 
+def test_a_client_that_changes_address_keeps_its_session(topo):
+    """Roaming as in UDP mode: the client's address changes (a new uplink);
+    its connection, bound to the old address, goes silent, so it opens a new
+    one from the new address, and the server's endpoint follows the session
+    there."""
+    srv = start_server(topo.server, *SERVER_FLAGS)
+    cli = start_client(topo.client(1), topo.server, "--tcp")
+    c = topo.client(1)
+    ping(c, SERVER_IP)
+    since = connected_since(cli)
+    old = str(c.address)
+    new = old.rsplit(".", 1)[0] + ".200"
+    c.run(["ip", "addr", "del", f"{old}/24", "dev", c.ifname])
+    c.run(["ip", "addr", "add", f"{new}/24", "dev", c.ifname])
+    t0 = time.monotonic()
+    assert wait_until(lambda: _ping_once(c, SERVER_IP), timeout=20, interval=0.2), cli.log()
+    print(f"traffic resumed {time.monotonic() - t0:.1f} s after the address changed")
+    ping(c, SERVER_IP, count=5)
+    assert srv.wait_for_log(f"moved to {new}", timeout=5), srv.log()
+    assert connected_since(cli) == since, "the session must go on, not reconnect"
+
+
 def test_a_restarted_server_is_back_with_the_same_client(topo):
     srv = start_server(topo.server, *SERVER_FLAGS)
     cli = start_client(topo.client(1), topo.server, "--tcp", "--auto-reconnect")
