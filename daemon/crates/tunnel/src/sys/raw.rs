@@ -408,3 +408,22 @@ pub fn send_batch(
     }
     Ok(sent)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// The held port answers nothing: a real connection attempt is neither
+    /// accepted nor refused (a reset would say "refused"), it times out.
+    #[test]
+    fn a_held_port_swallows_segments_silently() {
+        let (_held, port) = hold_port(false, false, 0).unwrap();
+        let to: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let r = std::net::TcpStream::connect_timeout(&to, Duration::from_millis(300));
+        let e = r.expect_err("the held port accepted a connection");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        // And no one else can take the port meanwhile.
+        assert!(std::net::TcpListener::bind(to).is_err());
+    }
+}
