@@ -57,6 +57,8 @@ class Client:
         self.params = engine_params(cfg)
         self.server: tuple[str, int] | None = None
         self.sock: socket.socket | None = None
+        # Fake TCP: the server the endpoint is for.
+        self._tcp_server: tuple[str, int] | None = None
         self.ep: _engine.Endpoint | None = None
         self.iface: tun.Interface | None = None
         self.ip: str | None = None
@@ -92,12 +94,22 @@ class Client:
         return (str(host), int(port))
 
     def _endpoint(self, server: tuple[str, int]) -> _engine.Endpoint:
-        """The endpoint, (re)made when the server's address family changes."""
+        """The endpoint, (re)made when the server's address family changes
+        (fake TCP: when the server's address changes)."""
+        t = self.cfg.transport
+        if t.tcp:
+            if self.ep is not None and self._tcp_server == server:
+                return self.ep
+            self._close_endpoint()
+            self.ep = _engine.Endpoint.client_tcp(
+                server, self.psk, self.params, dscp=t.dscp, sockbuf=t.sockbuf
+            )
+            self._tcp_server = server
+            return self.ep
         family = socket.AF_INET6 if ":" in server[0] else socket.AF_INET
         if self.ep is not None and self.sock is not None and self.sock.family == family:
             return self.ep
         self._close_endpoint()
-        t = self.cfg.transport
         self.sock = open_socket(server[0], t.port, bind=False, sockbuf=t.sockbuf, dscp=t.dscp)
         self.ep = _engine.Endpoint.client(os.dup(self.sock.fileno()), self.psk, self.params)
         return self.ep
@@ -109,6 +121,7 @@ class Client:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        self._tcp_server = None
 
     def _problem(self, message: str, level: int = logging.WARNING) -> None:
         """Logs a problem once until another one (or success) comes."""

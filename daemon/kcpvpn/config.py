@@ -30,10 +30,6 @@ Mode = Literal["server", "client"]
 
 SECRET_ENV = "KCPVPN_KEY"
 
-# Fake TCP (the original's --tcp) is planned, not built: the flag is refused
-# with a clear message rather than silently ignored.
-TCP_SUPPORTED = False
-
 
 class KcpProfile(NamedTuple):
     nodelay: int
@@ -355,7 +351,8 @@ FLAGS: tuple[Flag, ...] = (
     Flag(
         "tcp",
         ("--tcp",),
-        "Carry datagrams as fake TCP segments over raw sockets (not available yet)",
+        "Carry datagrams as fake TCP segments over raw sockets, for paths that block "
+        "or throttle UDP (both sides; adds a firewall table of its own while running)",
         PANEL_TRANSPORT,
     ),
     # Tuning
@@ -1030,11 +1027,6 @@ def validate(cfg: Config) -> list[tuple[str, str]]:
         p.add(
             "congestion",
             f"--congestion {t.congestion!r} is unknown: use bbr (the default) or off",
-        )
-    if t.tcp and not TCP_SUPPORTED:
-        p.add(
-            "tcp",
-            "--tcp (fake TCP over raw sockets) is not available yet: leave it out to use UDP",
         )
     p.range("nodelay", "--nodelay", t.nodelay, 0, 1)
     p.range("interval", "--interval", t.interval, INTERVAL_MIN, INTERVAL_MAX, " ms")

@@ -7,6 +7,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -83,14 +84,43 @@ class Server:
         # more than the call).
         self.ipr = tun.IPRoute()
         self.psk = stretch(t.secret)
-        self.sock = open_socket(t.ip, t.port, bind=True, sockbuf=t.sockbuf, dscp=t.dscp)
-        self.endpoint = _engine.Endpoint.server(
-            os.dup(self.sock.fileno()), self.psk, engine_params(cfg)
-        )
-        host, port = self.sock.getsockname()[:2]
-        self.listen = _fmt_addr((host, port))
+        self.sock: socket.socket | None = None
+        if t.tcp:
+            self.endpoint, self.listen = self._start_tcp(cfg)
+        else:
+            self.sock = open_socket(t.ip, t.port, bind=True, sockbuf=t.sockbuf, dscp=t.dscp)
+            self.endpoint = _engine.Endpoint.server(
+                os.dup(self.sock.fileno()), self.psk, engine_params(cfg)
+            )
+            host, port = self.sock.getsockname()[:2]
+            self.listen = _fmt_addr((host, port))
         self.started = time.time()
-        log.info("listening on %s (%s mode)", self.listen, cfg.vni_mode)
+        log.info(
+            "listening on %s (%s mode%s)",
+            self.listen,
+            cfg.vni_mode,
+            ", fake TCP" if t.tcp else "",
+        )
+
+    def _start_tcp(self, cfg: ServerConfig) -> tuple[_engine.Endpoint, str]:
+        """Fake TCP: raw sockets for the port (the engine also holds the port
+        with a socket that keeps the host's TCP stack from resetting the flows)."""
+        t = cfg.transport
+        if t.port == 0:
+            raise errors.StartupError("--tcp needs a fixed --port (clients must know it)")
+        host = t.ip or ""
+        v4 = host in ("", "0.0.0.0") or ":" not in host
+        v6 = host in ("", "::") or ":" in host
+        ep = _engine.Endpoint.server_tcp(
+            t.port,
+            self.psk,
+            engine_params(cfg),
+            ipv4=v4,
+            ipv6=v6,
+            dscp=t.dscp,
+            sockbuf=t.sockbuf,
+        )
+        return ep, _fmt_addr((host or "0.0.0.0", t.port)) + "/tcp"
 
     def _new_pool(self, cfg: ServerConfig):
         from .ippool import IpPool
@@ -439,7 +469,8 @@ class Server:
             self._release(c, "server shutting down")
         self._drop_released()
         self.ipr.close()
-        self.sock.close()
+        if self.sock is not None:
+            self.sock.close()
         if self.hooks:
             self.hooks.stop(grace=5)
 

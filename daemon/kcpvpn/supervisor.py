@@ -16,6 +16,9 @@ from . import _engine
 
 log = logging.getLogger("kcpvpn")
 
+# Fake TCP's datagrams are this much shorter than UDP's at one --udp-mtu.
+TCP_EXTRA = 12
+
 # SO_RCVBUFFORCE / SO_SNDBUFFORCE let root exceed net.core.{r,w}mem_max.
 SO_SNDBUFFORCE = 32
 SO_RCVBUFFORCE = 33
@@ -25,6 +28,11 @@ def engine_params(cfg) -> _engine.SessionParams:
     """The engine's settings from the flags (the engine checks them again:
     it owns every bound)."""
     t = cfg.transport
+    udp_mtu = t.udp_mtu
+    if t.tcp:
+        # The same IP packet size as UDP mode: a TCP header (20 bytes, no
+        # options on data segments) is 12 bytes larger than a UDP one.
+        udp_mtu = max(_engine.UDP_MTU_RANGE[0], udp_mtu - TCP_EXTRA)
     return _engine.SessionParams(
         mss_clamp=cfg.mss_clamp,
         kcp_mode=t.kcp_mode,
@@ -38,7 +46,7 @@ def engine_params(cfg) -> _engine.SessionParams:
         flow_queueing=t.flow_queueing,
         crypt=t.crypt,
         keepalive=t.keepalive,
-        udp_mtu=t.udp_mtu,
+        udp_mtu=udp_mtu,
         smuxbuf=t.smuxbuf,
         sockbuf=t.sockbuf,
         acknodelay=t.acknodelay,

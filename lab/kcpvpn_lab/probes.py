@@ -597,3 +597,113 @@ def iperf3(
     return IperfResult(
         end["sum_received"]["bits_per_second"], 0.0, int(end["sum_sent"].get("retransmits", 0)), j
     )
+
+
+# --- the wire, recorded --------------------------------------------------------------------------
+
+
+class WireRecord:
+    """Every frame on one interface of a host, written to a pcap file by
+    tcpdump (a process of the lab, stopped by PID). Read with `packets()`
+    once stopped. For low rates: checksums are checked on whole frames, so
+    nothing is cut (snaplen 0)."""
+
+    def __init__(self, host: Host, ifname: str, name: str = "wire"):
+        self.path = host.topo.run_dir / f"{host.name}.{name}.pcap"
+        self.proc = host.popen(
+            ["tcpdump", "-i", ifname, "-U", "-n", "-s", "0", "-w", str(self.path), "not arp"],
+            name=f"tcpdump-{name}",
+        )
+        # tcpdump says "listening on" once its socket is open.
+        if not self.proc.wait_for_log("listening on", timeout=5):
+            raise RuntimeError(f"tcpdump did not start on {ifname}: {self.proc.log()}")
+
+    def stop(self) -> None:
+        self.proc.stop(timeout=3)
+
+    def packets(self) -> list[Any]:
+        """The IP packets recorded (scapy), Ethernet stripped."""
+        from scapy.layers.l2 import Ether
+        from scapy.utils import rdpcap
+
+        self.stop()
+        return [f[Ether].payload for f in rdpcap(str(self.path)) if Ether in f]
+
+
+@dataclass
+class TcpWireCheck:
+    """What a strict firewall would say about the fake-TCP flows recorded."""
+
+    packets: int = 0
+    non_tcp: list[str] = field(default_factory=list)
+    resets: int = 0
+    bad_checksums: int = 0
+    # Per flow: the flags of its first five segments; sequence breaks.
+    handshakes: dict[str, list[str]] = field(default_factory=dict)
+    seq_breaks: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return (
+            not self.non_tcp
+            and self.resets == 0
+            and self.bad_checksums == 0
+            and not self.seq_breaks
+            and all(h[:3] == ["S", "SA", "A"] for h in self.handshakes.values())
+        )
+
+
+def _tcp_checksum_ok(pkt: bytes, ihl: int) -> bool:
+    """RFC 793's checksum over the pseudo-header and segment of an IPv4 packet."""
+    tcp = pkt[ihl:]
+    data = pkt[12:20] + struct.pack("!BBH", 0, 6, len(tcp)) + tcp
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total == 0xFFFF
+
+
+def check_tcp_wire(packets: Sequence[Any], port: int) -> TcpWireCheck:
+    """Checks recorded IPv4 packets of fake-TCP flows to/from `port`: only
+    TCP, each flow opening with SYN / SYN-ACK / ACK, sequence numbers
+    continuous in each direction (each segment starts where the previous
+    one ended; a keepalive probe one below), valid checksums, no reset."""
+    from scapy.layers.inet import IP, TCP
+
+    out = TcpWireCheck()
+    next_seq: dict[tuple, int] = {}
+    for p in packets:
+        if IP not in p:
+            out.non_tcp.append(p.summary())
+            continue
+        out.packets += 1
+        ip = p[IP]
+        if TCP not in ip:
+            out.non_tcp.append(ip.summary())
+            continue
+        t = ip[TCP]
+        if port not in (t.sport, t.dport):
+            out.non_tcp.append(ip.summary())
+            continue
+        if not _tcp_checksum_ok(bytes(ip)[: ip.len], ip.ihl * 4):
+            out.bad_checksums += 1
+        flags = str(t.flags).replace("P", "")
+        client = (ip.dst, t.dport) if t.sport == port else (ip.src, t.sport)
+        flow = f"{client[0]}:{client[1]}"
+        first = out.handshakes.setdefault(flow, [])
+        if len(first) < 5:
+            first.append(flags)
+        if "R" in flags:
+            out.resets += 1
+        key = (ip.src, t.sport, ip.dst, t.dport)
+        length = len(t.payload) + (1 if "S" in flags else 0)
+        want = next_seq.get(key)
+        if want is not None and t.seq != want:
+            probe = length == 0 and t.seq == (want - 1) & 0xFFFFFFFF
+            if not probe:
+                out.seq_breaks.append(f"{flow}: seq {t.seq}, expected {want} ({ip.summary()})")
+        if want is None or t.seq == want:
+            next_seq[key] = (t.seq + length) & 0xFFFFFFFF
+    return out

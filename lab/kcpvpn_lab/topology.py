@@ -17,6 +17,15 @@ All hosts share one subnet (WAN_NET) on that emulated segment, with static
 ARP entries so address resolution does not depend on the lossy link.
 With `wan=False` a plain kernel bridge joins everything instead (reference runs).
 
+With `middlebox=True` the clients sit behind a stateful firewall with NAT,
+as on a network that blocks UDP (see `MIDDLEBOX_RULES`):
+
+    client1 eth0 ─veth─ l1 ┐
+    client2 eth0 ─veth─ l2 ┴ lan (MB_NET .1) mbox eth0 (WAN .9) ─ m0 ⇄ emulator ⇄ s0 ─ server
+
+The mbox namespace forwards between its LAN and the wan, masquerading the
+clients behind its own WAN address; the server sees only that address.
+
 Everything is removed on exit, on exceptions, on Ctrl-C and on SIGTERM.
 `clean()` removes what crashed runs left behind (only names starting with
 `kvl` whose owning process is gone).
@@ -56,7 +65,36 @@ PREFIX = "kvl"
 RUN_ROOT = Path(tempfile.gettempdir()) / "kcpvpn-lab"
 WAN_NET = ipaddress.ip_network("10.77.0.0/24")
 LAN_NET = ipaddress.ip_network("10.78.0.0/24")
+MB_NET = ipaddress.ip_network("10.79.0.0/24")
 SERVER_ADDR = WAN_NET[1]
+MBOX_ADDR = WAN_NET[9]
+# The middlebox: conntrack with default (not liberal) TCP window tracking;
+# only established flows and new SYNs cross; invalid packets and all UDP
+# are dropped (each rule counts what it matched: `middlebox_counters`;
+# counter names carry a prefix because `udp` and the like are nft keywords).
+MIDDLEBOX_RULES = """
+table inet mbox {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state invalid counter name n_invalid drop
+    meta l4proto udp counter name n_udp drop
+    ct state established counter name n_established accept
+    tcp flags & (syn | ack | fin | rst) == syn ct state new counter name n_new_syn accept
+    counter name n_other drop
+  }
+  counter n_invalid { }
+  counter n_udp { }
+  counter n_established { }
+  counter n_new_syn { }
+  counter n_other { }
+}
+table ip mbox_nat {
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "eth0" masquerade
+  }
+}
+"""
 MAX_CLIENTS = 200
 
 # Offloads that would hand the emulator oversized (GSO) frames or frames with
@@ -200,6 +238,7 @@ class Topology:
         ipv6: bool = False,
         keep_logs: bool = False,
         emulator_realtime: int = 10,
+        middlebox: bool = False,
     ):
         if not 1 <= clients <= MAX_CLIENTS:
             raise ValueError(f"clients={clients}: use 1..{MAX_CLIENTS}")
@@ -224,6 +263,9 @@ class Topology:
         self.ipv6 = ipv6
         self.keep_logs = keep_logs
         self.emulator_realtime = emulator_realtime
+        self.middlebox = middlebox
+        if middlebox and (ipv6 or not wan or not server):
+            raise ValueError("middlebox=True: an IPv4 topology with an emulated wan and a server")
 
         self.id = secrets.token_hex(3)
         self.prefix = f"{PREFIX}{self.id}"
@@ -254,6 +296,37 @@ class Topology:
     @property
     def wan(self) -> Host:
         return self.hosts["wan"]
+
+    @property
+    def mbox(self) -> Host:
+        """The middlebox (middlebox=True)."""
+        return self.hosts["mbox"]
+
+    def middlebox_counters(self) -> dict[str, int]:
+        """Packets each middlebox rule matched: invalid, udp, established,
+        new_syn, other (dropped: invalid, udp, other)."""
+        out = self.mbox.run(["nft", "-j", "list", "counters", "table", "inet", "mbox"]).stdout
+        doc = json.loads(out)
+        return {
+            c["counter"]["name"].removeprefix("n_"): int(c["counter"]["packets"])
+            for c in doc["nftables"]
+            if "counter" in c
+        }
+
+    def flush_conntrack(self) -> None:
+        """The middlebox forgets every flow and NAT mapping (as one that
+        reboots, or times its entries out)."""
+        from pyroute2 import Conntrack
+
+        with nsutil.inside(self.mbox.ns), Conntrack() as ct:
+            ct.flush()
+
+    def conntrack_entries(self) -> list[str]:
+        """The middlebox's conntrack entries, one line each (for messages)."""
+        from pyroute2 import Conntrack
+
+        with nsutil.inside(self.mbox.ns), Conntrack() as ct:
+            return [str(e) for e in ct.dump_entries()]
 
     def host(self, name: str) -> Host:
         try:
@@ -361,13 +434,16 @@ class Topology:
         edge: list[Host] = []
         if self.n_server:
             edge.append(self._new_host("server", "srv"))
-        for i in range(1, self.n_clients + 1):
-            edge.append(self._new_host(f"client{i}", f"c{i}"))
+        if self.middlebox:
+            edge.append(self._new_host("mbox", "mb"))
+        else:
+            for i in range(1, self.n_clients + 1):
+                edge.append(self._new_host(f"client{i}", f"c{i}"))
 
         client_ports, server_ports = [], []
         with wan.ipr() as ip:
             for h in edge:
-                port = "s0" if h.name == "server" else f"c{h.name[6:]}"
+                port = {"server": "s0", "mbox": "m0"}.get(h.name) or f"c{h.name[6:]}"
                 (server_ports if h.name == "server" else client_ports).append(port)
                 ip.link("add", ifname=port, kind="veth", peer={"ifname": "eth0", "net_ns_fd": h.ns})
                 idx = ip.link_lookup(ifname=port)[0]
@@ -391,7 +467,12 @@ class Topology:
                 self.emulator_ifaces = (side_a, side_b)
 
         for h in edge:
-            h.address = SERVER_ADDR if h.name == "server" else WAN_NET[10 + int(h.name[6:])]
+            if h.name == "server":
+                h.address = SERVER_ADDR
+            elif h.name == "mbox":
+                h.address = MBOX_ADDR
+            else:
+                h.address = WAN_NET[10 + int(h.name[6:])]
             with h.ipr() as ip:
                 idx = ip.link_lookup(ifname="eth0")[0]
                 ip.link("set", index=idx, mtu=self.mtu, state="up")
@@ -408,9 +489,42 @@ class Topology:
                 wan.set_offloads(port)
             self._static_arp(edge)
 
+        if self.middlebox:
+            self._build_middlebox()
         self._build_bridges()
         if self.wan_emulated:
             self.start_emulator()
+
+    def _build_middlebox(self) -> None:
+        mbox = self.mbox
+        mbox.sysctl("net.ipv4.ip_forward", 1)
+        with mbox.ipr() as ip:
+            ip.link("add", ifname="lan", kind="bridge", br_stp_state=0)
+            lan = ip.link_lookup(ifname="lan")[0]
+            ip.link("set", index=lan, mtu=self.mtu, state="up")
+            ip.addr("add", index=lan, address=str(MB_NET[1]), prefixlen=MB_NET.prefixlen)
+        for i in range(1, self.n_clients + 1):
+            c = self._new_host(f"client{i}", f"c{i}")
+            with mbox.ipr() as ip:
+                port = f"l{i}"
+                ip.link("add", ifname=port, kind="veth", peer={"ifname": "eth0", "net_ns_fd": c.ns})
+                idx = ip.link_lookup(ifname=port)[0]
+                ip.link("set", index=idx, mtu=self.mtu, master=ip.link_lookup(ifname="lan")[0])
+                ip.link("set", index=idx, state="up")
+            c.address = MB_NET[10 + i]
+            c.prefixlen = MB_NET.prefixlen
+            with c.ipr() as ip:
+                idx = ip.link_lookup(ifname="eth0")[0]
+                ip.link("set", index=idx, mtu=self.mtu, state="up")
+                ip.addr("add", index=idx, address=str(c.address), prefixlen=MB_NET.prefixlen)
+                ip.route("add", dst="0.0.0.0/0", gateway=str(MB_NET[1]))
+            c.set_offloads("eth0")
+            mbox.set_offloads(f"l{i}")
+        mbox.run(["nft", "-f", "-"], input=MIDDLEBOX_RULES.encode())
+        # Strict conntrack (its settings exist once the rules loaded it):
+        # window tracking on, no pick-up of flows seen mid-stream.
+        mbox.sysctl("net.netfilter.nf_conntrack_tcp_be_liberal", 0)
+        mbox.sysctl("net.netfilter.nf_conntrack_tcp_loose", 0)
 
     @staticmethod
     def _bridge(ip: IPRoute, name: str, ports: Sequence[str]) -> None:

@@ -147,7 +147,6 @@ def test_ip_modes():
         ("server", {"keepalive": 0}, ["--keepalive 0", "1..3600"]),
         ("server", {"secret": ""}, ["secret is missing", "KCPVPN_KEY", "--config"]),
         ("server", {"crypt": "rot13"}, ["--crypt 'rot13' is unknown", "aes (AES-256-GCM)"]),
-        ("server", {"tcp": True}, ["--tcp", "not available yet"]),
         ("server", {"interval": 5}, ["--interval 5", "10..5000"]),
         ("server", {"nodelay": 2}, ["--nodelay 2", "0..1"]),
         ("server", {"local_ip": "10.0.0.300"}, ["--local-ip", "not an IPv4 or IPv6"]),
@@ -333,6 +332,21 @@ def test_file_supplies_values_and_flags_override(tmp_path):
     )
     assert s.assignable_ips == "10.0.0.0/24" and s.mss_clamp is False
     assert t.secret == "from file"
+
+
+def test_tcp_from_the_file_and_the_engine_datagram_size(tmp_path):
+    """`tcp = true` in the file is --tcp; in TCP mode the engine's datagrams
+    are 12 bytes shorter (a TCP header is 12 bytes larger than a UDP one), so
+    IP packets keep the size --udp-mtu gives them in UDP mode."""
+    from kcpvpn.supervisor import engine_params
+
+    f = write(tmp_path / "s.toml", 'port = 1300\ntcp = true\nsecret = "x"\n')
+    s = build_config("server", {}, config_file=f, env=NOENV)
+    assert s.transport.tcp is True
+    assert engine_params(s).udp_mtu == s.transport.udp_mtu - 12
+    u = build_config("server", {"port": 1300}, env={"KCPVPN_KEY": "x"})
+    assert u.transport.tcp is False
+    assert engine_params(u).udp_mtu == u.transport.udp_mtu
 
 
 def test_secret_precedence_flag_over_env_over_file(tmp_path):

@@ -3,6 +3,7 @@
 //! the committed corpus (`corpus/NAME/`) through the same functions, so a
 //! regression shows in `cargo test` without libFuzzer or a nightly compiler.
 pub mod endpoint_input;
+pub mod faketcp_input;
 pub mod fec_groups;
 pub mod fec_input;
 pub mod handshake_input;
@@ -17,6 +18,7 @@ pub type Target = (&'static str, fn(&[u8]));
 /// Every target: its name (the directory of its corpus) and its body.
 pub const TARGETS: &[Target] = &[
     ("endpoint_input", endpoint_input::run),
+    ("faketcp_input", faketcp_input::run),
     ("fec_groups", fec_groups::run),
     ("fec_input", fec_input::run),
     ("handshake_input", handshake_input::run),

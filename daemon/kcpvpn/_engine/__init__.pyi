@@ -382,6 +382,32 @@ class EndpointStats:
     @property
     def recv_errors(self) -> int: ...
     @property
+    def tcp_connects(self) -> int: ...
+    @property
+    def tcp_reconnects(self) -> int: ...
+    @property
+    def tcp_resets_in(self) -> int: ...
+    @property
+    def tcp_syns_out(self) -> int: ...
+    @property
+    def tcp_syns_in(self) -> int: ...
+    @property
+    def tcp_probes_out(self) -> int: ...
+    @property
+    def tcp_bad(self) -> int: ...
+    @property
+    def tcp_stray(self) -> int: ...
+    @property
+    def tcp_out_of_window(self) -> int: ...
+    @property
+    def tcp_no_connection(self) -> int: ...
+    @property
+    def tcp_table_full(self) -> int: ...
+    @property
+    def tcp_connections(self) -> int: ...
+    @property
+    def tcp_pending_dropped(self) -> int: ...
+    @property
     def sessions(self) -> int: ...
     @property
     def sessions_started(self) -> int: ...
@@ -551,6 +577,29 @@ class Endpoint:
     @staticmethod
     def client(fd: int, psk: Psk, params: SessionParams) -> Endpoint:
         """A client on `fd` (its UDP socket, dup'ed for the engine)."""
+    @staticmethod
+    def server_tcp(
+        port: int,
+        psk: Psk,
+        params: SessionParams,
+        *,
+        ipv4: bool = True,
+        ipv6: bool = True,
+        dscp: int = 0,
+        sockbuf: int = ...,
+        handshake_max_age_ms: int = ...,
+    ) -> Endpoint:
+        """A fake-TCP server on `port` (raw sockets of the families asked for)."""
+    @staticmethod
+    def client_tcp(
+        server: tuple[str, int],
+        psk: Psk,
+        params: SessionParams,
+        *,
+        dscp: int = 0,
+        sockbuf: int = ...,
+    ) -> Endpoint:
+        """A fake-TCP client of `server`."""
     def event_fd(self) -> int:
         """Readable when events wait."""
     def is_running(self) -> bool: ...

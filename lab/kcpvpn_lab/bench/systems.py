@@ -1,6 +1,6 @@
 """The systems the bench compares, and how each one is set up between the
-server and client1 of a topology: no tunnel, kcpvpn (several flag sets),
-wireguard-go."""
+server and client1 of a topology: no tunnel, kcpvpn (several flag sets,
+fake TCP among them), wireguard-go."""
 
 from __future__ import annotations
 
@@ -66,10 +66,20 @@ KCPVPN_FIFO = SystemSpec(
     scenarios=frozenset({"load"}),
     colour="tab:purple",
 )
+# Fake TCP: the same tunnel over raw-socket TCP segments (--tcp).
+KCPVPN_TCP = SystemSpec(
+    "kcpvpn-tcp",
+    "kcpvpn",
+    "kcpvpn --tcp",
+    flags=("--tcp",),
+    scenarios=frozenset({"clean", "lossy"}),
+    colour="tab:orange",
+)
 WIREGUARD = SystemSpec("wireguard-go", "wireguard-go", "wireguard-go", colour="tab:red")
 
 SYSTEMS: dict[str, SystemSpec] = {
-    s.name: s for s in (NONE, KCPVPN, KCPVPN_BARE, KCPVPN_NO_RAPID, KCPVPN_FIFO, WIREGUARD)
+    s.name: s
+    for s in (NONE, KCPVPN, KCPVPN_BARE, KCPVPN_NO_RAPID, KCPVPN_FIFO, KCPVPN_TCP, WIREGUARD)
 }
 
 

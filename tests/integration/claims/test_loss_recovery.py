@@ -1,7 +1,9 @@
 """Claim: with 10% random loss each way, a flow of 1,000 UDP datagrams through
 the tunnel arrives complete and in order (each direction). The same flow on
 the bare link, in the same run, loses about 10%: the proof that the link
-really was that bad, and that the tunnel repaired it."""
+really was that bad, and that the tunnel repaired it. The same over fake
+TCP (`--tcp`): its segments are lost like datagrams, and KCP repairs them
+the same way."""
 
 from __future__ import annotations
 
@@ -18,10 +20,14 @@ LOSS = 0.10
 COUNT = 1000
 
 
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
 @pytest.mark.parametrize("direction", ["client-to-server", "server-to-client"])
-def test_1000_datagrams_complete_and_in_order_at_10_percent_loss(make_topology, direction):
+def test_1000_datagrams_complete_and_in_order_at_10_percent_loss(
+    make_topology, direction, transport
+):
     topo = make_topology(clients=1, seed=4)
-    tun = open_tun(topo)  # connected while the link is clean; the loss starts now
+    flags = ("--tcp",) if transport == "tcp" else ()
+    tun = open_tun(topo, flags, flags)  # connected while the link is clean; the loss starts now
     topo.impair({"loss": LOSS})
     c, s = topo.client(1), topo.server
     forward = direction == "client-to-server"

@@ -13,7 +13,8 @@ One run, all at the same time (so the machine's load is the same for all):
 on a lossy link, server A and its two clients with --rapid-fec and server B
 and its client without, side by side through the same emulator; on a second,
 clean link (delay only), the same rapid-FEC set-up for the no-loss RTT. Only
-figures from this run are compared.
+figures from this run are compared. The same claim holds over fake TCP
+(`--tcp`), run the same way.
 
 The rapid-FEC and no-loss figures pool two ping streams each (400 RTTs), so
 p99 tolerates four outliers (a ping whose request and reply were both lost,
@@ -61,32 +62,34 @@ def _ping_all(pairs, count):
     return out
 
 
-def test_rapid_fec_keeps_p99_rtt_near_the_no_loss_rtt(make_topology):
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_rapid_fec_keeps_p99_rtt_near_the_no_loss_rtt(make_topology, transport):
     lossy_link = make_topology(clients=3, impair={"delay_ms": DELAY_MS}, seed=11)
     clean_link = make_topology(clients=2, impair={"delay_ms": DELAY_MS}, seed=12)
+    t = ("--tcp",) if transport == "tcp" else ()
     rapid = open_tun(
         lossy_link,
-        ("--rapid-fec",),
-        ("--rapid-fec",),
+        ("--rapid-fec", *t),
+        ("--rapid-fec", *t),
         client=1,
         port=4001,
         server_ip="192.168.88.1",
         pool="192.168.88.0/24",
         prefix="kva",
     )
-    rapid2 = add_client(rapid, 2, ("--rapid-fec",))
+    rapid2 = add_client(rapid, 2, ("--rapid-fec", *t))
     plain = open_tun(
         lossy_link,
-        ("--no-rapid-fec",),
-        ("--no-rapid-fec",),
+        ("--no-rapid-fec", *t),
+        ("--no-rapid-fec", *t),
         client=3,
         port=4002,
         server_ip="192.168.89.1",
         pool="192.168.89.0/24",
         prefix="kvb",
     )
-    ref = open_tun(clean_link, ("--rapid-fec",), ("--rapid-fec",), client=1)
-    ref2 = add_client(ref, 2, ("--rapid-fec",))
+    ref = open_tun(clean_link, ("--rapid-fec", *t), ("--rapid-fec", *t), client=1)
+    ref2 = add_client(ref, 2, ("--rapid-fec", *t))
     # Connected on a clean link (no handshake retries); the loss starts now.
     lossy_link.impair({"delay_ms": DELAY_MS, "loss": LOSS})
     pings = _ping_all(

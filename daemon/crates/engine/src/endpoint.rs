@@ -11,6 +11,7 @@ use kcpvpn_tunnel::driver::{Command, DriverHandle, SessionSnapshot, Snapshot};
 use kcpvpn_tunnel::endpoint::{
     AcceptError, CloseReason, ConnectFailure, EndpointConfig, Event, Request, Role,
 };
+use kcpvpn_tunnel::transport::tcp::{Tcp, TcpConfig, TcpRole};
 use kcpvpn_tunnel::transport::udp::Udp;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -557,6 +558,25 @@ counters!(
         send_errors_other: u64,
         /// Receive errors (ICMP errors queued on the socket, and the like).
         recv_errors: u64,
+        /// Fake TCP (all 0 on UDP): connections opened (client) or proven
+        /// (server), reopened after a reset or silence, resets received,
+        /// SYNs out and in, keepalive probes, malformed or mis-checksummed
+        /// segments, segments of no connection, far outside the window,
+        /// datagrams with no connection to carry them, peers refused for a
+        /// full flow table, connections now, datagrams dropped while connecting.
+        tcp_connects: u64,
+        tcp_reconnects: u64,
+        tcp_resets_in: u64,
+        tcp_syns_out: u64,
+        tcp_syns_in: u64,
+        tcp_probes_out: u64,
+        tcp_bad: u64,
+        tcp_stray: u64,
+        tcp_out_of_window: u64,
+        tcp_no_connection: u64,
+        tcp_table_full: u64,
+        tcp_connections: u64,
+        tcp_pending_dropped: u64,
         sessions: u64,
         sessions_started: u64,
         /// Turns of the data path's loop.
@@ -812,6 +832,7 @@ fn engine_stats(s: &Snapshot) -> EngineStats {
     let e = &s.endpoint;
     let o = &s.outbound;
     let i = &s.inbound;
+    let t = o.tcp.unwrap_or_default();
     EngineStats {
         endpoint: EndpointStats {
             datagrams_in: e.datagrams_in,
@@ -848,6 +869,19 @@ fn engine_stats(s: &Snapshot) -> EngineStats {
             send_errors_bad_address: o.errors.bad_address,
             send_errors_other: o.errors.other,
             recv_errors: i.errors.total(),
+            tcp_connects: t.connects,
+            tcp_reconnects: t.reconnects,
+            tcp_resets_in: t.resets_in,
+            tcp_syns_out: t.syns_out,
+            tcp_syns_in: t.syns_in,
+            tcp_probes_out: t.probes_out,
+            tcp_bad: t.bad,
+            tcp_stray: t.stray,
+            tcp_out_of_window: t.out_of_window,
+            tcp_no_connection: t.no_connection,
+            tcp_table_full: t.table_full,
+            tcp_connections: t.connections,
+            tcp_pending_dropped: t.pending_dropped,
             sessions: e.sessions,
             sessions_started: e.sessions_started,
             loop_iterations: s.turns,
@@ -869,10 +903,36 @@ fn start(fd: i32, role: Role, params: &SessionParams) -> PyResult<Endpoint> {
     let fd = take_fd(fd)?;
     let udp = Udp::new(fd, params.inner.udp_mtu as usize)
         .map_err(|e| errors::engine(format!("cannot start the data path: {e}")))?;
+    start_on(udp, role, params)
+}
+
+/// A fake-TCP data path (raw sockets; see docs/protocol.md).
+fn start_tcp(
+    tcp: TcpRole,
+    role: Role,
+    params: &SessionParams,
+    dscp: u8,
+    sockbuf: i32,
+) -> PyResult<Endpoint> {
+    let t = Tcp::new(TcpConfig {
+        role: tcp,
+        max_datagram: params.inner.udp_mtu as usize,
+        tos: dscp << 2,
+        sockbuf,
+    })
+    .map_err(|e| errors::engine(format!("cannot start the fake-TCP data path: {e}")))?;
+    start_on(t, role, params)
+}
+
+fn start_on<T: kcpvpn_tunnel::transport::Transport>(
+    transport: T,
+    role: Role,
+    params: &SessionParams,
+) -> PyResult<Endpoint> {
     let mut seed = [0u8; 8];
     getrandom(&mut seed);
     let inner = DriverHandle::start(
-        udp,
+        transport,
         EndpointConfig {
             role,
             params: params.inner.clone(),
@@ -922,6 +982,56 @@ impl Endpoint {
     #[staticmethod]
     fn client(fd: i32, psk: &Psk, params: &SessionParams) -> PyResult<Self> {
         start(fd, Role::Client { psk: psk.0 }, params)
+    }
+
+    /// A fake-TCP server on `port` (raw sockets of the families asked for;
+    /// the caller keeps the host's stack from resetting the flows).
+    #[staticmethod]
+    #[pyo3(signature = (port, psk, params, *, ipv4 = true, ipv6 = true, dscp = 0, sockbuf = 4 << 20, handshake_max_age_ms = hs::DEFAULT_MAX_AGE_MS))]
+    #[allow(clippy::too_many_arguments)]
+    fn server_tcp(
+        port: u16,
+        psk: &Psk,
+        params: &SessionParams,
+        ipv4: bool,
+        ipv6: bool,
+        dscp: u8,
+        sockbuf: i32,
+        handshake_max_age_ms: u64,
+    ) -> PyResult<Self> {
+        if !ipv4 && !ipv6 {
+            return Err(errors::engine("a fake-TCP server needs IPv4, IPv6 or both"));
+        }
+        let responder = hs::Responder::new(&psk.0, handshake_max_age_ms);
+        start_tcp(
+            TcpRole::Server { port, ipv4, ipv6 },
+            Role::Server { responder },
+            params,
+            dscp,
+            sockbuf,
+        )
+    }
+
+    /// A fake-TCP client of `server` (it connects on the first datagram,
+    /// and again whenever the connection is lost).
+    #[staticmethod]
+    #[pyo3(signature = (server, psk, params, *, dscp = 0, sockbuf = 4 << 20))]
+    fn client_tcp(
+        server: Addr,
+        psk: &Psk,
+        params: &SessionParams,
+        dscp: u8,
+        sockbuf: i32,
+    ) -> PyResult<Self> {
+        start_tcp(
+            TcpRole::Client {
+                server: sockaddr(&server)?,
+            },
+            Role::Client { psk: psk.0 },
+            params,
+            dscp,
+            sockbuf,
+        )
     }
 
     /// Readable when events wait.

@@ -3,6 +3,7 @@
 //! that runs it between a transport and TUN/TAP devices.
 pub mod driver;
 pub mod endpoint;
+pub mod faketcp;
 pub mod mss;
 pub mod order;
 pub mod params;

@@ -2,6 +2,7 @@
 //! batched UDP (recvmmsg/sendmmsg) and TUN/TAP reads and writes. Nothing here
 //! knows about the protocol.
 pub mod epoll;
+pub mod raw;
 pub mod udp;
 
 use std::io;

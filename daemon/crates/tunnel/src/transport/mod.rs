@@ -2,6 +2,7 @@
 //! fake TCP next. The endpoint never knows which: it sees `(source,
 //! datagram)` in and `(destination, datagram)` out, and the driver moves
 //! them through an [`Inbound`] and an [`Outbound`] half.
+pub mod tcp;
 pub mod udp;
 
 pub use crate::sys::udp::IoErrors;
@@ -59,4 +60,6 @@ pub struct OutboundStats {
     /// Messages that carried a run of datagrams at once (UDP GSO).
     pub gso_messages: u64,
     pub errors: IoErrors,
+    /// The fake-TCP layer's counters (None on UDP).
+    pub tcp: Option<crate::faketcp::TcpStats>,
 }

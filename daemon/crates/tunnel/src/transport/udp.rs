@@ -96,6 +96,7 @@ impl Outbound for UdpOut {
             datagrams: self.tx.sent,
             gso_messages: self.tx.gso_messages,
             errors: self.tx.errors,
+            tcp: None,
         }
     }
 }
