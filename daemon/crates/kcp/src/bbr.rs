@@ -518,10 +518,7 @@ impl Bbr {
 
     fn enter_probe_bw(&mut self, now: u32) {
         self.mode = Mode::ProbeBw;
-        self.cwnd_gain = std::env::var("KCPVPN_EXP_CWNDGAIN")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(CWND_GAIN);
+        self.cwnd_gain = CWND_GAIN;
         // Start cruising; the probe comes at the end of the cycle.
         self.cycle_index = 2;
         self.cycle_stamp = now;
