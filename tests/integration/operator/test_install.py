@@ -125,15 +125,17 @@ def _capabilities(pid: int) -> tuple[int, str]:
 
 
 @pytest.mark.netns
-def test_make_install_then_a_tunnel_as_an_unprivileged_user(wheel, topo):
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_make_install_then_a_tunnel_as_an_unprivileged_user(wheel, topo, transport):
+    """Fake TCP too: its raw sockets need no more than the units' CAP_NET_RAW."""
     base = Path(tempfile.mkdtemp(prefix="kcpvpn-install-", dir="/var/tmp"))
     try:
-        _install_and_run(wheel, topo, base)
+        _install_and_run(wheel, topo, base, tcp=transport == "tcp")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _install_and_run(wheel: Path, topo, base: Path) -> None:
+def _install_and_run(wheel: Path, topo, base: Path, tcp: bool) -> None:
     base.chmod(0o755)  # the daemon's user must reach the virtualenv
     paths = {
         "PREFIX": base / "opt",
@@ -170,13 +172,14 @@ def _install_and_run(wheel: Path, topo, base: Path) -> None:
     os.chown(run, pw.pw_uid, pw.pw_gid)  # RuntimeDirectory= does this under systemd
     conf = paths["CONFDIR"]
     secret = "installed-and-unprivileged"
+    transport = "tcp = true\n" if tcp else ""
     (conf / "hq.toml").write_text(
         f'port = 4000\nsecret = "{secret}"\nlocal-ip = "192.168.88.1"\n'
-        f'assignable-ips = "192.168.88.0/24"\nstatus-socket = "{run}/server.sock"\n'
+        f'assignable-ips = "192.168.88.0/24"\nstatus-socket = "{run}/server.sock"\n' + transport
     )
     (conf / "site.toml").write_text(
         f'ip = "{topo.server.address}"\nport = 4000\nsecret = "{secret}"\n'
-        f'client-id = "site-1"\nstatus-socket = "{run}/client.sock"\n'
+        f'client-id = "site-1"\nstatus-socket = "{run}/client.sock"\n' + transport
     )
     for f in conf.glob("*.toml"):
         os.chown(f, pw.pw_uid, pw.pw_gid)
@@ -189,6 +192,9 @@ def _install_and_run(wheel: Path, topo, base: Path) -> None:
     assert doc["ip"] == "192.168.88.2"
     ping(topo.client(1), "192.168.88.1", count=5)
     ping(topo.server, "192.168.88.2", count=3)
+    if tcp:  # the tunnel ran over fake TCP, not UDP
+        ep = status_when(f"{run}/server.sock", lambda d: True)["endpoint"]
+        assert ep["tcp_syns_in"] >= 1, ep
     # Really unprivileged: the user's uid, and only the units' two capabilities.
     for proc in (srv, cli):
         assert _capabilities(proc.pid) == (pw.pw_uid, "0000000000003000"), proc.log()
