@@ -64,6 +64,7 @@ FEC_MAX_SHARDS = _engine.FEC_MAX_SHARDS  # Reed-Solomon over GF(2^8)
 DSCP_MAX = _engine.DSCP_MAX  # 6 bits
 BUF_MIN, BUF_MAX = _engine.BUFFER_RANGE
 KEEPALIVE_MIN, KEEPALIVE_MAX = _engine.KEEPALIVE_RANGE  # seconds
+REKEY_MIN, REKEY_MAX = _engine.REKEY_INTERVAL_RANGE  # seconds
 INTERVAL_MIN, INTERVAL_MAX = _engine.INTERVAL_RANGE  # ms, KCP's own clamp
 RESEND_MAX = _engine.RESEND_MAX
 CLIENT_ID_MAX = _engine.CLIENT_ID_MAX  # bytes
@@ -141,6 +142,7 @@ class TransportConfig:
     sockbuf: int = _DEFAULTS.sockbuf
     smuxbuf: int = _DEFAULTS.smuxbuf
     keepalive: int = _DEFAULTS.keepalive
+    rekey_interval: int = _DEFAULTS.rekey_interval
     secret: str = field(default="", repr=False)
     crypt: str = _DEFAULTS.crypt
     tcp: bool = False
@@ -347,6 +349,15 @@ FLAGS: tuple[Flag, ...] = (
         "Seconds between keepalives when idle; a peer silent for 3 periods is dropped",
         PANEL_TRANSPORT,
         metavar="SECONDS",
+    ),
+    Flag(
+        "rekey_interval",
+        ("--rekey-interval",),
+        "Seconds between key updates inside a session (fresh keys from a new "
+        "Diffie-Hellman exchange; no packet is lost across one); the client starts them",
+        PANEL_TRANSPORT,
+        metavar="SECONDS",
+        new=True,
     ),
     Flag(
         "tcp",
@@ -1006,6 +1017,9 @@ def validate(cfg: Config) -> list[tuple[str, str]]:
     p.range("sockbuf", "--sockbuf", t.sockbuf, BUF_MIN, BUF_MAX, " bytes")
     p.range("smuxbuf", "--smuxbuf", t.smuxbuf, BUF_MIN, BUF_MAX, " bytes")
     p.range("keepalive", "--keepalive", t.keepalive, KEEPALIVE_MIN, KEEPALIVE_MAX, " seconds")
+    p.range(
+        "rekey_interval", "--rekey-interval", t.rekey_interval, REKEY_MIN, REKEY_MAX, " seconds"
+    )
     if not t.secret:
         p.add(
             "secret",

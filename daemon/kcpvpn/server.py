@@ -52,6 +52,21 @@ class Client:
     since: float = field(default_factory=time.time)
 
 
+@dataclass
+class Unconfirmed:
+    """An accepted session whose client has not yet proved it holds the keys
+    (its first authenticated datagram). It has an address set aside and
+    nothing else: no interface, no hook, and the client's older session
+    keeps running, so a replayed message 1 changes nothing."""
+
+    session_id: int
+    client_id: str
+    ip: str | None
+    ip_mode: int
+    remote: str
+    mtu: int
+
+
 def _fmt_addr(addr: tuple[str, int]) -> str:
     host, port = addr[0], addr[1]
     if host.startswith("::ffff:"):
@@ -76,6 +91,7 @@ class Server:
         self.allowed = allowed_networks(cfg.allowed_client_ips) if cfg.allowed_client_ips else []
         self.hooks = HookRunner(cfg.hook_dir) if cfg.hook_dir else None
         self.clients: dict[int, Client] = {}
+        self.unconfirmed: dict[int, Unconfirmed] = {}
         # Released clients whose interface and address go at the end of the
         # current batch of events (_drop_released), all interfaces at once.
         self._released: list[Client] = []
@@ -165,7 +181,8 @@ class Server:
             self.hooks = HookRunner(new.hook_dir) if new.hook_dir else None
         if "assignable_ips" in applied:
             pool = self._new_pool(new)
-            for c in self.clients.values():
+            held: list[Client | Unconfirmed] = [*self.clients.values(), *self.unconfirmed.values()]
+            for c in held:
                 if c.ip and c.ip_mode == IP_MODE_SERVER:
                     pool.reserve(c.ip)  # kept while its session lasts
             self.pool = pool
@@ -199,7 +216,18 @@ class Server:
             log.exception("refused a client from %s: the server failed to set it up", req.peer)
             self._refuse(req, f"the server could not set up this client ({type(e).__name__})")
 
+    def _same_client(self, cid: str, remote: str) -> list[Client]:
+        """Live sessions a new one of this client replaces: the same non-empty
+        id, or the same address and port (one socket has one session)."""
+        return [
+            c for c in self.clients.values() if (cid and c.client_id == cid) or c.remote == remote
+        ]
+
     def _decide(self, req: _engine.HandshakeRequest) -> None:
+        """Answers an authenticated message 1. The session it starts is only
+        set aside (an address, nothing else) until the client proves itself
+        with its first datagram (_confirm): a replayed message 1 that was
+        never seen gets an answer it cannot use, and changes nothing."""
         cid = req.client_id
         remote = _fmt_addr(req.peer)
         # The handshake decoder already refuses such ids; checked again here
@@ -207,41 +235,38 @@ class Server:
         why = client_id_problem(cid)
         if why:
             return self._refuse(req, why)
-        # A new handshake replaces the old session of the same client: the same
-        # non-empty id, or the same address and port (one socket has one
-        # session; on a lossy path a lost answer makes the client try again).
-        for old in [
-            c for c in self.clients.values() if (cid and c.client_id == cid) or c.remote == remote
-        ]:
-            log.info(
-                "client %s handshook again from %s; dropping its old session",
-                cid or "(no id)",
-                remote,
-            )
-            self.endpoint.close(old.session_id)
-            self._release(old, "replaced by a new connection")
-            self._free_address_now(old)
-        if len(self.clients) >= self.cfg.max_clients:
+        olds = self._same_client(cid, remote)
+        if len(self.clients) - len(olds) >= self.cfg.max_clients:
             return self._refuse(
                 req, f"the server is full ({self.cfg.max_clients} clients, its --max-clients)"
             )
         mode = req.ip_mode
         ip: str | None = None
+        # A client that connects again keeps its address: shared with its
+        # live session until the new one is confirmed and takes it over.
+        kept = {c.ip for c in olds if c.ip} | {
+            u.ip
+            for u in self.unconfirmed.values()
+            if u.ip and ((cid and u.client_id == cid) or u.remote == remote)
+        }
         if mode == IP_MODE_SERVER:
-            try:
-                ip = self.pool.allocate()
-            except Exception as e:  # PoolExhausted or no pool
-                return self._refuse(req, str(e))
+            ip = next(iter(sorted(kept)), None) if kept else None
+            if ip is None:
+                try:
+                    ip = self.pool.allocate()
+                except Exception as e:  # PoolExhausted or no pool
+                    return self._refuse(req, str(e))
         elif mode == IP_MODE_CLIENT:
             ip = req.ip
-            reason = self._client_ip_problem(ip) or self.pool.reserve(ip or "")
+            reason = self._client_ip_problem(ip)
+            if not reason and ip not in kept:
+                reason = self.pool.reserve(ip or "")
             if reason:
                 return self._refuse(req, reason)
         try:
-            self._start(req, ip)
+            self._accept(req, ip)
         except BaseException:
-            if ip:
-                self.pool.release(ip)
+            self._give_back(ip)
             raise
 
     def _client_ip_problem(self, ip: str | None) -> str | None:
@@ -263,37 +288,89 @@ class Server:
             return f"{ip} is outside the addresses the server allows ({nets})"
         return None
 
-    def _start(self, req: _engine.HandshakeRequest, ip: str | None) -> None:
+    def _offer(self, mtu: int, ip: str | None) -> _engine.Offer:
         cfg = self.cfg
-        mtu = min(int(req.mtu), cfg.vni_mtu)
-        full_frame = cfg.full_frame_mtu or (mtu + _engine.FRAME_HEADROOM)
+        return _engine.Offer(
+            tap=self.tap,
+            mtu=mtu,
+            full_frame_mtu=cfg.full_frame_mtu or (mtu + _engine.FRAME_HEADROOM),
+            server_ip=cfg.local_ip,
+            client_ip=ip,
+            prefixlen=cfg.prefixlen,
+        )
+
+    def _accept(self, req: _engine.HandshakeRequest, ip: str | None) -> None:
+        mtu = min(int(req.mtu), self.cfg.vni_mtu)
         try:
-            # Checked before anything is created (e.g. an IPv6 netmask for an
-            # IPv4 client address): InvalidParameter refuses the client.
-            offer = _engine.Offer(
-                tap=self.tap,
-                mtu=mtu,
-                full_frame_mtu=full_frame,
-                server_ip=cfg.local_ip,
-                client_ip=ip,
-                prefixlen=cfg.prefixlen,
-            )
+            # Checked before anything is set aside (e.g. an IPv6 netmask for
+            # an IPv4 client address): InvalidParameter refuses the client.
+            offer = self._offer(mtu, ip)
         except errors.InvalidParameter as e:
-            if ip:
-                self.pool.release(ip)
+            self._give_back(ip)
             return self._refuse(req, f"the server's settings do not fit this client: {e}")
         try:
+            session_id = self.endpoint.accept(req, offer)
+        except errors.KcpvpnError as e:
+            self._give_back(ip)
+            log.warning("could not start a session for a client from %s: %s", req.peer, e)
+            return
+        self.unconfirmed[session_id] = Unconfirmed(
+            session_id, req.client_id, ip, req.ip_mode, _fmt_addr(req.peer), mtu
+        )
+        log.debug(
+            "answered client %s from %s; waiting for its first datagram",
+            req.client_id or "(no id)",
+            _fmt_addr(req.peer),
+        )
+
+    def _confirm(self, session_id: int) -> None:
+        """The client of an accepted session proved it holds the keys: it
+        replaces the client's older sessions and gets its interface."""
+        u = self.unconfirmed.get(session_id)
+        if u is None:
+            return  # closed meanwhile
+        # `u` stays listed as unconfirmed until it is a client, so the address
+        # it shares with the sessions it replaces never goes back meanwhile.
+        for old in self._same_client(u.client_id, u.remote):
+            log.info(
+                "client %s handshook again from %s; dropping its old session",
+                u.client_id or "(no id)",
+                u.remote,
+            )
+            self.endpoint.close(old.session_id)
+            self._release(old, "replaced by a new connection")
+            if old.ip and old.ip == u.ip:
+                self._hand_over_address(old)
+        # Earlier attempts of the same client that were answered but never
+        # confirmed (their answers were lost) end here too.
+        for other in [
+            o
+            for o in self.unconfirmed.values()
+            if o is not u and ((u.client_id and o.client_id == u.client_id) or o.remote == u.remote)
+        ]:
+            log.info(
+                "client %s handshook again from %s; forgetting its unconfirmed session",
+                u.client_id or "(no id)",
+                u.remote,
+            )
+            self._drop_unconfirmed(other)
+        if len(self.clients) >= self.cfg.max_clients:
+            log.warning("client %s from %s: the server filled up meanwhile", u.client_id, u.remote)
+            return self._drop_unconfirmed(u)
+        cfg = self.cfg
+        try:
             iface = tun.open_tun(cfg.vni_name_prefix + "%d", tap=self.tap)
-            name = iface.name
             try:
                 if self.tap:
-                    tun.configure(name, mtu=mtu, bridge=cfg.bridge, ipr=self.ipr, group=self._group)
+                    tun.configure(
+                        iface.name, mtu=u.mtu, bridge=cfg.bridge, ipr=self.ipr, group=self._group
+                    )
                 else:
                     tun.configure(
-                        name,
-                        mtu=mtu,
+                        iface.name,
+                        mtu=u.mtu,
                         local=cfg.local_ip,
-                        peer=ip,
+                        peer=u.ip,
                         ipr=self.ipr,
                         group=self._group,
                     )
@@ -301,28 +378,45 @@ class Server:
                 iface.close()
                 raise
         except Exception as e:
-            if ip:
-                self.pool.release(ip)
-            log.error("cannot set up an interface for client %r: %s", req.client_id, e)
-            return self._refuse(req, "the server could not create an interface for this client")
+            log.error("cannot set up an interface for client %r: %s", u.client_id, e)
+            return self._drop_unconfirmed(u)
         try:
-            session_id = self.endpoint.accept(req, offer, os.dup(iface.fd))
+            self.endpoint.attach(session_id, os.dup(iface.fd))
         except errors.KcpvpnError as e:
             iface.close()
-            if ip:
-                self.pool.release(ip)
-            log.warning("could not start a session for a client from %s: %s", req.peer, e)
-            return
-        c = Client(session_id, req.client_id, iface, ip, req.ip_mode, _fmt_addr(req.peer))
+            log.warning("could not start the session of a client from %s: %s", u.remote, e)
+            return self._drop_unconfirmed(u)
+        c = Client(session_id, u.client_id, iface, u.ip, u.ip_mode, u.remote)
         self.clients[session_id] = c
+        del self.unconfirmed[session_id]
         log.info(
             "client %s connected from %s: interface %s, address %s",
-            req.client_id or "(no id)",
+            u.client_id or "(no id)",
             c.remote,
             iface.name,
-            ip or "none",
+            u.ip or "none",
         )
         self._hook("connected", c)
+
+    def _drop_unconfirmed(self, u: Unconfirmed) -> None:
+        self.endpoint.close(u.session_id)
+        self.unconfirmed.pop(u.session_id, None)
+        self._give_back(u.ip)
+
+    def _give_back(self, ip: str | None) -> None:
+        """Returns `ip` to the pool unless a live or an unconfirmed session
+        still uses it (a client that connected again shares its address with
+        its old session until the new one is confirmed)."""
+        if not ip:
+            return
+        users: list[Client | Unconfirmed] = [
+            *self.clients.values(),
+            *self.unconfirmed.values(),
+            *self._released,
+        ]
+        if any(c.ip == ip for c in users):
+            return
+        self.pool.release(ip)
 
     def _hook(self, event: str, c: Client) -> None:
         if self.hooks:
@@ -344,8 +438,7 @@ class Server:
             self._released.append(c)
         else:  # gone already (deleted by hand): nothing to batch
             c.iface.close()
-            if c.ip:
-                self.pool.release(c.ip)
+            self._give_back(c.ip)
         log.info(
             "client %s disconnected (%s); released %s%s",
             c.client_id or "(no id)",
@@ -355,20 +448,17 @@ class Server:
         )
         self._hook("disconnected", c)
 
-    def _free_address_now(self, c: Client) -> None:
-        """Gives a replaced session's address back at once (a client that
-        handshakes again keeps its address, even a fixed one), without
-        waiting for its interface to go with the batch: removing the address
-        from the old interface takes the route to it away (one cheap netlink
-        request; deleting the interface now would cost ~20 ms per client)."""
-        if not c.ip:
+    def _hand_over_address(self, c: Client) -> None:
+        """Moves a replaced session's address to its successor at once: the
+        address (and the route to it) leaves the old interface now instead of
+        with the batch (one cheap netlink request; deleting the interface now
+        would cost ~20 ms per client). If the kernel will not remove it, the
+        old interface goes at once."""
+        ip, c.ip = c.ip, None
+        if not ip or self.tap:
             return
-        if not self.tap and not tun.remove_peer_address(
-            self.ipr, c.iface.index, self.cfg.local_ip, c.ip
-        ):
-            return  # still routed to the old interface: freed with the batch
-        self.pool.release(c.ip)
-        c.ip = None
+        if not tun.remove_peer_address(self.ipr, c.iface.index, self.cfg.local_ip, ip):
+            tun.delete_link(self.ipr, c.iface.index)
 
     def _drop_released(self) -> None:
         """Deletes the released interfaces in one request, then closes them
@@ -381,8 +471,7 @@ class Server:
         tun.delete_group(self.ipr, self._group_released)
         for c in gone:
             c.iface.close()
-            if c.ip:
-                self.pool.release(c.ip)
+            self._give_back(c.ip)
 
     def on_event(self, ev: _engine.Event) -> bool:
         match ev:
@@ -393,7 +482,23 @@ class Server:
                 log.warning(
                     "refused a handshake from %s: %s%s", _fmt_addr(ev.peer), ev.reason, more
                 )
+            case _engine.SessionConfirmed():
+                try:
+                    self._confirm(ev.session_id)
+                except Exception:
+                    log.exception("could not set up a confirmed client; closing its session")
+                    self.endpoint.close(ev.session_id)
             case _engine.SessionClosed():
+                u = self.unconfirmed.pop(ev.session_id, None)
+                if u:
+                    # Its answer was lost and the client tried again, or it
+                    # went away, or the message 1 was a replay.
+                    log.info(
+                        "a session answered for %s from %s was never confirmed; forgotten",
+                        u.client_id or "(no id)",
+                        u.remote,
+                    )
+                    self._give_back(u.ip)
                 c = self.clients.get(ev.session_id)
                 if c:
                     self._release(c, ev.reason)
@@ -438,6 +543,7 @@ class Server:
             "listen": self.listen,
             "vni_mode": self.cfg.vni_mode,
             "clients": clients,
+            "unconfirmed": len(self.unconfirmed),
             "endpoint": stats["endpoint"],
         }
 

@@ -46,6 +46,7 @@ def engine_params(cfg) -> _engine.SessionParams:
         flow_queueing=t.flow_queueing,
         crypt=t.crypt,
         keepalive=t.keepalive,
+        rekey_interval=t.rekey_interval,
         udp_mtu=udp_mtu,
         smuxbuf=t.smuxbuf,
         sockbuf=t.sockbuf,

@@ -242,6 +242,14 @@ def remove_peer_address(ipr: IPRoute, index: int, local: str | None, peer: str) 
         return getattr(e, "code", None) in (errno.ENODEV, errno.EADDRNOTAVAIL, errno.ENXIO)
 
 
+def delete_link(ipr: IPRoute, index: int) -> None:
+    """Deletes interface `index` now (nothing if it is gone already)."""
+    try:
+        ipr.link("del", index=index)
+    except Exception:  # pyroute2 raises NetlinkError (ENODEV: gone)
+        pass
+
+
 def set_group(ipr: IPRoute, index: int, group: int) -> bool:
     """Moves interface `index` to link group `group`; False if it is gone."""
     try:

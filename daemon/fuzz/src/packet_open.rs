@@ -58,6 +58,7 @@ pub fn run(data: &[u8]) {
         mss_clamp_mtu: None,
         ethernet: false,
         flow_queueing: true,
+        rekey_interval_ms: 0,
     };
     let mut session = Session::new(cfg, 1, &[0x22; 32], &KEY, 7, 0).unwrap();
     let mut peer = Sealer::new(kind, &KEY, 7);

@@ -50,6 +50,8 @@ struct Setup {
     snd_wnd: u8,
     send_buffer: u16,
     keepalive: bool,
+    /// Key updates every 1..=256 × 10 ms, started by A (None: never).
+    rekey: Option<u8>,
     start: u32,
 }
 
@@ -322,6 +324,7 @@ pub fn run(data: &[u8]) {
         mss_clamp_mtu: setup.mss_clamp.map(|m| 576 + m % 1000),
         ethernet: setup.ethernet,
         flow_queueing: setup.flow_queueing,
+        rekey_interval_ms: setup.rekey.map_or(0, |r| 10 * (r as u32 + 1)),
     };
     let mut now = setup.start;
     let side = |i: usize, now: u32| {
@@ -338,6 +341,7 @@ pub fn run(data: &[u8]) {
         }
     };
     let mut s = [side(0, now), side(1, now)];
+    s[0].s.start_rekeying(now);
     let mut ck = Checker {
         ethernet: setup.ethernet,
         unordered: setup.unordered,

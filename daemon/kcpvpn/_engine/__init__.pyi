@@ -25,6 +25,7 @@ FRAME_HEADROOM: Final[int]
 WINDOW_RANGE: Final[tuple[int, int]]
 FEC_MAX_SHARDS: Final[int]
 KEEPALIVE_RANGE: Final[tuple[int, int]]
+REKEY_INTERVAL_RANGE: Final[tuple[int, int]]
 IDLE_KEEPALIVES: Final[int]
 """A peer silent for this many keepalive periods (plus a second) is gone."""
 INTERVAL_RANGE: Final[tuple[int, int]]
@@ -78,6 +79,7 @@ class SessionParams:
         sockbuf: int = ...,
         mss_clamp: bool = ...,
         flow_queueing: bool = ...,
+        rekey_interval: int = ...,
         acknodelay: bool = ...,
         nodelay: int = ...,
         interval: int = ...,
@@ -116,6 +118,9 @@ class SessionParams:
     def mss_clamp(self) -> bool: ...
     @property
     def flow_queueing(self) -> bool: ...
+    @property
+    def rekey_interval(self) -> int:
+        """Seconds between key updates."""
     @property
     def acknodelay(self) -> bool: ...
     @property
@@ -270,6 +275,14 @@ class SessionUp:
     def session_id(self) -> int: ...
 
 @final
+class SessionConfirmed:
+    """Server: an accepted client proved it holds the session's keys: give it
+    its interface (attach), replace its older session, run hooks."""
+
+    @property
+    def session_id(self) -> int: ...
+
+@final
 class SessionClosed:
     @property
     def session_id(self) -> int: ...
@@ -304,6 +317,7 @@ Event: TypeAlias = (
     | Connected
     | ConnectFailed
     | SessionUp
+    | SessionConfirmed
     | SessionClosed
     | PeerMoved
     | PathMtuProblem
@@ -353,6 +367,8 @@ class EndpointStats:
     def no_session_hints_sent(self) -> int: ...
     @property
     def no_session_hints_in(self) -> int: ...
+    @property
+    def reject_hints_in(self) -> int: ...
     @property
     def rehandshakes(self) -> int: ...
     @property
@@ -551,6 +567,14 @@ class SessionStats:
     @property
     def path_mtu(self) -> int: ...
     @property
+    def key_epoch(self) -> int: ...
+    @property
+    def rekeys(self) -> int: ...
+    @property
+    def rekey_ignored(self) -> int: ...
+    @property
+    def unknown_key_phase(self) -> int: ...
+    @property
     def kcp(self) -> KcpStats: ...
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -618,10 +642,13 @@ class Endpoint:
         `max_attempts`, or forever); Connected or ConnectFailed follows."""
     def cancel_connect(self) -> None: ...
     def attach(self, session_id: int, tun_fd: int) -> None:
-        """Client: the interface of a connected session (a dup'ed descriptor)."""
-    def accept(self, request: HandshakeRequest, offer: Offer, tun_fd: int) -> int:
-        """Server: starts the session; returns its id. NotPending if the request
-        expired; EngineError if the session cannot run (the client was told why)."""
+        """The interface of a session (a dup'ed descriptor): client, once
+        connected; server, once confirmed."""
+    def accept(self, request: HandshakeRequest, offer: Offer, tun_fd: int | None = None) -> int:
+        """Server: answers and starts the session; returns its id. Without
+        tun_fd the interface comes with attach, after SessionConfirmed.
+        NotPending if the request expired; EngineError if the session cannot
+        run (the client was told why)."""
     def refuse(self, request: HandshakeRequest, reason: str) -> None: ...
     def close(self, session_id: int) -> None: ...
     def stats(self) -> EngineStats:

@@ -12,6 +12,7 @@ import pytest
 from kcpvpn_lab.vpn import (
     client_address,
     connected_since,
+    daemon_status,
     ping,
     read_status,
     start_client,
@@ -225,18 +226,26 @@ def test_repeated_handshake_from_one_socket_keeps_one_session(topo, chosen):
                 data, _ = sock.recvfrom(2048)
                 out = ini.read_response(data)
             answers.append(out)
+        assert all(a["accepted"] for a in answers), [a["reason"] for a in answers]
+        want = chosen or "192.168.88.2"
+        assert answers[0]["config"]["client_ip"] == answers[1]["config"]["client_ip"] == want
+        # Nothing is set up before the client proves it has the keys.
+        assert not [n for n in links(topo.server) if n.startswith("kvs")]
+        # Its first datagram (a keepalive under the second answer's keys).
+        last = answers[1]
+        sealer = testing.Sealer("aes", last["send_key"], last["server_session_id"])
+        sock.sendto(sealer.seal(b""), (str(topo.server.address), 4000))
     finally:
         sock.close()
-    assert all(a["accepted"] for a in answers), [a["reason"] for a in answers]
-    want = chosen or "192.168.88.2"
-    assert answers[0]["config"]["client_ip"] == answers[1]["config"]["client_ip"] == want
-    # One session, one interface (its name may be kvs0 or kvs1: the old
-    # interface disappears asynchronously, once the data path lets it go).
+    # One session, one interface; the first answer's session is forgotten.
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         kvs = [n for n in links(topo.server) if n.startswith("kvs")]
-        if len(kvs) == 1:
+        if len(kvs) == 1 and daemon_status(srv)["unconfirmed"] == 0:
             break
         time.sleep(0.1)
     assert len(kvs) == 1, kvs
-    assert "dropping its old session" in srv.log()
+    doc = daemon_status(srv)
+    assert doc["unconfirmed"] == 0
+    assert [c["ip"] for c in doc["clients"]] == [want]
+    assert "forgetting its unconfirmed session" in srv.log()

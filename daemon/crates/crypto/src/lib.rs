@@ -5,6 +5,7 @@
 //!   ChaCha20-Poly1305 through `ring`, or `none`), with a 16-byte outer
 //!   header used as associated data and a per-direction 64-bit counter as
 //!   the nonce.
+//! - [`rekey`]: key updates inside a session (ephemeral X25519, HKDF chain).
 //! - [`replay`]: the sliding replay window (RFC 6479 style bitmap) that the
 //!   packet opener consults before decrypting and marks after the tag
 //!   verifies.
@@ -21,6 +22,7 @@
 pub mod handshake;
 pub mod messages;
 pub mod packet;
+pub mod rekey;
 pub mod replay;
 
 /// Why a datagram could not be sealed or opened, or a cipher name was
@@ -46,6 +48,12 @@ pub enum CryptoError {
     /// The send counter would wrap; the nonce would repeat.
     #[error("send counter exhausted: a new handshake (rekey) is needed before sending more")]
     CounterExhausted,
+    /// The system's random source failed (no key could be made).
+    #[error("the system's random source failed; cannot make a key")]
+    NoRandomness,
+    /// The peer's public key gives no shared secret (a low-order point).
+    #[error("the peer's public key is invalid (no shared secret)")]
+    BadPublicKey,
     /// A cipher name that kcpvpn does not (or no longer) support.
     #[error("{0}")]
     UnsupportedCipher(String),

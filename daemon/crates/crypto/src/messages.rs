@@ -25,10 +25,12 @@ pub enum MessageType {
     NoSession = 8,
     /// The server's cookie, under load, for the source of a message 1 (24 bytes).
     Cookie = 9,
+    /// A key update inside a session: an ephemeral key and its answer (sealed).
+    Rekey = 10,
 }
 
 impl MessageType {
-    pub const ALL: [MessageType; 9] = [
+    pub const ALL: [MessageType; 10] = [
         MessageType::HandshakeInit,
         MessageType::HandshakeResponse,
         MessageType::Data,
@@ -38,6 +40,7 @@ impl MessageType {
         MessageType::Probe,
         MessageType::NoSession,
         MessageType::Cookie,
+        MessageType::Rekey,
     ];
 
     #[inline]
@@ -52,6 +55,7 @@ impl MessageType {
             7 => MessageType::Probe,
             8 => MessageType::NoSession,
             9 => MessageType::Cookie,
+            10 => MessageType::Rekey,
             _ => return None,
         })
     }
@@ -72,7 +76,11 @@ impl MessageType {
     pub const fn is_sealed(self) -> bool {
         matches!(
             self,
-            MessageType::Data | MessageType::Close | MessageType::Feedback | MessageType::Probe
+            MessageType::Data
+                | MessageType::Close
+                | MessageType::Feedback
+                | MessageType::Probe
+                | MessageType::Rekey
         )
     }
 
@@ -87,6 +95,7 @@ impl MessageType {
             MessageType::Probe => "probe",
             MessageType::NoSession => "no-session",
             MessageType::Cookie => "cookie",
+            MessageType::Rekey => "rekey",
         }
     }
 }
@@ -100,6 +109,7 @@ pub const MSG_FEEDBACK: u8 = MessageType::Feedback.code();
 pub const MSG_PROBE: u8 = MessageType::Probe.code();
 pub const MSG_NO_SESSION: u8 = MessageType::NoSession.code();
 pub const MSG_COOKIE: u8 = MessageType::Cookie.code();
+pub const MSG_REKEY: u8 = MessageType::Rekey.code();
 
 /// The message types sealed with the packet keys.
 #[inline]

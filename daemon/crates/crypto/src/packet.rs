@@ -1,14 +1,19 @@
 //! Packet protection: one AEAD seal per datagram.
 //!
 //! ```text
-//! datagram = header (16 B) ‖ ciphertext ‖ tag (16 B; absent with `none`)
-//! header   = type u8 ‖ 3 reserved zero bytes ‖ receiver session id u32 LE ‖ counter u64 LE
+//! datagram = header (16 B) ‖ ciphertext ‖ tag (16 B)
+//! header   = type u8 ‖ flags u8 ‖ 2 reserved zero bytes ‖ receiver session id u32 LE ‖ counter u64 LE
+//! flags    = bit 0: key phase (which of the session's two live key sets sealed it); others zero
 //! nonce    = 4 zero bytes ‖ counter u64 LE        associated data = header
 //! ```
 //!
-//! Each direction has its own key (from the handshake) and its own counter,
-//! so a (key, nonce) pair never repeats as long as the counter never wraps;
-//! the sealer refuses to wrap. The opener checks the replay window before
+//! With `none` the payload stays in the clear but is still authenticated:
+//! the tag is AES-256-GCM's over an empty plaintext with the whole datagram
+//! (header and payload) as associated data, i.e. GMAC.
+//!
+//! Each direction has its own key (from the handshake, then from each key
+//! update) and its own counter, so a (key, nonce) pair never repeats as long
+//! as the counter never wraps; the sealer refuses to wrap. The opener checks the replay window before
 //! decrypting (cheap rejection) and marks it only after the tag verifies.
 //! Both work on caller-owned buffers: no allocation per datagram.
 
@@ -18,11 +23,13 @@ use ring::aead;
 
 /// Outer header length.
 pub const HEADER_LEN: usize = 16;
-/// AEAD tag length (0 with [`CipherKind::None`]; see [`CipherKind::tag_len`]).
+/// AEAD tag length (every cipher kind has one, `none` included).
 pub const TAG_LEN: usize = 16;
+/// Header flag: the key phase bit.
+pub const FLAG_KEY_PHASE: u8 = 1;
 pub use crate::messages::{
     is_sealed_type, MSG_CLOSE, MSG_DATA, MSG_FEEDBACK, MSG_HANDSHAKE_INIT, MSG_HANDSHAKE_RESPONSE,
-    MSG_PROBE,
+    MSG_PROBE, MSG_REKEY,
 };
 
 /// The data cipher. Both directions of a session use the same kind.
@@ -35,8 +42,10 @@ pub enum CipherKind {
     Aes128Gcm,
     /// ChaCha20-Poly1305 (`chacha20`): fast without AES instructions.
     ChaCha20Poly1305,
-    /// No encryption and no tag (`none`), for links that are already
-    /// protected (e.g. inside another VPN). The header is still present.
+    /// No encryption (`none`), for links that are already private (e.g.
+    /// inside another VPN). Still authenticated: a GMAC tag (AES-256-GCM
+    /// over an empty plaintext, the datagram as associated data), so nobody
+    /// without the keys can inject, close, move or replay.
     None,
 }
 
@@ -89,7 +98,7 @@ impl CipherKind {
             CipherKind::Aes256Gcm => "AES-256-GCM",
             CipherKind::Aes128Gcm => "AES-128-GCM",
             CipherKind::ChaCha20Poly1305 => "ChaCha20-Poly1305",
-            CipherKind::None => "no encryption, no authentication",
+            CipherKind::None => "no encryption, authenticated (GMAC)",
         }
     }
 
@@ -115,10 +124,12 @@ impl CipherKind {
 
     /// Tag bytes appended to each datagram.
     pub const fn tag_len(self) -> usize {
-        match self {
-            CipherKind::None => 0,
-            _ => TAG_LEN,
-        }
+        TAG_LEN
+    }
+
+    /// Whether the payload is encrypted (all but `none`).
+    pub const fn encrypts(self) -> bool {
+        !matches!(self, CipherKind::None)
     }
 
     /// Bytes a datagram carries on top of its plaintext.
@@ -126,17 +137,16 @@ impl CipherKind {
         HEADER_LEN + self.tag_len()
     }
 
-    fn key(self, key: &[u8; 32]) -> Option<aead::LessSafeKey> {
+    fn key(self, key: &[u8; 32]) -> aead::LessSafeKey {
         let (alg, k): (&'static aead::Algorithm, &[u8]) = match self {
-            CipherKind::Aes256Gcm => (&aead::AES_256_GCM, key),
+            CipherKind::Aes256Gcm | CipherKind::None => (&aead::AES_256_GCM, key),
             CipherKind::Aes128Gcm => (&aead::AES_128_GCM, &key[..16]),
             CipherKind::ChaCha20Poly1305 => (&aead::CHACHA20_POLY1305, key),
-            CipherKind::None => return None,
         };
         // Key lengths are fixed above, so `new` cannot fail.
-        Some(aead::LessSafeKey::new(
+        aead::LessSafeKey::new(
             aead::UnboundKey::new(alg, k).expect("key length matches the algorithm"),
-        ))
+        )
     }
 }
 
@@ -157,6 +167,8 @@ impl std::str::FromStr for CipherKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
     pub msg_type: u8,
+    /// Key phase, 0 or 1 (see [`FLAG_KEY_PHASE`]).
+    pub phase: u8,
     /// The session id the receiver chose for itself in the handshake.
     pub receiver_id: u32,
     pub counter: u64,
@@ -167,6 +179,7 @@ impl Header {
     pub fn encode(&self) -> [u8; HEADER_LEN] {
         let mut h = [0u8; HEADER_LEN];
         h[0] = self.msg_type;
+        h[1] = self.phase & FLAG_KEY_PHASE;
         h[4..8].copy_from_slice(&self.receiver_id.to_le_bytes());
         h[8..16].copy_from_slice(&self.counter.to_le_bytes());
         h
@@ -176,15 +189,16 @@ impl Header {
 /// Reads the header of a data, close or feedback datagram without
 /// decrypting, so the caller can route by receiver session id first. `None`
 /// when the datagram is too short for a header, is another message type, or
-/// has non-zero reserved bytes.
+/// has unknown flags or non-zero reserved bytes.
 #[inline]
 pub fn peek_header(datagram: &[u8]) -> Option<Header> {
     let h: &[u8; HEADER_LEN] = datagram.get(..HEADER_LEN)?.try_into().ok()?;
-    if !is_sealed_type(h[0]) || h[1..4] != [0, 0, 0] {
+    if !is_sealed_type(h[0]) || h[1] & !FLAG_KEY_PHASE != 0 || h[2..4] != [0, 0] {
         return None;
     }
     Some(Header {
         msg_type: h[0],
+        phase: h[1],
         receiver_id: u32::from_le_bytes(h[4..8].try_into().ok()?),
         counter: u64::from_le_bytes(h[8..16].try_into().ok()?),
     })
@@ -214,8 +228,9 @@ pub struct PacketStats {
 /// Seals datagrams for one direction of one session.
 pub struct Sealer {
     kind: CipherKind,
-    key: Option<aead::LessSafeKey>,
+    key: aead::LessSafeKey,
     receiver_id: u32,
+    phase: u8,
     /// Next counter to use; never reused, never wraps.
     counter: u64,
     stats: PacketStats,
@@ -235,10 +250,16 @@ impl Sealer {
     /// `key` is this direction's 32-byte key; `receiver_id` the session id
     /// the peer chose (written in every header so the peer can route).
     pub fn new(kind: CipherKind, key: &[u8; 32], receiver_id: u32) -> Sealer {
+        Sealer::with_phase(kind, key, receiver_id, 0)
+    }
+
+    /// As `new`, for the key set of key phase `phase` (0 or 1).
+    pub fn with_phase(kind: CipherKind, key: &[u8; 32], receiver_id: u32, phase: u8) -> Sealer {
         Sealer {
             kind,
             key: kind.key(key),
             receiver_id,
+            phase: phase & FLAG_KEY_PHASE,
             counter: 0,
             stats: PacketStats::default(),
         }
@@ -274,6 +295,7 @@ impl Sealer {
         }
         let h = Header {
             msg_type,
+            phase: self.phase,
             receiver_id: self.receiver_id,
             counter: self.counter,
         }
@@ -294,15 +316,19 @@ impl Sealer {
         }
         let h = self.next_header(msg_type)?;
         buf[..HEADER_LEN].copy_from_slice(&h);
-        if let Some(key) = &self.key {
-            let n = buf.len() - tag_len;
-            let (body, tag_out) = buf[HEADER_LEN..].split_at_mut(n - HEADER_LEN);
-            let counter = self.counter - 1;
-            let tag = key
+        let n = buf.len() - tag_len;
+        let counter = self.counter - 1;
+        let (sealed, tag_out) = buf.split_at_mut(n);
+        let tag = if self.kind.encrypts() {
+            let (_, body) = sealed.split_at_mut(HEADER_LEN);
+            self.key
                 .seal_in_place_separate_tag(nonce(counter), aead::Aad::from(&h), body)
-                .map_err(|_| CryptoError::CounterExhausted)?;
-            tag_out.copy_from_slice(tag.as_ref());
+        } else {
+            self.key
+                .seal_in_place_separate_tag(nonce(counter), aead::Aad::from(&*sealed), &mut [])
         }
+        .map_err(|_| CryptoError::CounterExhausted)?;
+        tag_out.copy_from_slice(tag.as_ref());
         self.stats.sealed += 1;
         Ok(())
     }
@@ -321,16 +347,16 @@ impl Sealer {
         out.reserve(HEADER_LEN + plaintext.len() + TAG_LEN);
         out.extend_from_slice(&h);
         out.extend_from_slice(plaintext);
-        if let Some(key) = &self.key {
-            let tag = key
-                .seal_in_place_separate_tag(
-                    nonce(self.counter - 1),
-                    aead::Aad::from(&h),
-                    &mut out[HEADER_LEN..],
-                )
-                .map_err(|_| CryptoError::CounterExhausted)?;
-            out.extend_from_slice(tag.as_ref());
+        let n = nonce(self.counter - 1);
+        let tag = if self.kind.encrypts() {
+            self.key
+                .seal_in_place_separate_tag(n, aead::Aad::from(&h), &mut out[HEADER_LEN..])
+        } else {
+            self.key
+                .seal_in_place_separate_tag(n, aead::Aad::from(&out[..]), &mut [])
         }
+        .map_err(|_| CryptoError::CounterExhausted)?;
+        out.extend_from_slice(tag.as_ref());
         self.stats.sealed += 1;
         Ok(())
     }
@@ -346,6 +372,7 @@ impl Sealer {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Opened<'a> {
     pub msg_type: u8,
+    pub phase: u8,
     pub receiver_id: u32,
     pub counter: u64,
     /// The plaintext, inside the caller's datagram buffer.
@@ -355,7 +382,7 @@ pub struct Opened<'a> {
 /// Opens datagrams for one direction of one session.
 pub struct Opener {
     kind: CipherKind,
-    key: Option<aead::LessSafeKey>,
+    key: aead::LessSafeKey,
     window: ReplayWindow,
     stats: PacketStats,
 }
@@ -414,17 +441,25 @@ impl Opener {
         let hdr = peek_header(datagram).ok_or(CryptoError::BadType)?;
         // Cheap rejection before any decryption work; marking waits for the tag.
         self.window.check(hdr.counter)?;
-        let (head, body) = datagram.split_at_mut(HEADER_LEN);
-        let payload = match &self.key {
-            Some(key) => key
+        let payload = if self.kind.encrypts() {
+            let (head, body) = datagram.split_at_mut(HEADER_LEN);
+            &mut *self
+                .key
                 .open_in_place(nonce(hdr.counter), aead::Aad::from(&*head), body)
-                .map_err(|_| CryptoError::AuthFailed)?,
-            None => body,
+                .map_err(|_| CryptoError::AuthFailed)?
+        } else {
+            let n = datagram.len() - TAG_LEN;
+            let (clear, tag) = datagram.split_at_mut(n);
+            self.key
+                .open_in_place(nonce(hdr.counter), aead::Aad::from(&*clear), tag)
+                .map_err(|_| CryptoError::AuthFailed)?;
+            &mut clear[HEADER_LEN..]
         };
         self.window.mark(hdr.counter);
         self.stats.opened += 1;
         Ok(Opened {
             msg_type: hdr.msg_type,
+            phase: hdr.phase,
             receiver_id: hdr.receiver_id,
             counter: hdr.counter,
             payload,
@@ -456,6 +491,7 @@ mod tests {
                     h,
                     Header {
                         msg_type: MSG_DATA,
+                        phase: 0,
                         receiver_id: 0xdead_beef,
                         counter: i as u64
                     }
@@ -627,14 +663,62 @@ mod tests {
         d[0] = MSG_DATA;
         d[2] = 1;
         assert_eq!(o.open_in_place(&mut d), Err(CryptoError::BadType));
+        d[2] = 0;
+        d[1] = 2; // an unknown flag
+        assert_eq!(o.open_in_place(&mut d), Err(CryptoError::BadType));
         let s = o.stats();
-        assert_eq!((s.truncated, s.bad_type, s.opened), (2, 2, 0));
-        // `none` only needs the header.
+        assert_eq!((s.truncated, s.bad_type, s.opened), (2, 3, 0));
+        // `none` needs a tag too: a bare header is refused, a forged tag fails.
         let (_, mut o) = pair(CipherKind::None);
-        assert_eq!(o.open_in_place(&mut [3u8; 15]), Err(CryptoError::Truncated));
-        let mut d = [0u8; 16];
+        assert_eq!(o.open_in_place(&mut [3u8; 31]), Err(CryptoError::Truncated));
+        let mut d = [0u8; 32];
         d[0] = MSG_DATA;
-        assert!(o.open_in_place(&mut d).unwrap().payload.is_empty());
+        assert_eq!(o.open_in_place(&mut d), Err(CryptoError::AuthFailed));
+    }
+
+    #[test]
+    fn none_is_clear_but_authenticated() {
+        let (mut s, mut o) = pair(CipherKind::None);
+        let mut d = Vec::new();
+        s.seal_into(MSG_DATA, b"in the clear", &mut d).unwrap();
+        assert_eq!(&d[HEADER_LEN..HEADER_LEN + 12], b"in the clear");
+        // Any change to the header, the payload or the tag is caught.
+        for i in [0usize, 5, 9, HEADER_LEN, HEADER_LEN + 11, d.len() - 1] {
+            let mut bad = d.clone();
+            bad[i] ^= if i == 0 { 0 } else { 0x40 };
+            if i == 0 {
+                bad[8] ^= 1; // the counter instead of the type (keeps it sealed)
+            }
+            assert!(o.open_in_place(&mut bad).is_err(), "byte {i}");
+        }
+        assert_eq!(o.open_in_place(&mut d).unwrap().payload, b"in the clear");
+        // In place gives the same datagram as seal_into.
+        let (mut a, _) = pair(CipherKind::None);
+        let mut buf = vec![0u8; HEADER_LEN + 12 + TAG_LEN];
+        buf[HEADER_LEN..HEADER_LEN + 12].copy_from_slice(b"in the clear");
+        a.seal_in_place(MSG_DATA, &mut buf).unwrap();
+        let mut v = Vec::new();
+        Sealer::new(CipherKind::None, &K, 0xdead_beef)
+            .seal_into(MSG_DATA, b"in the clear", &mut v)
+            .unwrap();
+        assert_eq!(buf, v);
+    }
+
+    #[test]
+    fn the_key_phase_travels_in_the_header_and_is_authenticated() {
+        for kind in CipherKind::ALL {
+            let mut s = Sealer::with_phase(kind, &K, 7, 1);
+            let mut o = Opener::new(kind, &K);
+            let mut d = Vec::new();
+            s.seal_into(MSG_DATA, b"phase one", &mut d).unwrap();
+            assert_eq!(d[1], FLAG_KEY_PHASE);
+            assert_eq!(peek_header(&d).unwrap().phase, 1);
+            let mut flipped = d.clone();
+            flipped[1] = 0;
+            assert_eq!(o.open_in_place(&mut flipped), Err(CryptoError::AuthFailed));
+            let opened = o.open_in_place(&mut d).unwrap();
+            assert_eq!((opened.phase, &opened.payload[..]), (1, &b"phase one"[..]));
+        }
     }
 
     #[test]

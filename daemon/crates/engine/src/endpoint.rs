@@ -30,6 +30,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Connected>()?;
     m.add_class::<ConnectFailed>()?;
     m.add_class::<SessionUp>()?;
+    m.add_class::<SessionConfirmed>()?;
     m.add_class::<SessionClosed>()?;
     m.add_class::<PeerMoved>()?;
     m.add_class::<PathMtuProblem>()?;
@@ -46,6 +47,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         "Connected",
         "ConnectFailed",
         "SessionUp",
+        "SessionConfirmed",
         "SessionClosed",
         "PeerMoved",
         "PathMtuProblem",
@@ -362,6 +364,14 @@ pub struct SessionUp {
     pub session_id: u32,
 }
 
+/// Server: an accepted client proved it holds the session's keys (its
+/// first authenticated datagram): now give it its interface (`attach`),
+/// replace its older session and run hooks.
+#[pyclass(frozen, get_all, module = "kcpvpn._engine")]
+pub struct SessionConfirmed {
+    pub session_id: u32,
+}
+
 /// A session ended.
 #[pyclass(frozen, get_all, module = "kcpvpn._engine")]
 pub struct SessionClosed {
@@ -458,6 +468,9 @@ fn event_object(py: Python<'_>, ev: Event) -> PyResult<Py<PyAny>> {
             .into_any()
         }
         Event::SessionUp { session_id, .. } => Py::new(py, SessionUp { session_id })?.into_any(),
+        Event::SessionConfirmed { session_id, .. } => {
+            Py::new(py, SessionConfirmed { session_id })?.into_any()
+        }
         Event::SessionClosed {
             session_id, reason, ..
         } => Py::new(
@@ -541,6 +554,7 @@ counters!(
         cookies_valid: u64,
         no_session_hints_sent: u64,
         no_session_hints_in: u64,
+        reject_hints_in: u64,
         rehandshakes: u64,
         rehandshake_failures: u64,
         handshake_attempts: u64,
@@ -668,6 +682,12 @@ pub struct SessionStats {
     pub probes_acked: u64,
     /// The largest datagram the path carried (0: not probed yet).
     pub path_mtu: u64,
+    /// The key epoch we seal under and the key updates done (section 5.1);
+    /// rekey messages ignored and datagrams under a key phase not held.
+    pub key_epoch: u32,
+    pub rekeys: u64,
+    pub rekey_ignored: u64,
+    pub unknown_key_phase: u64,
     pub kcp: KcpStats,
 }
 
@@ -719,7 +739,11 @@ impl SessionStats {
             loss_ppm,
             probes_out,
             probes_acked,
-            path_mtu
+            path_mtu,
+            key_epoch,
+            rekeys,
+            rekey_ignored,
+            unknown_key_phase
         );
         d.set_item("fec_parity", (self.fec_parity * 100.0).round() / 100.0)?;
         d.set_item("kcp", self.kcp.to_dict(py)?)?;
@@ -802,6 +826,10 @@ fn session_stats(s: &SessionSnapshot) -> SessionStats {
         probes_out: st.probes_out,
         probes_acked: st.probes_acked,
         path_mtu: st.path_mtu,
+        key_epoch: s.keys.epoch,
+        rekeys: s.keys.rekeys,
+        rekey_ignored: s.keys.rekey_ignored,
+        unknown_key_phase: s.keys.unknown_phase,
         kcp: KcpStats {
             segments_sent: k.segments_sent,
             segments_recv: k.segments_recv,
@@ -855,6 +883,7 @@ fn engine_stats(s: &Snapshot) -> EngineStats {
             cookies_valid: e.cookies_valid,
             no_session_hints_sent: e.no_session_hints_sent,
             no_session_hints_in: e.no_session_hints_in,
+            reject_hints_in: e.reject_hints_in,
             rehandshakes: e.rehandshakes,
             rehandshake_failures: e.rehandshake_failures,
             handshake_attempts: e.handshake_attempts,
@@ -1091,8 +1120,9 @@ impl Endpoint {
         self.inner.command(Command::CancelConnect);
     }
 
-    /// Client: the interface of connected session `session_id` (a dup'ed
-    /// descriptor). What arrived meanwhile is delivered to it now.
+    /// The interface of session `session_id` (a dup'ed descriptor): client,
+    /// once connected; server, once confirmed. What arrived meanwhile is
+    /// delivered to it now.
     fn attach(&self, py: Python<'_>, session_id: u32, tun_fd: i32) -> PyResult<()> {
         let tun = take_fd(tun_fd)?;
         let (reply, rx) = mpsc::channel();
@@ -1104,19 +1134,22 @@ impl Endpoint {
         wait_reply(py, rx)?.map_err(errors::engine)
     }
 
-    /// Server: accepts `request` with `offer` and the client's interface (a
-    /// dup'ed descriptor); returns the new session's id. NotPending if the
+    /// Server: accepts `request` with `offer`; returns the new session's
+    /// id. Without `tun_fd` the interface comes later (`attach`), once the
+    /// client proved itself (SessionConfirmed); with it (a dup'ed
+    /// descriptor) the session is attached at once. NotPending if the
     /// request expired; EngineError if the session cannot run (the client
     /// was told why).
+    #[pyo3(signature = (request, offer, tun_fd = None))]
     fn accept(
         &self,
         py: Python<'_>,
         request: &HandshakeRequest,
         offer: &Offer,
-        tun_fd: i32,
+        tun_fd: Option<i32>,
     ) -> PyResult<u32> {
         let offer = offer.payload()?;
-        let tun = take_fd(tun_fd)?;
+        let tun = tun_fd.map(take_fd).transpose()?;
         let (reply, rx) = mpsc::channel();
         self.inner.command(Command::Accept {
             pending_id: request.pending_id,

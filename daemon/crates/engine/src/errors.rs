@@ -43,6 +43,8 @@ pub fn crypto(e: CryptoError) -> PyErr {
         CryptoError::AuthFailed => AuthenticationFailed::new_err(msg),
         CryptoError::CounterExhausted => CounterExhausted::new_err(msg),
         CryptoError::UnsupportedCipher(_) => UnsupportedCipher::new_err(msg),
+        CryptoError::BadPublicKey => Malformed::new_err(msg),
+        CryptoError::NoRandomness => EngineError::new_err(msg),
     }
 }
 

@@ -20,6 +20,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("WINDOW_RANGE", p::WINDOW_RANGE)?;
     m.add("FEC_MAX_SHARDS", p::FEC_MAX_SHARDS)?;
     m.add("KEEPALIVE_RANGE", p::KEEPALIVE_RANGE)?;
+    m.add("REKEY_INTERVAL_RANGE", p::REKEY_INTERVAL_RANGE)?;
     m.add("IDLE_KEEPALIVES", p::IDLE_KEEPALIVES)?;
     m.add("INTERVAL_RANGE", p::INTERVAL_RANGE)?;
     m.add("RESEND_MAX", p::RESEND_MAX)?;
@@ -110,6 +111,7 @@ impl SessionParams {
         sockbuf = defaults::SOCKBUF as i64,
         mss_clamp = true,
         flow_queueing = true,
+        rekey_interval = defaults::REKEY_INTERVAL_S as i64,
         acknodelay = false,
         nodelay = defaults::MANUAL.0 as i64,
         interval = defaults::MANUAL.1 as i64,
@@ -133,6 +135,7 @@ impl SessionParams {
         sockbuf: i64,
         mss_clamp: bool,
         flow_queueing: bool,
+        rekey_interval: i64,
         acknodelay: bool,
         nodelay: i64,
         interval: i64,
@@ -185,6 +188,7 @@ impl SessionParams {
             send_buffer: u32_in(smuxbuf, "smuxbuf", p::BUFFER_RANGE)?,
             mss_clamp,
             flow_queueing,
+            rekey_interval_s: u32_in(rekey_interval, "rekey-interval", p::REKEY_INTERVAL_RANGE)?,
         };
         inner.validate().map_err(errors::invalid)?;
         Ok(SessionParams {
@@ -239,6 +243,11 @@ impl SessionParams {
     #[getter]
     fn keepalive(&self) -> u16 {
         self.inner.keepalive_s
+    }
+    /// Seconds between key updates.
+    #[getter]
+    fn rekey_interval(&self) -> u32 {
+        self.inner.rekey_interval_s
     }
     #[getter]
     fn udp_mtu(&self) -> u16 {

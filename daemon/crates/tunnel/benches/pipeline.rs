@@ -54,6 +54,7 @@ fn config(fec: Option<(u8, u8)>, cipher: CipherKind, udp_mtu: usize) -> SessionC
         mss_clamp_mtu: Some(1500),
         ethernet: false,
         flow_queueing: false,
+        rekey_interval_ms: 0,
     }
 }
 

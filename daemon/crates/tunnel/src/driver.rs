@@ -54,11 +54,12 @@ pub enum Command {
         tun: OwnedFd,
         reply: mpsc::Sender<Result<(), String>>,
     },
-    /// Server: accept a pending handshake with this offer and interface.
+    /// Server: accept a pending handshake with this offer (and interface,
+    /// or later with `Attach` once the session is confirmed).
     Accept {
         pending_id: u64,
         offer: ServerConfigPayload,
-        tun: OwnedFd,
+        tun: Option<OwnedFd>,
         reply: mpsc::Sender<Result<u32, AcceptError>>,
     },
     Refuse {
@@ -89,6 +90,8 @@ pub struct SessionSnapshot {
     pub queued_bytes: u64,
     /// Messages that waited for an earlier one of their flow.
     pub flow_waits: u64,
+    /// Key epoch and updates.
+    pub keys: crate::keys::KeyStats,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -503,9 +506,14 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
                 } => {
                     let (ep, mut io) = self.io();
                     let r = ep.accept(t, pending_id, offer, &mut io);
-                    let r = match r {
-                        Ok((id, h)) => match self.install_tun(h, id, tun) {
-                            Ok(()) => Ok(id),
+                    let r = match (r, tun) {
+                        (Ok((id, _)), None) => Ok(id),
+                        (Ok((id, h)), Some(tun)) => match self.install_tun(h, id, tun) {
+                            Ok(()) => {
+                                let (ep, mut io) = self.io();
+                                ep.attach(t, h, &mut io);
+                                Ok(id)
+                            }
                             Err(e) => {
                                 let (ep, mut io) = self.io();
                                 ep.close(h, CloseReason::InterfaceGone, &mut io);
@@ -514,7 +522,7 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
                                 ))))
                             }
                         },
-                        Err(e) => Err(e),
+                        (Err(e), _) => Err(e),
                     };
                     let _ = reply.send(r);
                 }
@@ -599,6 +607,7 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
                 scheduler: v.session.scheduler_stats().unwrap_or_default(),
                 queued_bytes: v.session.queued_bytes() as u64,
                 flow_waits: v.session.flow_waits(),
+                keys: v.session.key_stats().clone(),
             })
             .collect();
         let mut snap = self.shared.snapshot.lock().unwrap();

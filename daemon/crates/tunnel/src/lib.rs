@@ -4,6 +4,7 @@
 pub mod driver;
 pub mod endpoint;
 pub mod faketcp;
+pub mod keys;
 pub mod mss;
 pub mod order;
 pub mod params;

@@ -29,6 +29,8 @@ pub const WINDOW_RANGE: (u16, u16) = (64, 32768);
 pub const FEC_MAX_SHARDS: u16 = 255;
 /// Keepalive period, seconds.
 pub const KEEPALIVE_RANGE: (u16, u16) = KEEPALIVE_RANGE_S;
+/// Seconds between key updates (`--rekey-interval`).
+pub const REKEY_INTERVAL_RANGE: (u32, u32) = (1, 86_400);
 /// A peer silent for this many keepalive periods (plus a second) is gone.
 pub const IDLE_KEEPALIVES: u32 = 3;
 /// KCP timer interval, ms (KCP clamps to this itself).
@@ -65,6 +67,7 @@ pub mod defaults {
     pub const CONGESTION: &str = "bbr";
     pub const CIPHER: &str = "aes";
     pub const KEEPALIVE_S: u16 = 10;
+    pub const REKEY_INTERVAL_S: u32 = 120;
     pub const SOCKBUF: u32 = 4 << 20;
     pub const SMUXBUF: u32 = 4 << 20;
     pub const VNI_MTU: u16 = 1500;
@@ -175,6 +178,8 @@ pub struct SessionParams {
     pub mss_clamp: bool,
     /// Flow queueing with CoDel at the tunnel's entry.
     pub flow_queueing: bool,
+    /// Seconds between key updates; the client starts them.
+    pub rekey_interval_s: u32,
 }
 
 impl Default for SessionParams {
@@ -194,6 +199,7 @@ impl Default for SessionParams {
             send_buffer: defaults::SMUXBUF,
             mss_clamp: true,
             flow_queueing: true,
+            rekey_interval_s: defaults::REKEY_INTERVAL_S,
         }
     }
 }
@@ -301,6 +307,7 @@ impl SessionParams {
             mss_clamp_mtu: self.mss_clamp.then_some(t.vni_mtu),
             ethernet: t.tap,
             flow_queueing: self.flow_queueing,
+            rekey_interval_ms: self.rekey_interval_s.saturating_mul(1000),
         })
     }
 }

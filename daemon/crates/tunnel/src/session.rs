@@ -10,12 +10,11 @@
 //! shards reports, at most every [`FEEDBACK_PERIOD_MS`], how many of the
 //! peer's datagrams it lost (from gaps in the packet counters); the sender
 //! turns the smoothed loss rate into the parity count of its next groups.
+use crate::keys::{KeyStats, Keys};
 use crate::order::{self, FlowLinks, Reorder};
 use crate::pmtu::{self, PathMtu};
 use crate::scheduler::{self, Scheduler};
-use kcpvpn_crypto::packet::{
-    CipherKind, Opener, Sealer, MSG_CLOSE, MSG_DATA, MSG_FEEDBACK, MSG_PROBE,
-};
+use kcpvpn_crypto::packet::{CipherKind, MSG_CLOSE, MSG_DATA, MSG_FEEDBACK, MSG_PROBE, MSG_REKEY};
 use kcpvpn_fec::{FecDecoder, FecEncoder};
 use kcpvpn_kcp::{Kcp, KcpConfig};
 
@@ -71,6 +70,8 @@ pub struct SessionConfig {
     /// Flow queueing with CoDel in front of KCP (see `scheduler`); off, the
     /// interface's packets go straight into KCP's queue, first in first out.
     pub flow_queueing: bool,
+    /// The initiator updates the keys this often (ms; see `keys`).
+    pub rekey_interval_ms: u32,
 }
 
 /// Per-datagram overhead below KCP: outer header, tag, FEC header and size field.
@@ -146,6 +147,8 @@ pub enum Received {
     Feedback,
     /// A path-MTU probe or its acknowledgement (section 6.8).
     Probe,
+    /// A key update message (section 5.1).
+    Rekey,
     /// Dropped and counted (failed authentication, replay, malformed).
     Dropped,
 }
@@ -155,8 +158,7 @@ pub struct Session {
     kcp: Kcp,
     fec_enc: Option<FecEncoder>,
     fec_dec: Option<FecDecoder>,
-    sealer: Sealer,
-    opener: Opener,
+    keys: Keys,
     /// Reassembly buffer for one message from KCP.
     msg_buf: Vec<u8>,
     last_send: u32,
@@ -188,6 +190,10 @@ pub struct Session {
     /// Whole messages stay in KCP until the interface is there to take them.
     holding: bool,
     pmtu: PathMtu,
+    /// (key epoch, counter) of the newest authenticated datagram, and
+    /// whether the last one taken was it (a new newest).
+    newest: Option<(u32, u64)>,
+    last_was_newest: bool,
     /// Packets from the interface waiting for KCP, by flow, with CoDel.
     sched: Option<Scheduler>,
     /// Per-flow order: links of what we send, reordering of what we get.
@@ -224,10 +230,30 @@ struct LossCounter {
     end: u64,
     /// Authenticated datagrams with a counter >= `next`.
     received: u64,
+    /// The key epoch the counters are of, and what this period saw under
+    /// the epochs before it.
+    epoch: u32,
+    carried_expected: u64,
+    carried_received: u64,
 }
 
 impl LossCounter {
-    fn authenticated(&mut self, counter: u64) {
+    fn authenticated(&mut self, epoch: u32, counter: u64) {
+        // Counters start again at 0 under each new key: the old epoch's
+        // range is carried into this period and the new one starts fresh.
+        // Stragglers of an older epoch are not counted (at worst a few
+        // datagrams read as lost once per key update).
+        if epoch != self.epoch {
+            if epoch < self.epoch {
+                return;
+            }
+            self.carried_expected += self.end.saturating_sub(self.next);
+            self.carried_received += self.received;
+            self.epoch = epoch;
+            self.next = 0;
+            self.end = 0;
+            self.received = 0;
+        }
         // A datagram from before the last report was already reported as
         // lost; counting it now would push this period's loss below zero.
         if counter >= self.next {
@@ -238,10 +264,12 @@ impl LossCounter {
 
     /// (expected, lost) since the last call, and a new period.
     fn take(&mut self) -> (u32, u32) {
-        let expected = self.end.saturating_sub(self.next);
-        let lost = expected.saturating_sub(self.received);
+        let expected = self.end.saturating_sub(self.next) + self.carried_expected;
+        let lost = expected.saturating_sub(self.received + self.carried_received);
         self.next = self.next.max(self.end);
         self.received = 0;
+        self.carried_expected = 0;
+        self.carried_received = 0;
         let expected = expected.min(u32::MAX as u64) as u32;
         (expected, (lost.min(expected as u64)) as u32)
     }
@@ -448,8 +476,7 @@ impl Session {
             kcp: Kcp::new(conv, kcp_cfg),
             fec_enc,
             fec_dec,
-            sealer: Sealer::new(cfg.cipher, send_key, peer_id),
-            opener: Opener::new(cfg.cipher, recv_key),
+            keys: Keys::new(cfg.cipher, send_key, recv_key, peer_id, false, 0, now),
             // Grows if a message is ever larger (drain_messages).
             msg_buf: vec![0u8; cfg.max_packet.max(2048)],
             last_send: now,
@@ -468,6 +495,8 @@ impl Session {
             await_deadline: now,
             holding: false,
             pmtu: PathMtu::new(cfg.udp_mtu),
+            newest: None,
+            last_was_newest: false,
             sched: cfg
                 .flow_queueing
                 .then(|| Scheduler::new(cfg.send_buffer_bytes, cfg.ethernet)),
@@ -506,7 +535,7 @@ impl Session {
 
     /// The id the peer receives under (carried in every datagram we send).
     pub fn peer_id(&self) -> u32 {
-        self.sealer.receiver_id()
+        self.keys.peer_id()
     }
 
     pub fn closed(&self) -> Option<Closed> {
@@ -519,6 +548,13 @@ impl Session {
     pub fn await_peer(&mut self, now: u32, timeout_ms: u32) {
         self.awaiting_peer = true;
         self.await_deadline = now.wrapping_add(timeout_ms);
+    }
+
+    /// Whether the datagram `input` just authenticated is the newest so far
+    /// (by key epoch, then counter): only such a one may move the peer's
+    /// address, so a delayed or replayed older one cannot pull it back.
+    pub fn last_was_newest(&self) -> bool {
+        self.last_was_newest
     }
 
     /// True until the peer proved it has the session (see [`Session::await_peer`]).
@@ -647,7 +683,7 @@ impl Session {
         deliver: &mut dyn FnMut(&[u8]),
     ) -> Received {
         let wire_len = datagram.len() as u64;
-        let opened = match self.opener.open_in_place(datagram) {
+        let (epoch, opened) = match self.keys.open(datagram, now) {
             Ok(o) => o,
             Err(e) => {
                 use kcpvpn_crypto::packet::CryptoError as E;
@@ -663,7 +699,12 @@ impl Session {
         self.stats.wire_bytes_in += wire_len;
         self.last_recv = now;
         self.awaiting_peer = false;
-        self.rx.authenticated(opened.counter);
+        self.rx.authenticated(epoch, opened.counter);
+        let key = (epoch, opened.counter);
+        self.last_was_newest = self.newest.is_none_or(|n| key > n);
+        if self.last_was_newest {
+            self.newest = Some(key);
+        }
         if opened.msg_type == MSG_PROBE {
             return match pmtu::decode(opened.payload) {
                 Some(p) => {
@@ -675,6 +716,10 @@ impl Session {
                     Received::Dropped
                 }
             };
+        }
+        if opened.msg_type == MSG_REKEY {
+            self.keys.on_rekey(opened.payload, now);
+            return Received::Rekey;
         }
         if opened.msg_type == MSG_CLOSE {
             self.closed = Some(Closed::ByPeer);
@@ -796,11 +841,10 @@ impl Session {
         self.feedback_due = None;
         let (expected, lost) = self.rx.take();
         let buf = tx.buf();
-        if self
-            .sealer
-            .seal_into(MSG_FEEDBACK, &encode_feedback(expected, lost), buf)
-            .is_ok()
-        {
+        if self.keys.sealer().is_some_and(|s| {
+            s.seal_into(MSG_FEEDBACK, &encode_feedback(expected, lost), buf)
+                .is_ok()
+        }) {
             self.stats.feedback_out += 1;
             self.stats.datagrams_out += 1;
             self.stats.wire_bytes_out += buf.len() as u64;
@@ -863,6 +907,7 @@ impl Session {
             return;
         }
         self.answer_probes(tx);
+        self.send_rekey(tx);
         self.fill(now);
         self.expire_feedback(now);
         let acks = self.kcp.pending_acks();
@@ -878,11 +923,15 @@ impl Session {
         let Session {
             kcp,
             fec_enc,
-            sealer,
+            keys,
             stats,
             last_send,
             ..
         } = self;
+        // Past the message budget nothing leaves until the keys are updated.
+        let Some(sealer) = keys.sealer() else {
+            return;
+        };
         let mut sent = 0u64;
         let mut wire = 0u64;
         let mut seal = |shard: &[u8]| {
@@ -956,6 +1005,8 @@ impl Session {
             return;
         }
         self.answer_probes(tx);
+        self.keys.poll(now);
+        self.send_rekey(tx);
         let acks_due = self.ack_deadline.is_some_and(|d| !before(now, d));
         if acks_due || after(now, self.kcp.check(now)) {
             self.flush(now, tx);
@@ -966,11 +1017,11 @@ impl Session {
                 self.rapid_deadline = None;
                 let Session {
                     fec_enc,
-                    sealer,
+                    keys,
                     stats,
                     ..
                 } = self;
-                if let Some(enc) = fec_enc {
+                if let (Some(enc), Some(sealer)) = (fec_enc, keys.sealer()) {
                     if enc.has_partial() {
                         stats.rapid_fec_flushes += 1;
                         enc.flush_partial(&mut |shard: &[u8]| {
@@ -1036,13 +1087,46 @@ impl Session {
 
     fn send_keepalive(&mut self, now: u32, tx: &mut dyn Transmit) {
         let buf = tx.buf();
-        if self.sealer.seal_into(MSG_DATA, &[], buf).is_ok() {
+        if self
+            .keys
+            .sealer()
+            .is_some_and(|s| s.seal_into(MSG_DATA, &[], buf).is_ok())
+        {
             self.stats.keepalives_out += 1;
             self.stats.datagrams_out += 1;
             self.stats.wire_bytes_out += buf.len() as u64;
             tx.commit();
         }
         self.last_send = now;
+    }
+
+    /// Sends the key update message that is due, if any.
+    fn send_rekey(&mut self, tx: &mut dyn Transmit) {
+        let Some(m) = self.keys.take_outbox() else {
+            return;
+        };
+        let buf = tx.buf();
+        if self
+            .keys
+            .sealer()
+            .is_some_and(|s| s.seal_into(MSG_REKEY, &m.encode(), buf).is_ok())
+        {
+            self.keys.stats.rekey_out += 1;
+            self.stats.datagrams_out += 1;
+            self.stats.wire_bytes_out += buf.len() as u64;
+            tx.commit();
+        }
+    }
+
+    /// This side starts key updates (the initiator), every
+    /// `rekey_interval_ms` of the configuration.
+    pub fn start_rekeying(&mut self, now: u32) {
+        self.keys.initiate(self.cfg.rekey_interval_ms, now);
+    }
+
+    /// Key epochs and updates (section 5.1).
+    pub fn key_stats(&self) -> &KeyStats {
+        &self.keys.stats
     }
 
     /// Sends the next path-MTU probe when one is due.
@@ -1056,7 +1140,11 @@ impl Session {
             return;
         };
         let buf = tx.buf();
-        if self.sealer.seal_into(MSG_PROBE, &plain[..n], buf).is_ok() {
+        if self
+            .keys
+            .sealer()
+            .is_some_and(|s| s.seal_into(MSG_PROBE, &plain[..n], buf).is_ok())
+        {
             self.stats.probes_out += 1;
             self.stats.datagrams_out += 1;
             self.stats.wire_bytes_out += buf.len() as u64;
@@ -1083,7 +1171,11 @@ impl Session {
             let mut plain = [0u8; pmtu::ACK_LEN];
             pmtu::encode_ack(id, size, &mut plain);
             let buf = tx.buf();
-            if self.sealer.seal_into(MSG_PROBE, &plain, buf).is_ok() {
+            if self
+                .keys
+                .sealer()
+                .is_some_and(|s| s.seal_into(MSG_PROBE, &plain, buf).is_ok())
+            {
                 self.stats.datagrams_out += 1;
                 self.stats.wire_bytes_out += buf.len() as u64;
                 tx.commit();
@@ -1131,13 +1223,20 @@ impl Session {
                 earliest(p);
             }
         }
+        if let Some(k) = self.keys.next_timeout() {
+            earliest(k);
+        }
         t
     }
 
     /// An authenticated goodbye, so the peer releases the session at once.
     pub fn close(&mut self, tx: &mut dyn Transmit) {
         let buf = tx.buf();
-        if self.sealer.seal_into(MSG_CLOSE, &[], buf).is_ok() {
+        if self
+            .keys
+            .sealer()
+            .is_some_and(|s| s.seal_into(MSG_CLOSE, &[], buf).is_ok())
+        {
             tx.commit();
         }
     }

@@ -323,18 +323,18 @@ impl Sim {
                             assert!(ep.refuse(pid, &why, io));
                         }),
                         None => {
-                            let mut got = None;
+                            // The interface comes once the client proves
+                            // itself (SessionConfirmed).
                             self.call(i, |ep, now, io| {
-                                got = Some(ep.accept(now, pid, offer(mtu), io).unwrap());
+                                ep.accept(now, pid, offer(mtu), io).unwrap();
                             });
-                            let (id, h) = got.unwrap();
-                            self.nodes[i].attached.insert(h, id);
                         }
                     }
                 }
                 Event::Connected {
                     session_id, handle, ..
-                } => {
+                }
+                | Event::SessionConfirmed { session_id, handle } => {
                     let at = self.now + self.attach_delay_ms;
                     self.nodes[i].attach_at.push((at, *handle, *session_id));
                 }
@@ -463,8 +463,7 @@ impl Sim {
             self.call(s, |ep, now, io| {
                 got = ep.accept(now, pid, offer(1400), io).ok()
             });
-            if let Some((id, h)) = got {
-                self.nodes[s].attached.insert(h, id);
+            if got.is_some() {
                 accepted += 1;
             }
         }
@@ -926,10 +925,16 @@ fn refusals_hints_and_silence_end_an_attempt_with_a_reason() {
     assert!(sim.nodes[c].events.iter().any(
         |e| matches!(e, Event::ConnectFailed(ConnectFailure::Refused(r)) if r.contains("pool"))
     ));
-    // Another secret: the server's hint says so.
+    // Another secret: the server's hints say so, once enough attempts drew
+    // one (a hint alone never ends an attempt).
     let c2 = sim.client_with(s, params(), OTHER_PSK, Link::clean(5));
     sim.nodes[c2].auto_reconnect = false;
     sim.run_for(500);
+    assert!(!sim.nodes[c2]
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::ConnectFailed(_))));
+    sim.run_for(3000);
     assert!(sim.nodes[c2]
         .events
         .iter()
@@ -1141,4 +1146,44 @@ fn a_request_too_old_for_its_client_gives_way_to_a_newer_one() {
     sim.run_for(2000);
     assert!(sim.session(c).is_some());
     assert_eq!(sim.nodes[s].ep.sessions().count(), 1);
+}
+
+#[test]
+fn forged_reject_hints_never_end_an_attempt() {
+    // The server holds the request (as if its answer were slow); meanwhile an
+    // attacker who saw message 1 sends "authentication failed" hints from the
+    // server's address, again and again, for the attempt it saw.
+    let mut sim = Sim::new(61);
+    let s = sim.server(params(), Link::clean(5));
+    sim.nodes[s].defer = true;
+    let c = sim.client(s, Link::clean(5));
+    sim.nodes[c].auto_reconnect = false;
+    sim.run_for(50);
+    let sender = sim.nodes[s]
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::HandshakeRequested(r) => Some(r.sender_id),
+            _ => None,
+        })
+        .expect("the server got message 1");
+    let (to, from) = (sim.nodes[c].addr, sim.nodes[s].addr);
+    for _ in 0..10 {
+        let mut hint = vec![5u8, 1, 0, 0];
+        hint.extend_from_slice(&sender.to_le_bytes());
+        sim.inject(to, from, hint);
+        sim.run_for(20);
+    }
+    assert!(sim.nodes[c].ep.stats().reject_hints_in >= 10);
+    assert!(
+        !sim.nodes[c]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::ConnectFailed(_))),
+        "a hint about one attempt ended it"
+    );
+    // The genuine answer still connects.
+    assert_eq!(sim.answer_deferred(s), 1);
+    sim.run_for(200);
+    assert!(sim.session(c).is_some(), "the client did not connect");
 }

@@ -24,6 +24,11 @@ pub const LIVE_ATTEMPTS: usize = 4;
 /// (it takes answers to its last `LIVE_ATTEMPTS` attempts, one per
 /// `RETRY_MS`): a newer request from the same source replaces it.
 pub const PENDING_STALE_MS: u64 = RETRY_MS * (LIVE_ATTEMPTS as u64 - 1);
+/// An attempt that retries forever (auto-reconnect) ends, so that the
+/// control plane backs off, once this many of its messages 1 drew a reject
+/// hint and none an answer. A bounded one ends only when its attempts run
+/// out. Hints are unauthenticated: they never end an attempt sooner.
+pub const HINTED_ATTEMPTS: u32 = 3;
 
 /// An authenticated request waiting for the control plane.
 pub struct Pending {
@@ -160,6 +165,10 @@ pub struct Connector {
     pub replaces: Option<u32>,
     /// The server's cookie for our address, and until when we use it.
     cookie: Option<([u8; COOKIE_LEN], u64)>,
+    /// Attempts a reject hint named, and the last hint's reason (what the
+    /// attempt reports if it ends without an answer).
+    hinted: Vec<u32>,
+    pub hint: Option<super::ConnectFailure>,
 }
 
 impl Connector {
@@ -173,6 +182,8 @@ impl Connector {
             next_at: 0,
             replaces: None,
             cookie: None,
+            hinted: Vec::new(),
+            hint: None,
         }
     }
 
@@ -197,6 +208,17 @@ impl Connector {
 
     pub fn owns(&self, session_id: u32) -> bool {
         self.attempts.iter().any(|a| a.session_id() == session_id)
+    }
+
+    /// A hint about attempt `session_id` (one of ours, from the server's
+    /// address). Returns whether the attempt should end now: it retries
+    /// forever and `HINTED_ATTEMPTS` attempts were hinted.
+    pub fn note_hint(&mut self, session_id: u32, why: super::ConnectFailure) -> bool {
+        if !self.hinted.contains(&session_id) {
+            self.hinted.push(session_id);
+        }
+        self.hint = Some(why);
+        self.max_attempts.is_none() && self.hinted.len() as u32 >= HINTED_ATTEMPTS
     }
 
     /// A new attempt: message 1 to send. `jitter_ms` spreads retries of

@@ -246,6 +246,11 @@ pub enum Event {
     ConnectFailed(ConnectFailure),
     /// A session runs with its interface.
     SessionUp { session_id: u32, handle: Handle },
+    /// Server: an accepted session's client proved it holds the keys (its
+    /// first authenticated datagram). Only now may it replace an older
+    /// session of the same client, get its interface (`attach`) and run
+    /// hooks: a replayed message 1 gets as far as an answer and stops here.
+    SessionConfirmed { session_id: u32, handle: Handle },
     SessionClosed {
         session_id: u32,
         handle: Handle,
@@ -289,6 +294,9 @@ pub struct EndpointStats {
     /// Under load: cookies sent, and message 1s that carried a good one.
     pub cookies_sent: u64,
     pub cookies_valid: u64,
+    /// Client: reject hints taken (from the server's address, about one of
+    /// our attempts; they end an attempt only as `HINTED_ATTEMPTS` says).
+    pub reject_hints_in: u64,
     /// No-session hints sent (server) and taken (client).
     pub no_session_hints_sent: u64,
     pub no_session_hints_in: u64,
@@ -329,8 +337,6 @@ struct Slot {
     id: u32,
     session: Session,
     addr: SocketAddr,
-    /// Newest authenticated counter: roaming follows only newer datagrams.
-    max_counter: Option<u64>,
     /// The interface is there: deliver to it and read from it.
     attached: bool,
     /// Earliest live timer entry of this slot (`u64::MAX`: none).
@@ -583,18 +589,21 @@ impl Endpoint {
         let confirmed = was_waiting && !slot.session.awaiting_peer();
         // Follow the peer to a new address on the newest authenticated
         // datagram only, so a delayed old one can't pull it back.
-        if slot.max_counter.is_none_or(|m| hdr.counter > m) {
-            slot.max_counter = Some(hdr.counter);
-            if from != slot.addr {
-                slot.addr = from;
-                self.events.push_back(Event::PeerMoved {
-                    session_id: slot.id,
-                    to: from,
-                });
-            }
+        if slot.session.last_was_newest() && from != slot.addr {
+            slot.addr = from;
+            self.events.push_back(Event::PeerMoved {
+                session_id: slot.id,
+                to: from,
+            });
         }
         self.mark_dirty(idx);
         if confirmed {
+            if self.server.is_some() {
+                self.events.push_back(Event::SessionConfirmed {
+                    session_id: self.slots[idx].as_ref().map_or(0, |s| s.id),
+                    handle: h,
+                });
+            }
             self.replace_older(idx, from, io);
         }
     }
@@ -775,9 +784,11 @@ impl Endpoint {
     }
 
     fn on_hint(&mut self, from: SocketAddr, dgram: &[u8]) {
-        let c = self.connector.as_ref().expect("checked by the caller");
+        let c = self.connector.as_mut().expect("checked by the caller");
         // Unauthenticated: taken only from the server's address and only
-        // for one of our attempts.
+        // for one of our attempts, and never the end of an attempt on its
+        // own (see `HINTED_ATTEMPTS`): anyone who sees our message 1 could
+        // send one.
         let Some((code, sender)) = messages::decode_reject(dgram) else {
             self.stats.malformed += 1;
             return;
@@ -791,7 +802,10 @@ impl Endpoint {
             RejectCode::Stale => ConnectFailure::Stale,
             RejectCode::Replayed => ConnectFailure::Replayed,
         };
-        self.fail_connect(failure);
+        self.stats.reject_hints_in += 1;
+        if c.note_hint(sender, failure.clone()) {
+            self.fail_connect(failure);
+        }
     }
 
     /// Ends the connection attempt. A check of a live session that fails
@@ -920,6 +934,7 @@ impl Endpoint {
         // session, so it starts sending only now (no loss counted for
         // datagrams that would have found no session here).
         session.hold_delivery();
+        session.start_rekeying(now.ms32());
         session.greet(now.ms32(), &mut To { io, addr: from });
         let h = self.insert(now, session_id, session, from, false);
         self.events.push_back(Event::Connected {
@@ -992,8 +1007,8 @@ impl Endpoint {
         }
     }
 
-    /// Client: the interface of a connected session is ready: deliver what
-    /// waited and read from it from now on.
+    /// The interface of a session is ready (client: connected; server:
+    /// confirmed): deliver what waited and read from it from now on.
     pub fn attach(&mut self, now: Now, h: Handle, io: &mut dyn Io) -> bool {
         let Some(slot) = self.slots.get_mut(h.0).and_then(|s| s.as_mut()) else {
             return false;
@@ -1021,9 +1036,10 @@ impl Endpoint {
 
     /// Server: accepts pending request `pending_id` with `offer` (the
     /// tunnel's addresses and MTUs as the control plane decided; FEC, UDP
-    /// MTU and keepalive are filled in here) and starts its session, ready
-    /// for its interface. The session sends nothing before the client's
-    /// first datagram.
+    /// MTU and keepalive are filled in here) and answers. The session sends
+    /// nothing before the client's first authenticated datagram, which
+    /// raises `SessionConfirmed`; what arrives is held until `attach`. A
+    /// session not confirmed within `CONFIRM_TIMEOUT_MS` closes (idle).
     pub fn accept(
         &mut self,
         now: Now,
@@ -1070,12 +1086,9 @@ impl Endpoint {
         )
         .map_err(|e| AcceptError::Unusable(ParamError(e.to_string())))?;
         session.await_peer(now.ms32(), CONFIRM_TIMEOUT_MS);
+        session.hold_delivery();
         send_raw(io, pd.from, &msg2);
-        let h = self.insert(now, session_id, session, pd.from, true);
-        self.events.push_back(Event::SessionUp {
-            session_id,
-            handle: h,
-        });
+        let h = self.insert(now, session_id, session, pd.from, false);
         Ok((session_id, h))
     }
 
@@ -1129,7 +1142,6 @@ impl Endpoint {
             id,
             session,
             addr,
-            max_counter: None,
             attached,
             deadline: u64::MAX,
             dirty: false,
@@ -1278,8 +1290,15 @@ impl Endpoint {
             Some((at, _)) if at > now.ms => {}
             Some((_, true)) => self.send_attempt(now, io),
             Some((_, false)) => {
-                let attempts = self.connector.as_ref().map_or(0, |c| c.attempts_sent());
-                self.fail_connect(ConnectFailure::NoAnswer { attempts });
+                // Out of attempts: the last hint's reason, if one came, says
+                // more than "no answer".
+                let c = self.connector.as_mut().expect("connecting");
+                let attempts = c.attempts_sent();
+                let failure = c
+                    .hint
+                    .take()
+                    .unwrap_or(ConnectFailure::NoAnswer { attempts });
+                self.fail_connect(failure);
             }
             None => {}
         }
