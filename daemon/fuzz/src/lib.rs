@@ -11,6 +11,7 @@ pub mod kcp_input;
 pub mod kcp_pair;
 pub mod mss_clamp;
 pub mod packet_open;
+pub mod rekey_messages;
 pub mod session_pipeline;
 
 pub type Target = (&'static str, fn(&[u8]));
@@ -26,6 +27,7 @@ pub const TARGETS: &[Target] = &[
     ("kcp_pair", kcp_pair::run),
     ("mss_clamp", mss_clamp::run),
     ("packet_open", packet_open::run),
+    ("rekey_messages", rekey_messages::run),
     ("session_pipeline", session_pipeline::run),
 ];
 

@@ -62,26 +62,30 @@ def test_a_replayed_unseen_message_1_changes_nothing(make_topology, tmp_path):
     # would have replaced), once as a new client (which would have taken an
     # address from the pool), and replays each once more.
     attacker = topo.client(2)
-    s = attacker.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(3)
     offered = {}
     for cid in ("alice", "mallory"):
+        # One socket each: the server takes one address and port for one
+        # client (a second message 1 from it would be that client again).
+        s = attacker.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(3)
         ini = _unseen_message_1(cid)
-        for attempt in range(2):
-            s.sendto(ini.message, (str(SERVER_ADDR), PORT))
-            try:
-                d, _ = s.recvfrom(2048)
-            except TimeoutError:
-                continue
-            if attempt == 1:
-                # The repeat is a replay: at most a hint (type 5) says so.
-                assert d[0] == 5, f"a replayed message 1 got a type {d[0]} answer"
-                continue
-            assert d[0] == 2, f"message 1 got a type {d[0]} answer, not message 2"
-            out = ini.read_response(d)
-            assert out["accepted"], out
-            offered[cid] = out["config"]["client_ip"]
-    s.close()
+        try:
+            for attempt in range(2):
+                s.sendto(ini.message, (str(SERVER_ADDR), PORT))
+                try:
+                    d, _ = s.recvfrom(2048)
+                except TimeoutError:
+                    continue
+                if attempt == 1:
+                    # The repeat is a replay: at most a hint (type 5) says so.
+                    assert d[0] == 5, f"a replayed message 1 got a type {d[0]} answer"
+                    continue
+                assert d[0] == 2, f"message 1 got a type {d[0]} answer, not message 2"
+                out = ini.read_response(d)
+                assert out["accepted"], out
+                offered[cid] = out["config"]["client_ip"]
+        finally:
+            s.close()
     # Alice's would-be successor shares her address; mallory's took one.
     assert offered["alice"] == alice["ip"]
     assert offered["mallory"] not in (None, alice["ip"])

@@ -76,6 +76,9 @@ enum Update {
         peer_public: [u8; 32],
         our_public: [u8; 32],
         keys: KeyPair,
+        /// The chain before this update, should the initiator start it over
+        /// with another key (its first attempt failed at its end).
+        prev_chain: ChainKey,
     },
 }
 
@@ -93,6 +96,13 @@ pub struct Keys {
     epoch_since: u32,
     /// A rekey message waiting to be sealed and sent.
     outbox: Option<RekeyMessage>,
+    /// Initiator: we seal under a new epoch the peer has not yet been seen
+    /// to use; the previous epoch's opener stays until it is (the peer
+    /// seals under the old one until it sees the new one from us).
+    peer_behind: bool,
+    /// Initiator: a datagram under the new keys is due at once, so the
+    /// responder moves over even when no data flows.
+    confirm_due: bool,
     pub stats: KeyStats,
 }
 
@@ -133,6 +143,8 @@ impl Keys {
             update: Update::Idle,
             epoch_since: now,
             outbox: None,
+            peer_behind: false,
+            confirm_due: false,
             stats: KeyStats::default(),
         }
     }
@@ -183,19 +195,31 @@ impl Keys {
                 else {
                     unreachable!()
                 };
-                self.switch_sending(epoch, &keys.s2c, now);
+                self.switch_sending(epoch, &keys.s2c, now, true);
             }
+        }
+        if self.peer_behind && epoch == self.epoch {
+            self.peer_behind = false;
+            self.retire_other(epoch, now);
         }
         Ok((epoch, opened))
     }
 
-    fn switch_sending(&mut self, epoch: u32, key: &[u8; 32], now: u32) {
+    /// Seals under `epoch` from now on. The previous epoch's opener goes
+    /// after a grace: from now (`retire_old`), or once the peer is seen
+    /// under the new epoch.
+    fn switch_sending(&mut self, epoch: u32, key: &[u8; 32], now: u32, retire_old: bool) {
         self.sealer = Sealer::with_phase(self.kind, key, self.peer_id, (epoch & 1) as u8);
         self.epoch = epoch;
         self.epoch_since = now;
         self.stats.epoch = epoch;
         self.stats.rekeys += 1;
-        // The other phase's opener (the previous epoch) goes after a grace.
+        if retire_old {
+            self.retire_other(epoch, now);
+        }
+    }
+
+    fn retire_other(&mut self, epoch: u32, now: u32) {
         let old = &mut self.openers[((epoch & 1) ^ 1) as usize];
         if let Some(rk) = old {
             if rk.epoch != epoch {
@@ -238,16 +262,26 @@ impl Keys {
             ..
         } = &self.update
         {
-            // The answer was lost: the same answer again.
-            if *e == epoch && *peer_public == public {
+            if *e != epoch {
+                self.stats.rekey_ignored += 1;
+                return;
+            }
+            if *peer_public == public {
+                // The answer was lost: the same answer again.
                 self.outbox = Some(RekeyMessage::Response {
                     epoch,
                     public: *our_public,
                 });
-            } else {
-                self.stats.rekey_ignored += 1;
+                return;
             }
-            return;
+            // The initiator started this update over with another key: so do
+            // we, from the chain before it.
+            let Update::Answered { prev_chain, .. } =
+                std::mem::replace(&mut self.update, Update::Idle)
+            else {
+                unreachable!()
+            };
+            self.chain = prev_chain;
         }
         if epoch != self.epoch.wrapping_add(1) {
             self.stats.rekey_ignored += 1;
@@ -263,7 +297,7 @@ impl Keys {
             return;
         };
         let (keys, next) = self.chain.step(&shared, epoch);
-        self.chain = next;
+        let prev_chain = std::mem::replace(&mut self.chain, next);
         self.install_opener(epoch, &keys.c2s);
         self.outbox = Some(RekeyMessage::Response {
             epoch,
@@ -274,6 +308,7 @@ impl Keys {
             peer_public: public,
             our_public,
             keys,
+            prev_chain,
         };
     }
 
@@ -298,7 +333,9 @@ impl Keys {
         let (keys, next) = self.chain.step(&shared, epoch);
         self.chain = next;
         self.install_opener(epoch, &keys.s2c);
-        self.switch_sending(epoch, &keys.c2s, now);
+        self.switch_sending(epoch, &keys.c2s, now, false);
+        self.peer_behind = true;
+        self.confirm_due = true;
     }
 
     fn wants_update(&self, now: u32) -> bool {
@@ -382,6 +419,12 @@ impl Keys {
         t
     }
 
+    /// Whether a datagram under the new keys is due at once (a keepalive
+    /// will do): the initiator just moved to a new epoch.
+    pub fn take_confirm(&mut self) -> bool {
+        std::mem::take(&mut self.confirm_due)
+    }
+
     /// A rekey message to seal and send, if one is due.
     pub fn take_outbox(&mut self) -> Option<RekeyMessage> {
         self.outbox.take()
@@ -454,6 +497,8 @@ mod tests {
         );
         assert!(carry(&mut s, &mut c, 1003));
         assert_eq!(c.stats.epoch, 1);
+        assert!(c.take_confirm(), "a datagram under the new keys is due at once");
+        assert!(!c.take_confirm());
         assert_eq!(
             data(&mut s, &mut c, 1004),
             Ok(0),
@@ -466,8 +511,11 @@ mod tests {
         );
         assert_eq!(data(&mut s, &mut c, 1006), Ok(1));
         assert_eq!(c.open(&mut late, 1007).unwrap().0, 0);
-        // The old phase goes after the grace.
+        // The old phase goes after the grace: the server's from its switch,
+        // the client's from when it saw the server under the new epoch.
         c.poll(1003 + RETIRE_AFTER_MS);
+        assert_eq!(c.live_epochs(), vec![0, 1]);
+        c.poll(1006 + RETIRE_AFTER_MS);
         s.poll(1005 + RETIRE_AFTER_MS);
         assert_eq!((c.live_epochs(), s.live_epochs()), (vec![1], vec![1]));
         let mut stale = {
@@ -504,6 +552,27 @@ mod tests {
         assert_eq!((c.stats.epoch, c.stats.rekey_ignored), (1, 1));
         assert_eq!(data(&mut c, &mut s, 3004), Ok(1));
         assert_eq!(data(&mut s, &mut c, 3005), Ok(1));
+    }
+
+    #[test]
+    fn an_update_started_over_with_another_key_still_completes() {
+        let (mut c, mut s) = pair(1000);
+        // The server answered a first Init, then the initiator (say, after a
+        // bad answer) starts epoch 1 again with a new key.
+        s.on_rekey(
+            &RekeyMessage::Init {
+                epoch: 1,
+                public: Ephemeral::generate().unwrap().public(),
+            }
+            .encode(),
+            1000,
+        );
+        assert!(s.take_outbox().is_some());
+        c.poll(1000);
+        assert!(carry(&mut c, &mut s, 1001));
+        assert!(carry(&mut s, &mut c, 1002));
+        assert_eq!(data(&mut c, &mut s, 1003), Ok(1));
+        assert_eq!(data(&mut s, &mut c, 1004), Ok(1));
     }
 
     #[test]

@@ -907,7 +907,7 @@ impl Session {
             return;
         }
         self.answer_probes(tx);
-        self.send_rekey(tx);
+        self.send_rekey(now, tx);
         self.fill(now);
         self.expire_feedback(now);
         let acks = self.kcp.pending_acks();
@@ -1006,7 +1006,7 @@ impl Session {
         }
         self.answer_probes(tx);
         self.keys.poll(now);
-        self.send_rekey(tx);
+        self.send_rekey(now, tx);
         let acks_due = self.ack_deadline.is_some_and(|d| !before(now, d));
         if acks_due || after(now, self.kcp.check(now)) {
             self.flush(now, tx);
@@ -1101,7 +1101,10 @@ impl Session {
     }
 
     /// Sends the key update message that is due, if any.
-    fn send_rekey(&mut self, tx: &mut dyn Transmit) {
+    fn send_rekey(&mut self, now: u32, tx: &mut dyn Transmit) {
+        if self.keys.take_confirm() {
+            self.send_keepalive(now, tx);
+        }
         let Some(m) = self.keys.take_outbox() else {
             return;
         };
