@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import _engine, errors, tun
+from . import _engine, errors, peers, tun
 from .config import ServerConfig, allowed_networks, client_id_problem
 from .supervisor import (
     Stopper,
@@ -72,8 +72,10 @@ class Server:
                 tun.require_bridge(cfg.bridge)
             except tun.InterfaceError as e:
                 raise errors.StartupError(f"--bridge: {e}") from None
+        self.identity = peers.identity_of(cfg)
         self.pool = self._new_pool(cfg)
         self.allowed = allowed_networks(cfg.allowed_client_ips) if cfg.allowed_client_ips else []
+        self.allowed += peers.fixed_networks(self.identity)
         self.hooks = HookRunner(cfg.hook_dir) if cfg.hook_dir else None
         self.clients: dict[int, Client] = {}
         # Released clients whose interface and address go at the end of the
@@ -83,23 +85,27 @@ class Server:
         # One netlink socket for every interface (opening one per call costs
         # more than the call).
         self.ipr = tun.IPRoute()
-        self.psk = stretch(t.secret)
+        self.psk = stretch(t.secret, t.network)
         self.sock: socket.socket | None = None
         if t.tcp:
             self.endpoint, self.listen = self._start_tcp(cfg)
         else:
             self.sock = open_socket(t.ip, t.port, bind=True, sockbuf=t.sockbuf, dscp=t.dscp)
             self.endpoint = _engine.Endpoint.server(
-                os.dup(self.sock.fileno()), self.psk, engine_params(cfg)
+                os.dup(self.sock.fileno()),
+                self.psk,
+                engine_params(cfg),
+                **peers.engine_args(self.identity),
             )
             host, port = self.sock.getsockname()[:2]
             self.listen = _fmt_addr((host, port))
         self.started = time.time()
         log.info(
-            "listening on %s (%s mode%s)",
+            "listening on %s (%s mode%s%s)",
             self.listen,
             cfg.vni_mode,
             ", fake TCP" if t.tcp else "",
+            peers.describe(self.identity),
         )
 
     def _start_tcp(self, cfg: ServerConfig) -> tuple[_engine.Endpoint, str]:
@@ -119,6 +125,7 @@ class Server:
             ipv6=v6,
             dscp=t.dscp,
             sockbuf=t.sockbuf,
+            **peers.engine_args(self.identity),
         )
         return ep, _fmt_addr((host or "0.0.0.0", t.port)) + "/tcp"
 
@@ -129,6 +136,7 @@ class Server:
             cfg.assignable_ips,
             exclude=[cfg.local_ip] if cfg.local_ip else [],
             tun_mode=not self.tap,
+            keep=peers.fixed_addresses(self.identity),
         )
 
     # -- reload (SIGHUP) ----------------------------------------------------

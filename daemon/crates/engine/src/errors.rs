@@ -53,7 +53,10 @@ pub fn handshake(e: HandshakeError) -> PyErr {
         HandshakeError::Oversized | HandshakeError::BadType | HandshakeError::Malformed(_) => {
             Malformed::new_err(msg)
         }
-        HandshakeError::AuthFailed | HandshakeError::ResponseAuthFailed => {
+        HandshakeError::AuthFailed
+        | HandshakeError::ResponseAuthFailed
+        | HandshakeError::UnknownPeer { .. }
+        | HandshakeError::PeerRefused { .. } => {
             AuthenticationFailed::new_err(msg)
         }
         HandshakeError::Stale { .. } => StaleHandshake::new_err(msg),
