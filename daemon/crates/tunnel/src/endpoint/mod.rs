@@ -213,7 +213,7 @@ impl std::fmt::Display for ConnectFailure {
         match self {
             ConnectFailure::Refused(r) => write!(f, "the server refused the connection: {r}"),
             ConnectFailure::AuthFailed => f.write_str(
-                "authentication failed: the server does not share our secret (check --secret / KCPVPN_KEY on both sides)",
+                "authentication failed: the server does not share our secret (check --secret / KCPVPN_KEY and --network on both sides, and that both run simple mode)",
             ),
             ConnectFailure::ServerKeyMismatch => f.write_str(
                 "the handshake cannot complete: the server could not read our message 1, so it does not hold the private key of the \
