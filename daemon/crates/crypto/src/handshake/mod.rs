@@ -7,8 +7,8 @@
 //!   alone authenticates both sides;
 //! - identity mode: `Noise_IKpsk1_25519_ChaChaPoly_BLAKE2s`, each side also
 //!   holds a static X25519 key: the client pins the server's public key,
-//!   the server lists the clients' public keys ([`identity`]). Why IKpsk1
-//!   is in docs/protocol.md, section 5.
+//!   the server lists the clients' public keys ([`identity`]). Why IKpsk1:
+//!   docs/protocol.md, section 2.7.
 //!
 //! ```text
 //! client                                        server
