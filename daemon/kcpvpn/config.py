@@ -1287,7 +1287,9 @@ def _validate_identity(cfg: ServerConfig, pool) -> list[tuple[str, str]]:
         name = peer.client_id or peer.public_key
         if cfg.local_ip and a == ipaddress.ip_address(cfg.local_ip):
             p.add("peers_file", f"peer {name}: address {a} is the server's own --local-ip")
-        elif pool is not None and not (a.version == pool.version and pool.first <= int(a) <= pool.last):
+        elif pool is not None and not (
+            a.version == pool.version and pool.first <= int(a) <= pool.last
+        ):
             p.add(
                 "peers_file",
                 f"peer {name}: address {a} is outside --assignable-ips {cfg.assignable_ips}; "

@@ -161,7 +161,9 @@ def parse_peers(items: Any, where: str) -> tuple[list[PeerEntry], list[str]]:
         label = f"{where}: peer {n}"
         unknown = sorted(set(item) - set(_PEER_KEYS))
         if unknown:
-            problems.append(f"{label}: unknown key {unknown[0]!r}; a peer has {', '.join(_PEER_KEYS)}")
+            problems.append(
+                f"{label}: unknown key {unknown[0]!r}; a peer has {', '.join(_PEER_KEYS)}"
+            )
             continue
         if not all(isinstance(v, str) for v in item.values()):
             problems.append(f'{label}: every value is a string (e.g. address = "10.8.0.10")')
@@ -196,7 +198,11 @@ def parse_peers(items: Any, where: str) -> tuple[list[PeerEntry], list[str]]:
 
 def _duplicates(peers: list[PeerEntry], where: str) -> list[str]:
     problems = []
-    for attr, what in (("public_key", "public key"), ("client_id", "client id"), ("address", "address")):
+    for attr, what in (
+        ("public_key", "public key"),
+        ("client_id", "client id"),
+        ("address", "address"),
+    ):
         seen: set[str] = set()
         for p in peers:
             v = getattr(p, attr)

@@ -342,7 +342,9 @@ def test_tcp_from_the_file_and_the_engine_datagram_size(tmp_path):
     IP packets keep the size --udp-mtu gives them in UDP mode."""
     from kcpvpn.supervisor import engine_params
 
-    f = write(tmp_path / "s.toml", 'port = 1300\ntcp = true\nsecret = "correct horse battery staple"\n')
+    f = write(
+        tmp_path / "s.toml", 'port = 1300\ntcp = true\nsecret = "correct horse battery staple"\n'
+    )
     s = build_config("server", {}, config_file=f, env=NOENV)
     assert s.transport.tcp is True
     assert engine_params(s).udp_mtu == s.transport.udp_mtu - 12
@@ -353,9 +355,14 @@ def test_tcp_from_the_file_and_the_engine_datagram_size(tmp_path):
 
 def test_secret_precedence_flag_over_env_over_file(tmp_path):
     f = write(tmp_path / "c.toml", 'ip = "h"\nport = 1\nsecret = "secret from the file"\n')
-    assert build_config("client", {}, config_file=f, env=NOENV).transport.secret == "secret from the file"
+    assert (
+        build_config("client", {}, config_file=f, env=NOENV).transport.secret
+        == "secret from the file"
+    )
     env = {"KCPVPN_KEY": "secret from the env"}
-    assert build_config("client", {}, config_file=f, env=env).transport.secret == "secret from the env"
+    assert (
+        build_config("client", {}, config_file=f, env=env).transport.secret == "secret from the env"
+    )
     got = build_config("client", {"secret": "secret from the flag"}, config_file=f, env=env)
     assert got.transport.secret == "secret from the flag"
 
@@ -377,7 +384,9 @@ def test_file_with_secret_must_be_private(tmp_path, mode_bits):
 
 def test_file_without_secret_may_be_world_readable(tmp_path):
     f = write(tmp_path / "s.toml", "port = 1\n", 0o644)
-    cfg = build_config("server", {}, config_file=f, env={"KCPVPN_KEY": "correct horse battery staple"})
+    cfg = build_config(
+        "server", {}, config_file=f, env={"KCPVPN_KEY": "correct horse battery staple"}
+    )
     assert cfg.transport.port == 1
 
 
@@ -429,7 +438,9 @@ def test_problems_from_the_file_say_so(tmp_path):
 
 def test_netmask_as_integer_in_file(tmp_path):
     f = write(tmp_path / "s.toml", 'port = 1\nnetmask = 24\nvni-mode = "tap"\n')
-    cfg = build_config("server", {}, config_file=f, env={"KCPVPN_KEY": "correct horse battery staple"})
+    cfg = build_config(
+        "server", {}, config_file=f, env={"KCPVPN_KEY": "correct horse battery staple"}
+    )
     assert cfg.prefixlen == 24
 
 

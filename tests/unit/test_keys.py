@@ -103,16 +103,23 @@ def test_weak_secret_is_refused_with_the_fix_and_the_flag_allows_it():
     msg = str(e.value)
     assert "the secret is weak: it is 7 characters long" in msg
     assert "kcpvpn genkey" in msg and "--allow-weak-key" in msg
-    loaded = load_config("server", {"port": 1, "secret": "hunter2", "allow_weak_key": True}, env=NOENV)
+    loaded = load_config(
+        "server", {"port": 1, "secret": "hunter2", "allow_weak_key": True}, env=NOENV
+    )
     assert any("weak" in w for w in loaded.warnings)
 
 
 def test_network_name_is_checked():
     with pytest.raises(ConfigError, match="--network"):
         build_config("server", {"port": 1, "secret": STRONG, "network": "a" * 65}, env=NOENV)
-    cfg = build_config("server", {"port": 1, "secret": STRONG, "network": "vpn.example.com"}, env=NOENV)
+    cfg = build_config(
+        "server", {"port": 1, "secret": STRONG, "network": "vpn.example.com"}, env=NOENV
+    )
     assert cfg.transport.network == "vpn.example.com"
-    assert build_config("server", {"port": 1, "secret": STRONG}, env=NOENV).transport.network == "kcpvpn"
+    assert (
+        build_config("server", {"port": 1, "secret": STRONG}, env=NOENV).transport.network
+        == "kcpvpn"
+    )
 
 
 def test_network_name_salts_the_key():

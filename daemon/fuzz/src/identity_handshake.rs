@@ -84,7 +84,10 @@ pub fn run(data: &[u8]) {
     match resp.read_init(&m, NOW) {
         Ok((req, pending)) => {
             assert!(!stranger, "a stranger's key got in");
-            assert!(only_header, "a changed message 1 authenticated: {changed:?}");
+            assert!(
+                only_header,
+                "a changed message 1 authenticated: {changed:?}"
+            );
             assert_eq!(req.client_key, Some(public_key(&ALICE)));
             assert_eq!(req.payload.client_id, "alice", "the peer entry names it");
             assert_eq!(req.payload.ip, Some(alice_ip()), "the peer entry's address");

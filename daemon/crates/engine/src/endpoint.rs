@@ -98,7 +98,10 @@ fn generate_private_key<'py>(py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes
 
 /// The X25519 public key of a 32-byte private key.
 #[pyfunction]
-fn public_key<'py>(py: Python<'py>, private_key: &[u8]) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+fn public_key<'py>(
+    py: Python<'py>,
+    private_key: &[u8],
+) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
     let k = key32(private_key, "a private key")?;
     Ok(pyo3::types::PyBytes::new(py, &hs::public_key(&k)))
 }
@@ -1067,8 +1070,7 @@ impl Endpoint {
         private_key: Option<Vec<u8>>,
         peers: Vec<PeerSpec>,
     ) -> PyResult<Self> {
-        let responder =
-            server_responder(psk, handshake_max_age_ms, private_key.as_deref(), peers)?;
+        let responder = server_responder(psk, handshake_max_age_ms, private_key.as_deref(), peers)?;
         start(fd, Role::Server { responder }, params)
     }
 
@@ -1114,8 +1116,7 @@ impl Endpoint {
         if !ipv4 && !ipv6 {
             return Err(errors::engine("a fake-TCP server needs IPv4, IPv6 or both"));
         }
-        let responder =
-            server_responder(psk, handshake_max_age_ms, private_key.as_deref(), peers)?;
+        let responder = server_responder(psk, handshake_max_age_ms, private_key.as_deref(), peers)?;
         start_tcp(
             TcpRole::Server { port, ipv4, ipv6 },
             Role::Server { responder },

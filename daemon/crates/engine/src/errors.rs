@@ -56,9 +56,7 @@ pub fn handshake(e: HandshakeError) -> PyErr {
         HandshakeError::AuthFailed
         | HandshakeError::ResponseAuthFailed
         | HandshakeError::UnknownPeer { .. }
-        | HandshakeError::PeerRefused { .. } => {
-            AuthenticationFailed::new_err(msg)
-        }
+        | HandshakeError::PeerRefused { .. } => AuthenticationFailed::new_err(msg),
         HandshakeError::Stale { .. } => StaleHandshake::new_err(msg),
         HandshakeError::Replayed => ReplayedHandshake::new_err(msg),
         HandshakeError::Busy => Busy::new_err(msg),

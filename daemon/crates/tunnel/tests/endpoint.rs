@@ -1074,9 +1074,9 @@ fn a_request_turned_away_as_busy_costs_no_replay_cache_entry() {
         let seed = sim.rng.random();
         let ep = Endpoint::new(EndpointConfig {
             role: Role::Client {
-            psk: PSK,
-            identity: None,
-        },
+                psk: PSK,
+                identity: None,
+            },
             params: params(),
             seed,
         });

@@ -81,7 +81,8 @@ pub const RESPONSE_HEADER_LEN: usize = 12;
 pub const MAX_RESPONSE_LEN: usize = RESPONSE_HEADER_LEN + DH_LEN + MAX_RESPONSE_PAYLOAD + AEAD_TAG;
 /// Size of the message 1 we send (and the least we accept): at least the
 /// largest message 2, so answering never amplifies.
-pub const INIT_LEN: usize = at_least_response(INIT_HEADER_LEN + DH_LEN + MAX_INIT_PAYLOAD + AEAD_TAG);
+pub const INIT_LEN: usize =
+    at_least_response(INIT_HEADER_LEN + DH_LEN + MAX_INIT_PAYLOAD + AEAD_TAG);
 /// The same in identity mode, whose message 1 also carries the client's
 /// static key (encrypted: 32 bytes and a tag).
 pub const INIT_LEN_IDENTITY: usize =
@@ -136,7 +137,10 @@ pub enum HandshakeError {
     /// the server's peers. `refusal` is an authenticated message 2 saying
     /// so, for the caller to send (nothing else is kept).
     #[error("the client key {} is not one of the server's peers", to_base64(.key))]
-    UnknownPeer { key: [u8; KEY_LEN], refusal: Vec<u8> },
+    UnknownPeer {
+        key: [u8; KEY_LEN],
+        refusal: Vec<u8>,
+    },
     /// Identity mode: a peer asked for the fixed address of another peer.
     /// `refusal` is the authenticated message 2 saying so.
     #[error("{reason}")]
@@ -223,7 +227,11 @@ fn noise_err(e: snow::Error) -> HandshakeError {
 /// Static keys: (our private key, the peer's public key if known ahead).
 type Statics<'a> = Option<(&'a [u8; KEY_LEN], Option<&'a [u8; KEY_LEN]>)>;
 
-fn build(psk: &[u8; 32], initiator: bool, statics: Statics) -> Result<HandshakeState, HandshakeError> {
+fn build(
+    psk: &[u8; 32],
+    initiator: bool,
+    statics: Statics,
+) -> Result<HandshakeState, HandshakeError> {
     let mut b = snow::Builder::new(params(statics.is_some()))
         .prologue(PROLOGUE)
         .map_err(noise_err)?
@@ -618,7 +626,9 @@ impl Responder {
             Some(_) => Some(
                 hs.get_remote_static()
                     .and_then(|k| k.try_into().ok())
-                    .ok_or(HandshakeError::Noise("no static key after message 1".into()))?,
+                    .ok_or(HandshakeError::Noise(
+                        "no static key after message 1".into(),
+                    ))?,
             ),
         };
         let (ts, mut payload) = decode_init(&plain[..n])?;

@@ -384,8 +384,11 @@ fn network_names_are_checked() {
     assert!(network_problem("").is_some());
     assert!(network_problem(&"n".repeat(MAX_NETWORK_LEN + 1)).is_some());
     assert!(network_problem("my net").is_none());
-    assert!(network_problem("a
-b").is_some());
+    assert!(network_problem(
+        "a
+b"
+    )
+    .is_some());
     assert!(network_problem("vpn.example.com").is_none());
     assert!(matches!(
         stretch_secret_for(b"x", ""),
@@ -450,8 +453,14 @@ fn identity_happy_path_the_peer_entry_names_the_client() {
     assert_eq!(m1.len(), INIT_LEN_IDENTITY);
     let (req, p) = resp.read_init(&m1, NOW).unwrap();
     assert_eq!(req.client_key, Some(public_key(&k.bob)));
-    assert_eq!(req.payload.client_id, "bob", "the key names it, not its wish");
-    assert_eq!(req.payload.ip_mode, IP_MODE_CLIENT_SET, "no fixed address: its wish stands");
+    assert_eq!(
+        req.payload.client_id, "bob",
+        "the key names it, not its wish"
+    );
+    assert_eq!(
+        req.payload.ip_mode, IP_MODE_CLIENT_SET,
+        "no fixed address: its wish stands"
+    );
     let (m2, server_keys) = p.accept(&config(), 9);
     let Some(HandshakeOutcome::Accepted { keys, .. }) = ini.read_response(&m2).unwrap() else {
         panic!("refused")
@@ -487,9 +496,15 @@ fn unknown_key_gets_an_authenticated_refusal_and_leaves_nothing() {
     let Some(HandshakeOutcome::Refused { reason }) = ini.read_response(&refusal).unwrap() else {
         panic!("not a refusal")
     };
-    assert!(reason.contains(&to_base64(&public_key(&k.mallory))), "{reason}");
+    assert!(
+        reason.contains(&to_base64(&public_key(&k.mallory))),
+        "{reason}"
+    );
     assert!(reason.contains("peers"), "{reason}");
-    assert!(resp.seen.is_empty() && resp.last_ts.is_empty(), "state kept for a stranger");
+    assert!(
+        resp.seen.is_empty() && resp.last_ts.is_empty(),
+        "state kept for a stranger"
+    );
     assert_eq!(resp.stats().unknown_peers, 1);
     assert_eq!(resp.stats().requests, 0);
 }
@@ -503,12 +518,18 @@ fn pinning_the_wrong_server_key_cannot_even_start() {
         server_public_key: public_key(&k.mallory),
     };
     let (_, m1) = Initiator::start(&PSK, Some(&wrong), wishes(), 3, NOW).unwrap();
-    assert_eq!(resp.read_init(&m1, NOW).unwrap_err(), HandshakeError::AuthFailed);
+    assert_eq!(
+        resp.read_init(&m1, NOW).unwrap_err(),
+        HandshakeError::AuthFailed
+    );
     // An impostor server (another key) cannot read a genuine message 1 either.
     let mut impostor = Responder::new(&PSK, DEFAULT_MAX_AGE_MS)
         .with_identity(ServerIdentity::new(k.mallory, vec![]).unwrap());
     let (_, m1) = Initiator::start(&PSK, Some(&as_client(&k, k.alice)), wishes(), 3, NOW).unwrap();
-    assert_eq!(impostor.read_init(&m1, NOW).unwrap_err(), HandshakeError::AuthFailed);
+    assert_eq!(
+        impostor.read_init(&m1, NOW).unwrap_err(),
+        HandshakeError::AuthFailed
+    );
     assert!(resp.seen.is_empty() && impostor.seen.is_empty());
 }
 
@@ -518,14 +539,21 @@ fn identity_mode_still_needs_the_secret_and_modes_do_not_mix() {
     let mut resp = identity_server(&k);
     let (_, m1) =
         Initiator::start(&[7u8; 32], Some(&as_client(&k, k.alice)), wishes(), 3, NOW).unwrap();
-    assert_eq!(resp.read_init(&m1, NOW).unwrap_err(), HandshakeError::AuthFailed);
+    assert_eq!(
+        resp.read_init(&m1, NOW).unwrap_err(),
+        HandshakeError::AuthFailed
+    );
     // A simple-mode message 1 is too short for an identity-mode server, and
     // an identity-mode one does not authenticate on a simple-mode server.
     let (_, simple) = Initiator::new(&PSK, wishes(), 3, NOW).unwrap();
     assert!(resp.read_init(&simple, NOW).is_err());
-    let (_, ident) = Initiator::start(&PSK, Some(&as_client(&k, k.alice)), wishes(), 3, NOW).unwrap();
+    let (_, ident) =
+        Initiator::start(&PSK, Some(&as_client(&k, k.alice)), wishes(), 3, NOW).unwrap();
     let mut plain = Responder::new(&PSK, DEFAULT_MAX_AGE_MS);
-    assert_eq!(plain.read_init(&ident, NOW).unwrap_err(), HandshakeError::AuthFailed);
+    assert_eq!(
+        plain.read_init(&ident, NOW).unwrap_err(),
+        HandshakeError::AuthFailed
+    );
     assert_eq!(resp.stats().requests + plain.stats().requests, 0);
 }
 

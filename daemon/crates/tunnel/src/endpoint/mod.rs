@@ -86,6 +86,8 @@ fn send_raw(io: &mut dyn Io, to: SocketAddr, bytes: &[u8]) {
 }
 
 /// Which side of the handshake this endpoint is.
+// Built once per endpoint and moved into it: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Role {
     /// Answers handshakes (the responder holds the stretched secret).
     Server { responder: Responder },
