@@ -240,11 +240,17 @@ class Client:
                 )
                 self._hook("connected")
             case _engine.ConnectFailed():
+                reason = ev.reason
+                if cfg.identity and ev.kind == "no-answer":
+                    reason += (
+                        " (identity mode: a server that cannot read our handshake because "
+                        "--server-public-key is not its key may also stay silent)"
+                    )
                 if not cfg.auto_reconnect or ev.kind == "invalid":
-                    log.error("%s", ev.reason)
+                    log.error("%s", reason)
                     self.code = 1
                     return False
-                self._problem(f"{ev.reason}; trying again")
+                self._problem(f"{reason}; trying again")
                 # An answer that says no is worth a longer pause than silence
                 # (which the engine already retries every second).
                 self._retry_at = time.monotonic() + _jitter(self._backoff)

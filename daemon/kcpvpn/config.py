@@ -1387,6 +1387,11 @@ def config_warnings(cfg: Config, explicit: set[str] | frozenset[str] = frozenset
         w.append(
             f"--vni-mtu {cfg.vni_mtu} is below {IPV6_MIN_MTU}: IPv6 will not work inside the tunnel"
         )
+    if isinstance(cfg, ClientConfig) and cfg.identity and cfg.client_id:
+        w.append(
+            f"--client-id {cfg.client_id} has no effect in identity mode: the server's peer "
+            "entry for this client's key names it"
+        )
     if isinstance(cfg, ClientConfig) and cfg.netmask is not None:
         w.append(
             f"--netmask {cfg.netmask} has no effect on the client: the server decides the "

@@ -211,6 +211,12 @@ def test_peers_need_the_server_key_and_clients_need_both_keys(tmp_path):
         "client", {**base, "private_key_file": str(key), "server_public_key": pub}, env=NOENV
     )
     assert cfg.identity
+    loaded = load_config(
+        "client",
+        {**base, "private_key_file": str(key), "server_public_key": pub, "client_id": "me"},
+        env=NOENV,
+    )
+    assert any("no effect in identity mode" in w for w in loaded.warnings)
     conf = write(tmp_path / "c.toml", f'[[peer]]\npublic-key = "{k}"\n')
     with pytest.raises(ConfigError, match="server setting"):
         build_config("client", base, config_file=conf, env=NOENV)

@@ -543,10 +543,11 @@ fn identity_mode_still_needs_the_secret_and_modes_do_not_mix() {
         resp.read_init(&m1, NOW).unwrap_err(),
         HandshakeError::AuthFailed
     );
-    // A simple-mode message 1 is too short for an identity-mode server, and
-    // an identity-mode one does not authenticate on a simple-mode server.
+    // Both modes' message 1 are 263 bytes, and neither authenticates on a
+    // server of the other mode.
     let (_, simple) = Initiator::new(&PSK, wishes(), 3, NOW).unwrap();
-    assert!(resp.read_init(&simple, NOW).is_err());
+    assert_eq!(simple.len(), INIT_LEN_IDENTITY);
+    assert_eq!(resp.read_init(&simple, NOW).unwrap_err(), HandshakeError::AuthFailed);
     let (_, ident) =
         Initiator::start(&PSK, Some(&as_client(&k, k.alice)), wishes(), 3, NOW).unwrap();
     let mut plain = Responder::new(&PSK, DEFAULT_MAX_AGE_MS);
@@ -629,4 +630,32 @@ fn timestamp_map_is_bounded_and_only_authenticated_requests_enter() {
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn a_peer_cannot_take_another_peers_fixed_address() {
+    let k = keys();
+    let mut resp = identity_server(&k);
+    // Bob has no fixed address and asks for alice's.
+    let mut w = wishes();
+    w.ip_mode = IP_MODE_CLIENT_SET;
+    w.ip = Some("10.8.0.10".parse().unwrap());
+    let (mut ini, m1) = Initiator::start(&PSK, Some(&as_client(&k, k.bob)), w, 4, NOW).unwrap();
+    let e = resp.read_init(&m1, NOW).unwrap_err();
+    let HandshakeError::PeerRefused { reason, refusal } = e else {
+        panic!("{e:?}")
+    };
+    assert!(reason.contains("peer bob") && reason.contains("alice"), "{reason}");
+    let Some(HandshakeOutcome::Refused { reason }) = ini.read_response(&refusal).unwrap() else {
+        panic!("not a refusal")
+    };
+    assert!(reason.contains("fixed address of peer alice"), "{reason}");
+    assert_eq!(resp.stats().peer_refusals, 1);
+    // Another address is his to ask for.
+    let mut w = wishes();
+    w.ip_mode = IP_MODE_CLIENT_SET;
+    w.ip = Some("10.8.0.11".parse().unwrap());
+    let (_, m1) = Initiator::start(&PSK, Some(&as_client(&k, k.bob)), w, 4, NOW + 1).unwrap();
+    let (req, _) = resp.read_init(&m1, NOW + 1).unwrap();
+    assert_eq!(req.payload.ip, Some("10.8.0.11".parse().unwrap()));
 }
