@@ -447,7 +447,7 @@ fn identity_happy_path_the_peer_entry_names_the_client() {
     let mut claim = wishes();
     claim.client_id = "alice".into();
     claim.ip_mode = IP_MODE_CLIENT_SET;
-    claim.ip = Some("10.8.0.10".parse().unwrap());
+    claim.ip = Some("10.8.0.99".parse().unwrap());
     let (mut ini, m1) =
         Initiator::start(&PSK, Some(&as_client(&k, k.bob)), claim.clone(), 7, NOW).unwrap();
     assert_eq!(m1.len(), INIT_LEN_IDENTITY);
@@ -547,7 +547,10 @@ fn identity_mode_still_needs_the_secret_and_modes_do_not_mix() {
     // server of the other mode.
     let (_, simple) = Initiator::new(&PSK, wishes(), 3, NOW).unwrap();
     assert_eq!(simple.len(), INIT_LEN_IDENTITY);
-    assert_eq!(resp.read_init(&simple, NOW).unwrap_err(), HandshakeError::AuthFailed);
+    assert_eq!(
+        resp.read_init(&simple, NOW).unwrap_err(),
+        HandshakeError::AuthFailed
+    );
     let (_, ident) =
         Initiator::start(&PSK, Some(&as_client(&k, k.alice)), wishes(), 3, NOW).unwrap();
     let mut plain = Responder::new(&PSK, DEFAULT_MAX_AGE_MS);
@@ -645,7 +648,10 @@ fn a_peer_cannot_take_another_peers_fixed_address() {
     let HandshakeError::PeerRefused { reason, refusal } = e else {
         panic!("{e:?}")
     };
-    assert!(reason.contains("peer bob") && reason.contains("alice"), "{reason}");
+    assert!(
+        reason.contains("peer bob") && reason.contains("alice"),
+        "{reason}"
+    );
     let Some(HandshakeOutcome::Refused { reason }) = ini.read_response(&refusal).unwrap() else {
         panic!("not a refusal")
     };
