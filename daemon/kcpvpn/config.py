@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1249,7 +1250,7 @@ def _validate_server(cfg: ServerConfig, local, addrs: list) -> list[tuple[str, s
 def _engine_network_problem(network: str) -> str | None:
     if not network or len(network.encode()) > MAX_NETWORK_LEN:
         return f"a network name is 1 to {MAX_NETWORK_LEN} bytes long"
-    if any(ord(c) < 32 or ord(c) == 127 for c in network):
+    if any(unicodedata.category(c) == "Cc" for c in network):
         return "a network name holds no control characters"
     return None
 

@@ -180,7 +180,7 @@ class Server:
         if "allowed_client_ips" in applied:
             self.allowed = (
                 allowed_networks(new.allowed_client_ips) if new.allowed_client_ips else []
-            )
+            ) + peers.fixed_networks(self.identity)
         keep = {n: getattr(old, n) for n in later}
         self.cfg = dataclasses.replace(new, **keep)
         if applied:
