@@ -183,6 +183,10 @@ class IpPool:
         return self.range.spec if self.range else "(none)"
 
     # -- changes ----------------------------------------------------------
+    def set_kept(self, keep: Iterable[str]) -> None:
+        """Replaces the addresses kept for their peers (see ``keep``)."""
+        self._kept = {self._key(parse_address(ip)) for ip in keep}
+
     def allocate(self) -> str:
         """The lowest free address, now in use. Raises NoPool or PoolExhausted."""
         rng = self.range

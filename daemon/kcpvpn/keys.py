@@ -139,6 +139,15 @@ class PeerEntry:
     client_id: str = ""  # empty: `k-` and the start of the key
     address: str | None = None  # its fixed tunnel address
 
+    @property
+    def name(self) -> str:
+        """The client id it gets: its own, or `k-` and the start of its key
+        (URL-safe base64), as the engine derives it."""
+        if self.client_id:
+            return self.client_id
+        b = self.public_key.replace("+", "-").replace("/", "_")
+        return f"k-{b[:14]}"
+
     def engine_spec(self) -> tuple[bytes, str, str | None]:
         return (decode_key(self.public_key, "a peer's public-key"), self.client_id, self.address)
 

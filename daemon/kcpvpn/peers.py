@@ -11,12 +11,19 @@ hands, and let the no-pool address policy accept them.
 from __future__ import annotations
 
 import ipaddress
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from . import errors
-from .config import ServerConfig, server_peers
+from .config import ServerConfig, allowed_networks, server_peers
 from .keys import PeerEntry, encode_key, read_private_key
+
+log = logging.getLogger("kcpvpn.server")
+
+# The server's configuration fields this module reloads on SIGHUP (the peers
+# file may change without its path changing, so they are read every time).
+RELOADED = ("peers", "peers_file")
 
 
 @dataclass(frozen=True)
@@ -78,3 +85,50 @@ def describe(identity: Identity | None) -> str:
     if identity is None:
         return ""
     return f", identity mode: public key {identity.public_key}, {len(identity.peers)} peers"
+
+
+def reload(server: Any, new: ServerConfig) -> bool:
+    """SIGHUP in identity mode: reads the peers again and gives them to the
+    engine; the session of a peer that is gone, or whose key or fixed address
+    changed, is closed (so a removed key is revoked at once, and a changed
+    entry applies when the client handshakes again). The private key is only
+    read at start. True if the peers changed."""
+    old: Identity | None = server.identity
+    if old is None:
+        if new.identity:
+            log.warning("SIGHUP: turning identity mode on takes a restart")
+        return False
+    try:
+        ident = identity_of(new)
+    except errors.StartupError as e:
+        log.error("SIGHUP: the peers stay as they were: %s", e)
+        return False
+    if ident is None or ident.private_key != old.private_key:
+        log.warning(
+            "SIGHUP: a new --private-key-file (or none) takes a restart; "
+            "the peers stay as they were"
+        )
+        return False
+    if ident.peers == old.peers:
+        return False
+    server.endpoint.set_peers(ident.private_key, [p.engine_spec() for p in ident.peers])
+    before = {p.name: p for p in old.peers}
+    after = {p.name: p for p in ident.peers}
+    for c in list(server.clients.values()):
+        was, now = before.get(c.client_id), after.get(c.client_id)
+        if was is None or (
+            now is not None and (now.public_key, now.address) == (was.public_key, was.address)
+        ):
+            continue
+        log.info(
+            "SIGHUP: closing the session of peer %s: %s",
+            c.client_id,
+            "it is no longer listed" if now is None else "its entry changed",
+        )
+        server.endpoint.close(c.session_id)
+    server.identity = ident
+    server.pool.set_kept(fixed_addresses(ident))
+    base = server.cfg.allowed_client_ips
+    server.allowed = (allowed_networks(base) if base else []) + fixed_networks(ident)
+    log.info("SIGHUP: %d peers (were %d)", len(ident.peers), len(old.peers))
+    return True

@@ -159,7 +159,7 @@ class Server:
         changed = [
             f.name
             for f in dataclasses.fields(ServerConfig)
-            if getattr(old, f.name) != getattr(new, f.name)
+            if getattr(old, f.name) != getattr(new, f.name) and f.name not in peers.RELOADED
         ]
         applied: list[str] = []
         later: list[str] = []
@@ -183,6 +183,7 @@ class Server:
             ) + peers.fixed_networks(self.identity)
         keep = {n: getattr(old, n) for n in later}
         self.cfg = dataclasses.replace(new, **keep)
+        peers_changed = peers.reload(self, new)
         if applied:
             log.info(
                 "SIGHUP: applied %s",
@@ -190,7 +191,7 @@ class Server:
             )
         if later:
             log.warning("SIGHUP: %s changed; that takes a restart", ", ".join(later))
-        if not changed:
+        if not changed and not peers_changed:
             log.info("SIGHUP: configuration unchanged")
 
     # -- handshake policy -------------------------------------------------

@@ -659,6 +659,9 @@ class Endpoint:
         """Server: starts the session; returns its id. NotPending if the request
         expired; EngineError if the session cannot run (the client was told why)."""
     def refuse(self, request: HandshakeRequest, reason: str) -> None: ...
+    def set_peers(self, private_key: bytes, peers: list[tuple[bytes, str, str | None]]) -> None:
+        """Server in identity mode: replaces the peers (the same private key);
+        sessions of peers that are gone stay until closed."""
     def close(self, session_id: int) -> None: ...
     def stats(self) -> EngineStats:
         """The counters (refreshed every 250 ms)."""

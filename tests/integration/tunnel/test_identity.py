@@ -148,3 +148,32 @@ def test_different_network_names_do_not_interoperate(make_topology):
     assert server_clients(srv) == [] and kvs_links(topo.server) == []
     start_client(topo.client(1), topo.server, "--network", "vpn.example.com")
     ping(topo.client(1), "192.168.88.1")
+
+
+def test_sighup_revokes_a_removed_peer_and_keeps_the_others(make_topology):
+    import signal
+
+    from kcpvpn_lab.vpn import wait_until
+
+    topo = make_topology(clients=2)
+    run = topo.run_dir
+    srv_key, alice, bob = Key(run, "server"), Key(run, "alice"), Key(run, "bob")
+    peers = peers_file(run, (alice, "alice", "192.168.88.10"), (bob, "bob", None))
+    srv = identity_server(topo, srv_key, peers)
+    a = identity_client(topo, 1, alice, srv_key.public)
+    b = identity_client(topo, 2, bob, srv_key.public)
+    ping(topo.client(2), "192.168.88.1")
+    # Bob's key goes from the list: his session ends at once, alice's stays.
+    peers_file(run, (alice, "alice", "192.168.88.10"))
+    srv.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: [c["client_id"] for c in server_clients(srv)] == ["alice"], 10), (
+        srv.log()
+    )
+    assert "closing the session of peer bob: it is no longer listed" in srv.log()
+    ping(topo.client(1), "192.168.88.1")
+    # His client notices and, trying again, is told why.
+    assert b.wait(timeout=40) != 0
+    assert a.alive()
+    c = identity_client(topo, 2, bob, srv_key.public, wait=False)
+    assert c.wait(timeout=30) != 0
+    assert "does not know this client's key" in c.log(), c.log()

@@ -133,6 +133,10 @@ fn server_responder(
         }
         return Ok(r);
     };
+    Ok(r.with_identity(server_identity(private, peers)?))
+}
+
+fn server_identity(private_key: &[u8], peers: Vec<PeerSpec>) -> PyResult<hs::ServerIdentity> {
     let peers = peers
         .into_iter()
         .map(|(key, client_id, ip)| {
@@ -143,9 +147,8 @@ fn server_responder(
             })
         })
         .collect::<PyResult<Vec<_>>>()?;
-    let id = hs::ServerIdentity::new(key32(private, "the private key")?, peers)
-        .map_err(errors::handshake)?;
-    Ok(r.with_identity(id))
+    hs::ServerIdentity::new(key32(private_key, "the private key")?, peers)
+        .map_err(errors::handshake)
 }
 
 fn client_identity(
@@ -1257,6 +1260,15 @@ impl Endpoint {
             pending_id: request.pending_id,
             reason,
         });
+    }
+
+    /// Server in identity mode: replaces the peers (SIGHUP); the private key
+    /// must be the one the endpoint started with. Sessions of peers that are
+    /// gone stay until `close`d.
+    fn set_peers(&self, private_key: Vec<u8>, peers: Vec<PeerSpec>) -> PyResult<()> {
+        let identity = server_identity(&private_key, peers)?;
+        self.inner.command(Command::SetPeers { identity });
+        Ok(())
     }
 
     /// Ends a session (the peer is told; a SessionClosed event follows).

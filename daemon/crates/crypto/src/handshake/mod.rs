@@ -569,6 +569,16 @@ impl Responder {
         self.identity.as_ref()
     }
 
+    /// A new list of peers (SIGHUP): keys no longer listed get no further
+    /// handshake, and their timestamp entries go.
+    pub fn set_identity(&mut self, identity: ServerIdentity) {
+        self.last_ts.retain(|i, _| match i {
+            Ident::Key(k) => identity.peer(k).is_some(),
+            Ident::Id(_) => true,
+        });
+        self.identity = Some(identity);
+    }
+
     pub fn stats(&self) -> ResponderStats {
         self.stats
     }

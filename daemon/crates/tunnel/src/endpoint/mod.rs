@@ -502,6 +502,22 @@ impl Endpoint {
             && !self.broadcast.contains(&canon)
     }
 
+    /// Server in identity mode: replaces its peers (the control plane
+    /// closes the sessions of peers that are gone). False if this endpoint
+    /// is not an identity-mode server.
+    pub fn set_server_identity(
+        &mut self,
+        identity: kcpvpn_crypto::handshake::ServerIdentity,
+    ) -> bool {
+        match self.server.as_mut() {
+            Some(s) if s.responder.identity().is_some() => {
+                s.responder.set_identity(identity);
+                true
+            }
+            _ => false,
+        }
+    }
+
     pub fn params(&self) -> &SessionParams {
         &self.params
     }
