@@ -665,3 +665,32 @@ fn a_peer_cannot_take_another_peers_fixed_address() {
     let (req, _) = resp.read_init(&m1, NOW + 1).unwrap();
     assert_eq!(req.payload.ip, Some("10.8.0.11".parse().unwrap()));
 }
+
+#[test]
+fn new_peers_take_effect_at_once() {
+    let k = keys();
+    let mut resp = identity_server(&k);
+    let m = |who: [u8; 32], t: u64| {
+        Initiator::start(&PSK, Some(&as_client(&k, who)), wishes(), 1, t)
+            .unwrap()
+            .1
+    };
+    resp.read_init(&m(k.bob, NOW), NOW).unwrap();
+    // Bob is removed: his next message 1 is refused, his timestamp entry goes.
+    let only_alice = vec![Peer {
+        public_key: public_key(&k.alice),
+        client_id: "alice".into(),
+        ip: None,
+    }];
+    resp.set_identity(ServerIdentity::new(k.server, only_alice).unwrap());
+    assert!(resp.last_ts.is_empty());
+    assert!(matches!(
+        resp.read_init(&m(k.bob, NOW + 1), NOW + 1),
+        Err(HandshakeError::UnknownPeer { .. })
+    ));
+    let (req, _) = resp.read_init(&m(k.alice, NOW + 1), NOW + 1).unwrap();
+    assert_eq!(
+        req.payload.ip, None,
+        "alice's entry no longer fixes an address"
+    );
+}
