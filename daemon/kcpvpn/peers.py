@@ -114,7 +114,9 @@ def reload(server: Any, new: ServerConfig) -> bool:
     server.endpoint.set_peers(ident.private_key, [p.engine_spec() for p in ident.peers])
     before = {p.name: p for p in old.peers}
     after = {p.name: p for p in ident.peers}
-    for c in list(server.clients.values()):
+    # Sessions not yet confirmed (where the server keeps them apart) too.
+    held = [*server.clients.values(), *getattr(server, "unconfirmed", {}).values()]
+    for c in held:
         was, now = before.get(c.client_id), after.get(c.client_id)
         if was is None or (
             now is not None and (now.public_key, now.address) == (was.public_key, was.address)
