@@ -254,6 +254,36 @@ for _mode, _alias, _help in (("server", "s", _SERVER_HELP), ("client", "c", _CLI
     app.command(_alias, help=f"Alias of `kcpvpn {_mode}`.", hidden=True)(_cmd)
 
 
+@app.command("genkey")
+def genkey_cmd() -> None:
+    """Print a new private key for identity mode and, labelled KCPVPN_KEY=, a new
+    random secret (set the same secret on every side). The output as a whole is a
+    valid --private-key-file (keep it mode 600).
+
+    Example: [bold](umask 077; kcpvpn genkey > server.key); kcpvpn pubkey < server.key[/bold]"""
+    from .keys import generate_private_key, random_secret
+
+    typer.echo("# private key (identity mode: --private-key-file; keep it secret)")
+    typer.echo(generate_private_key())
+    typer.echo("# a new random secret for KCPVPN_KEY, the same on every side:")
+    typer.echo(f"KCPVPN_KEY={random_secret()}")
+
+
+@app.command("pubkey")
+def pubkey_cmd() -> None:
+    """Read a private key on stdin and print its public key (for the server's
+    [[peer]] list, or a client's --server-public-key)."""
+    import sys
+
+    from .keys import key_line, public_key_of
+
+    try:
+        typer.echo(public_key_of(key_line(sys.stdin.read(), "stdin")))
+    except ValueError as e:
+        typer.echo(f"kcpvpn pubkey: error: {e}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command("status")
 def status_cmd(
     socket_path: Annotated[

@@ -14,6 +14,7 @@ import time
 
 from . import _engine, errors, tun
 from .config import ClientConfig
+from .keys import decode_key, read_private_key
 from .supervisor import (
     Stopper,
     engine_params,
@@ -44,6 +45,19 @@ def _same_tunnel(a: _engine.TunnelConfig, b: _engine.TunnelConfig) -> bool:
     return all(getattr(a, k) == getattr(b, k) for k in keys)
 
 
+def _identity_args(cfg: ClientConfig) -> dict[str, bytes]:
+    """Identity mode's keyword arguments of Endpoint.client / client_tcp."""
+    if not cfg.identity:
+        return {}
+    try:
+        return {
+            "private_key": read_private_key(cfg.transport.private_key_file or ""),
+            "server_public_key": decode_key(cfg.server_public_key or "", "--server-public-key"),
+        }
+    except ValueError as e:
+        raise errors.StartupError(str(e)) from None
+
+
 class Client:
     def __init__(self, cfg: ClientConfig) -> None:
         self.cfg = cfg
@@ -53,7 +67,8 @@ class Client:
                 tun.require_bridge(cfg.bridge)
             except tun.InterfaceError as e:
                 raise errors.StartupError(f"--bridge: {e}") from None
-        self.psk = stretch(t.secret)
+        self.psk = stretch(t.secret, t.network)
+        self.keys = _identity_args(cfg)
         self.params = engine_params(cfg)
         self.server: tuple[str, int] | None = None
         self.sock: socket.socket | None = None
@@ -102,7 +117,7 @@ class Client:
                 return self.ep
             self._close_endpoint()
             self.ep = _engine.Endpoint.client_tcp(
-                server, self.psk, self.params, dscp=t.dscp, sockbuf=t.sockbuf
+                server, self.psk, self.params, dscp=t.dscp, sockbuf=t.sockbuf, **self.keys
             )
             self._tcp_server = server
             return self.ep
@@ -111,7 +126,9 @@ class Client:
             return self.ep
         self._close_endpoint()
         self.sock = open_socket(server[0], t.port, bind=False, sockbuf=t.sockbuf, dscp=t.dscp)
-        self.ep = _engine.Endpoint.client(os.dup(self.sock.fileno()), self.psk, self.params)
+        self.ep = _engine.Endpoint.client(
+            os.dup(self.sock.fileno()), self.psk, self.params, **self.keys
+        )
         return self.ep
 
     def _close_endpoint(self) -> None:
@@ -223,11 +240,17 @@ class Client:
                 )
                 self._hook("connected")
             case _engine.ConnectFailed():
+                reason = ev.reason
+                if cfg.identity and ev.kind == "no-answer":
+                    reason += (
+                        " (identity mode: a server that cannot read our handshake because "
+                        "--server-public-key is not its key may also stay silent)"
+                    )
                 if not cfg.auto_reconnect or ev.kind == "invalid":
-                    log.error("%s", ev.reason)
+                    log.error("%s", reason)
                     self.code = 1
                     return False
-                self._problem(f"{ev.reason}; trying again")
+                self._problem(f"{reason}; trying again")
                 # An answer that says no is worth a longer pause than silence
                 # (which the engine already retries every second).
                 self._retry_at = time.monotonic() + _jitter(self._backoff)

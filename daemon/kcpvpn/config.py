@@ -18,6 +18,7 @@ import os
 import re
 import stat
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any, Literal, NamedTuple
 
 from . import _engine
 from .ippool import parse_pool_spec
+from .keys import PeerEntry, decode_key, read_private_key, secret_problem, weak_secret_message
 
 Mode = Literal["server", "client"]
 
@@ -74,7 +76,8 @@ DEFAULT_MAX_CLIENTS = 2048
 MAX_CLIENTS_LIMIT = 65535
 IFNAME_MAX = 15  # Linux IFNAMSIZ - 1
 PREFIX_MAX = 12  # leaves three digits of counter within IFNAME_MAX
-SHORT_SECRET = 12
+DEFAULT_NETWORK = _engine.DEFAULT_NETWORK
+MAX_NETWORK_LEN = _engine.MAX_NETWORK_LEN
 
 
 # One wording for rapid FEC's delay and the adaptive FEC targets, used by the
@@ -144,6 +147,11 @@ class TransportConfig:
     keepalive: int = _DEFAULTS.keepalive
     rekey_interval: int = _DEFAULTS.rekey_interval
     secret: str = field(default="", repr=False)
+    # Salts the stretching of the secret: both sides must name the same network.
+    network: str = DEFAULT_NETWORK
+    allow_weak_key: bool = False
+    # Identity mode: this side's X25519 private key (a file, mode 600).
+    private_key_file: str | None = None
     crypt: str = _DEFAULTS.crypt
     tcp: bool = False
     # Hidden; used by --kcp-mode manual.
@@ -188,6 +196,15 @@ class ServerConfig:
     log_format: str = "text"
     status_socket: str | None = None
     metrics: str | None = None  # HOST:PORT of the Prometheus exporter
+    # Identity mode: the allowed clients, from the --config file's [[peer]]
+    # tables and from --peers-file (read at start).
+    peers_file: str | None = None
+    peers: tuple[PeerEntry, ...] = ()
+
+    @property
+    def identity(self) -> bool:
+        """Identity mode: a private key (only the listed peers get in)."""
+        return self.transport.private_key_file is not None
 
     @property
     def prefixlen(self) -> int | None:
@@ -219,6 +236,12 @@ class ClientConfig:
     log_format: str = "text"
     status_socket: str | None = None
     metrics: str | None = None  # HOST:PORT of the Prometheus exporter
+    # Identity mode: the server's public key (base64), pinned.
+    server_public_key: str | None = None
+
+    @property
+    def identity(self) -> bool:
+        return self.transport.private_key_file is not None
 
     @property
     def ip_mode(self) -> int:
@@ -319,6 +342,57 @@ FLAGS: tuple[Flag, ...] = (
         PANEL_TRANSPORT,
         envvar=SECRET_ENV,
         metavar="TEXT",
+    ),
+    Flag(
+        "network",
+        ("--network",),
+        "Name of this VPN (1..64 bytes), the same on both sides: it salts the stretching "
+        "of the secret, so a dictionary made for one network is useless on another",
+        PANEL_TRANSPORT,
+        metavar="NAME",
+        new=True,
+    ),
+    Flag(
+        "allow_weak_key",
+        ("--allow-weak-key",),
+        "Start even with a weak secret (under 16 characters, under 8 different ones, "
+        "a repeated string or a run such as abcd...); without it a weak secret is refused",
+        PANEL_TRANSPORT,
+        new=True,
+    ),
+    Flag(
+        "private_key_file",
+        ("--private-key-file",),
+        {
+            "server": "Identity mode: file with the server's private key (`kcpvpn genkey`, "
+            "mode 600); only the clients listed as peers get in, each with its own id and "
+            "address",
+            "client": "Identity mode: file with this client's private key (`kcpvpn genkey`, "
+            "mode 600); needs --server-public-key",
+        },
+        PANEL_TRANSPORT,
+        metavar="FILE",
+        new=True,
+    ),
+    Flag(
+        "peers_file",
+        ("--peers-file",),
+        "Identity mode: TOML file of [[peer]] tables (public-key, client-id, address), "
+        "the clients allowed in, besides the --config file's own [[peer]] tables",
+        PANEL_TRANSPORT,
+        modes=SERVER,
+        metavar="FILE",
+        new=True,
+    ),
+    Flag(
+        "server_public_key",
+        ("--server-public-key",),
+        "Identity mode: the server's public key (base64, `kcpvpn pubkey` of its private "
+        "key); a server without the matching private key cannot complete the handshake",
+        PANEL_TRANSPORT,
+        modes=CLIENT,
+        metavar="KEY",
+        new=True,
     ),
     Flag(
         "crypt",
@@ -706,6 +780,16 @@ def load_config_file(path: str | Path, mode: str) -> dict[str, Any]:
     other = "client" if mode == "server" else "server"
     problems: list[str] = []
     values: dict[str, Any] = {}
+    if "peer" in data:
+        from .keys import parse_peers
+
+        items = data.pop("peer")
+        if mode != "server":
+            problems.append(f"{path}: [[peer]] tables are a server setting (identity mode)")
+        else:
+            peers, bad = parse_peers(items, str(path))
+            problems += bad
+            values["peers"] = tuple(peers)
     for key, value in data.items():
         flag = by_key.get(key.replace("_", "-"))
         if flag is None:
@@ -1026,6 +1110,18 @@ def validate(cfg: Config) -> list[tuple[str, str]]:
             f'the secret is missing: set {SECRET_ENV}, put `secret = "..."` in a '
             "--config file readable by you only, or pass --secret",
         )
+    elif not t.allow_weak_key:
+        weak = secret_problem(t.secret)
+        if weak:
+            p.add("secret", weak_secret_message(weak))
+    why = _engine_network_problem(t.network)
+    if why:
+        p.add("network", f"--network {t.network!r}: {why}")
+    if t.private_key_file is not None:
+        try:
+            read_private_key(t.private_key_file)
+        except ValueError as e:
+            p.add("private_key_file", str(e))
     if t.crypt not in CIPHERS:
         named = [f"{k} ({v})" for k, v in CIPHERS.items()]
         choices = ", ".join(named[:-1]) + " or " + named[-1]
@@ -1161,11 +1257,75 @@ def _validate_server(cfg: ServerConfig, local, addrs: list) -> list[tuple[str, s
             )
     if cfg.hook_dir is not None and not Path(cfg.hook_dir).is_dir():
         p.add("hook_dir", f"--hook-dir {cfg.hook_dir}: no such directory; create it or fix it")
+    p += _validate_identity(cfg, pool)
+    return p
+
+
+def _engine_network_problem(network: str) -> str | None:
+    if not network or len(network.encode()) > MAX_NETWORK_LEN:
+        return f"a network name is 1 to {MAX_NETWORK_LEN} bytes long"
+    if any(unicodedata.category(c) == "Cc" for c in network):
+        return "a network name holds no control characters"
+    return None
+
+
+def server_peers(cfg: ServerConfig) -> tuple[list[PeerEntry], list[str]]:
+    """Every peer of the server (its --config file's, then its --peers-file's),
+    and the problems found (duplicates across both included)."""
+    from .keys import _duplicates, load_peers_file
+
+    peers = list(cfg.peers)
+    problems: list[str] = []
+    if cfg.peers_file is not None:
+        more, problems = load_peers_file(cfg.peers_file)
+        peers += more
+        if not problems:
+            problems = _duplicates(peers, "the peers")
+    return peers, problems
+
+
+def _validate_identity(cfg: ServerConfig, pool) -> list[tuple[str, str]]:
+    p = _Problems()
+    peers, problems = server_peers(cfg)
+    for why in problems:
+        p.add("peers_file", why)
+    if (peers or cfg.peers_file) and not cfg.identity:
+        p.add(
+            "private_key_file",
+            "peers are listed but the server has no --private-key-file: identity mode needs "
+            "the server's private key (`kcpvpn genkey`)",
+        )
+    for peer in peers:
+        if peer.address is None:
+            continue
+        a = ipaddress.ip_address(peer.address)
+        name = peer.client_id or peer.public_key
+        if cfg.local_ip and a == ipaddress.ip_address(cfg.local_ip):
+            p.add("peers_file", f"peer {name}: address {a} is the server's own --local-ip")
+        elif pool is not None and not (
+            a.version == pool.version and pool.first <= int(a) <= pool.last
+        ):
+            p.add(
+                "peers_file",
+                f"peer {name}: address {a} is outside --assignable-ips {cfg.assignable_ips}; "
+                "a peer's fixed address is taken from the pool (reserved for it)",
+            )
     return p
 
 
 def _validate_client(cfg: ClientConfig) -> list[tuple[str, str]]:
     p = _Problems()
+    if (cfg.server_public_key is None) != (cfg.transport.private_key_file is None):
+        p.add(
+            "server_public_key",
+            "identity mode needs both --private-key-file (this client's key) and "
+            "--server-public-key (the server's): give both, or neither for simple mode",
+        )
+    if cfg.server_public_key is not None:
+        try:
+            decode_key(cfg.server_public_key, "--server-public-key")
+        except ValueError as e:
+            p.add("server_public_key", str(e))
     if cfg.netmask is not None:
         try:
             netmask_prefixlen(cfg.netmask)
@@ -1232,14 +1392,20 @@ def config_warnings(cfg: Config, explicit: set[str] | frozenset[str] = frozenset
         w.append(f"FEC is off because {zero} is 0")
     if t.crypt == "none":
         w.append("--crypt none: datagrams are neither encrypted nor authenticated")
-    if t.secret and len(t.secret) < SHORT_SECRET:
+    weak = secret_problem(t.secret) if t.secret and t.allow_weak_key else None
+    if weak:
         w.append(
-            f"the secret is shorter than {SHORT_SECRET} characters; it is stretched with "
-            "Argon2id, but a longer random one is much harder to guess"
+            f"the secret is weak ({weak}) and --allow-weak-key lets it through: anyone who "
+            "captures a handshake can guess it offline; `kcpvpn genkey` prints a strong one"
         )
     if cfg.vni_mtu < IPV6_MIN_MTU:
         w.append(
             f"--vni-mtu {cfg.vni_mtu} is below {IPV6_MIN_MTU}: IPv6 will not work inside the tunnel"
+        )
+    if isinstance(cfg, ClientConfig) and cfg.identity and cfg.client_id:
+        w.append(
+            f"--client-id {cfg.client_id} has no effect in identity mode: the server's peer "
+            "entry for this client's key names it"
         )
     if isinstance(cfg, ClientConfig) and cfg.netmask is not None:
         w.append(
@@ -1247,6 +1413,11 @@ def config_warnings(cfg: Config, explicit: set[str] | frozenset[str] = frozenset
             "netmask (set --netmask on the server)"
         )
     if isinstance(cfg, ServerConfig):
+        if cfg.identity and not cfg.peers and cfg.peers_file is None:
+            w.append(
+                "identity mode with no peers: every client is refused; list them in [[peer]] "
+                "tables or a --peers-file"
+            )
         if cfg.netmask is not None and cfg.vni_mode == "tun":
             w.append("--netmask has no effect in TUN mode: interfaces are point-to-point there")
         if cfg.hook_dir is not None:

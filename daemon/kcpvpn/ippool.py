@@ -110,15 +110,22 @@ class IpPool:
       broadcast address) are left out, as a host cannot use them; a range is
       taken as written, so ``10.0.0.0-10.0.0.255`` does hand out both ends.
       IPv4 /31 and /32 and IPv6 /127 and /128 have no such addresses.
+    - ``keep``: addresses ``allocate`` never hands out but ``reserve``
+      grants (identity mode's fixed peer addresses: kept free for their peer).
     """
 
     def __init__(
-        self, spec: str | None, exclude: Iterable[str | None] = (), tun_mode: bool = True
+        self,
+        spec: str | None,
+        exclude: Iterable[str | None] = (),
+        tun_mode: bool = True,
+        keep: Iterable[str] = (),
     ) -> None:
         self.range = parse_pool_spec(spec) if spec else None
         self._excluded: dict[int, str] = {}  # address -> why it is never handed out
         self._used: set[int] = set()
         self._free_below: list[int] = []  # min-heap of freed addresses below _next
+        self._kept: set[int] = {self._key(parse_address(ip)) for ip in keep}
         rng = self.range
         if rng is not None:
             self._next = rng.first  # lowest address never handed out yet
@@ -176,6 +183,10 @@ class IpPool:
         return self.range.spec if self.range else "(none)"
 
     # -- changes ----------------------------------------------------------
+    def set_kept(self, keep: Iterable[str]) -> None:
+        """Replaces the addresses kept for their peers (see ``keep``)."""
+        self._kept = {self._key(parse_address(ip)) for ip in keep}
+
     def allocate(self) -> str:
         """The lowest free address, now in use. Raises NoPool or PoolExhausted."""
         rng = self.range
@@ -187,14 +198,15 @@ class IpPool:
         tag = 0 if rng.version == 6 else 1 << 128
         while self._free_below:
             v = heapq.heappop(self._free_below)
-            if v | tag not in self._used:  # entries go stale when reserved again
+            if v | tag not in self._used and v | tag not in self._kept:
+                # (entries go stale when reserved again)
                 self._used.add(v | tag)
                 return rng.address(v)
         while self._next <= rng.last:
             v = self._next
             self._next += 1
             key = v | tag
-            if key in self._used or key in self._excluded:
+            if key in self._used or key in self._excluded or key in self._kept:
                 continue
             self._used.add(key)
             return rng.address(v)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import _engine, errors, tun
+from . import _engine, errors, peers, tun
 from .config import ServerConfig, allowed_networks, client_id_problem
 from .supervisor import (
     Stopper,
@@ -87,8 +87,10 @@ class Server:
                 tun.require_bridge(cfg.bridge)
             except tun.InterfaceError as e:
                 raise errors.StartupError(f"--bridge: {e}") from None
+        self.identity = peers.identity_of(cfg)
         self.pool = self._new_pool(cfg)
         self.allowed = allowed_networks(cfg.allowed_client_ips) if cfg.allowed_client_ips else []
+        self.allowed += peers.fixed_networks(self.identity)
         self.hooks = HookRunner(cfg.hook_dir) if cfg.hook_dir else None
         self.clients: dict[int, Client] = {}
         self.unconfirmed: dict[int, Unconfirmed] = {}
@@ -99,23 +101,27 @@ class Server:
         # One netlink socket for every interface (opening one per call costs
         # more than the call).
         self.ipr = tun.IPRoute()
-        self.psk = stretch(t.secret)
+        self.psk = stretch(t.secret, t.network)
         self.sock: socket.socket | None = None
         if t.tcp:
             self.endpoint, self.listen = self._start_tcp(cfg)
         else:
             self.sock = open_socket(t.ip, t.port, bind=True, sockbuf=t.sockbuf, dscp=t.dscp)
             self.endpoint = _engine.Endpoint.server(
-                os.dup(self.sock.fileno()), self.psk, engine_params(cfg)
+                os.dup(self.sock.fileno()),
+                self.psk,
+                engine_params(cfg),
+                **peers.engine_args(self.identity),
             )
             host, port = self.sock.getsockname()[:2]
             self.listen = _fmt_addr((host, port))
         self.started = time.time()
         log.info(
-            "listening on %s (%s mode%s)",
+            "listening on %s (%s mode%s%s)",
             self.listen,
             cfg.vni_mode,
             ", fake TCP" if t.tcp else "",
+            peers.describe(self.identity),
         )
 
     def _start_tcp(self, cfg: ServerConfig) -> tuple[_engine.Endpoint, str]:
@@ -135,6 +141,7 @@ class Server:
             ipv6=v6,
             dscp=t.dscp,
             sockbuf=t.sockbuf,
+            **peers.engine_args(self.identity),
         )
         return ep, _fmt_addr((host or "0.0.0.0", t.port)) + "/tcp"
 
@@ -145,6 +152,7 @@ class Server:
             cfg.assignable_ips,
             exclude=[cfg.local_ip] if cfg.local_ip else [],
             tun_mode=not self.tap,
+            keep=peers.fixed_addresses(self.identity),
         )
 
     # -- reload (SIGHUP) ----------------------------------------------------
@@ -167,7 +175,7 @@ class Server:
         changed = [
             f.name
             for f in dataclasses.fields(ServerConfig)
-            if getattr(old, f.name) != getattr(new, f.name)
+            if getattr(old, f.name) != getattr(new, f.name) and f.name not in peers.RELOADED
         ]
         applied: list[str] = []
         later: list[str] = []
@@ -189,9 +197,10 @@ class Server:
         if "allowed_client_ips" in applied:
             self.allowed = (
                 allowed_networks(new.allowed_client_ips) if new.allowed_client_ips else []
-            )
+            ) + peers.fixed_networks(self.identity)
         keep = {n: getattr(old, n) for n in later}
         self.cfg = dataclasses.replace(new, **keep)
+        peers_changed = peers.reload(self, new)
         if applied:
             log.info(
                 "SIGHUP: applied %s",
@@ -199,7 +208,7 @@ class Server:
             )
         if later:
             log.warning("SIGHUP: %s changed; that takes a restart", ", ".join(later))
-        if not changed:
+        if not changed and not peers_changed:
             log.info("SIGHUP: configuration unchanged")
 
     # -- handshake policy -------------------------------------------------

@@ -181,10 +181,11 @@ def open_status(mode: str, cfg, snapshot: Callable[[], dict]):
         return None
 
 
-def stretch(secret: str) -> _engine.Psk:
-    """The secret stretched once with Argon2id (costly on purpose: a weak
-    password costs an offline guesser as much per guess)."""
-    return _engine.Psk(secret.encode())
+def stretch(secret: str, network: str = _engine.DEFAULT_NETWORK) -> _engine.Psk:
+    """The secret stretched once with Argon2id, salted with the network name
+    (costly on purpose: a weak password costs an offline guesser as much per
+    guess, and each network needs a dictionary of its own)."""
+    return _engine.Psk(secret.encode(), network)
 
 
 def event_loop(

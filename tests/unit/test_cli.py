@@ -137,12 +137,19 @@ def test_unknown_flag_is_a_usage_error(ran):
 
 def test_config_file_with_flag_override(ran, tmp_path):
     f = tmp_path / "server.toml"
-    f.write_text('port = 1300\nsecret = "file secret"\nkcp-mode = "fast2"\nsndwnd = 512\n')
+    f.write_text(
+        'port = 1300\nsecret = "file secret, strong enough"\nkcp-mode = "fast2"\nsndwnd = 512\n'
+    )
     f.chmod(0o600)
     r = invoke("server", "--config", str(f), "--sndwnd", "2048")
     assert r.exit_code == 0, r.output
     t = ran[0][1].transport
-    assert (t.port, t.kcp_mode, t.sndwnd, t.secret) == (1300, "fast2", 2048, "file secret")
+    assert (t.port, t.kcp_mode, t.sndwnd, t.secret) == (
+        1300,
+        "fast2",
+        2048,
+        "file secret, strong enough",
+    )
 
 
 def test_flag_equal_to_default_still_overrides_the_file(ran, tmp_path):

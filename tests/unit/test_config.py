@@ -106,6 +106,7 @@ def test_every_flag_has_a_field_and_the_flag_table_covers_every_field():
     for mode, cls in (("server", ServerConfig), ("client", ClientConfig)):
         fields = set(TransportConfig.__dataclass_fields__) | set(cls.__dataclass_fields__)
         fields.discard("transport")
+        fields.discard("peers")  # [[peer]] tables of the --config file, not a flag
         covered = {f.field for f in flags_for(mode)}
         assert covered == fields, mode
     hidden = {f.name for f in FLAGS if f.hidden}
@@ -290,7 +291,8 @@ def test_other_warnings():
     assert "FEC is off because --parityshard is 0" in warnings_of("client", parityshard=0)
     assert "IPv6 will not work" in warnings_of("client", vni_mtu=1200)
     assert "neither encrypted nor authenticated" in warnings_of("client", crypt="none")
-    assert "shorter than" in warnings_of("client", secret="abc")
+    w = warnings_of("client", secret="abc", allow_weak_key=True)
+    assert "the secret is weak (it is 3 characters long" in w and "kcpvpn genkey" in w
     assert "--netmask has no effect in TUN mode" in warnings_of("server", netmask="24")
     w = warnings_of(
         "server",
@@ -319,7 +321,7 @@ def test_file_supplies_values_and_flags_override(tmp_path):
     f = write(
         tmp_path / "s.toml",
         'port = 1300\nudp-mtu = 1400\nkcp_mode = "fast3"\nds = 20\nps = 5\n'
-        'assignable-ips = "10.0.0.0/24"\nno-mss-clamp = true\nsecret = "from file"\n',
+        'assignable-ips = "10.0.0.0/24"\nno-mss-clamp = true\nsecret = "from the config file"\n',
     )
     s = build_config("server", {"udp_mtu": 1200}, config_file=f, env=NOENV)
     t = s.transport
@@ -331,7 +333,7 @@ def test_file_supplies_values_and_flags_override(tmp_path):
         5,
     )
     assert s.assignable_ips == "10.0.0.0/24" and s.mss_clamp is False
-    assert t.secret == "from file"
+    assert t.secret == "from the config file"
 
 
 def test_tcp_from_the_file_and_the_engine_datagram_size(tmp_path):
@@ -340,22 +342,29 @@ def test_tcp_from_the_file_and_the_engine_datagram_size(tmp_path):
     IP packets keep the size --udp-mtu gives them in UDP mode."""
     from kcpvpn.supervisor import engine_params
 
-    f = write(tmp_path / "s.toml", 'port = 1300\ntcp = true\nsecret = "x"\n')
+    f = write(
+        tmp_path / "s.toml", 'port = 1300\ntcp = true\nsecret = "correct horse battery staple"\n'
+    )
     s = build_config("server", {}, config_file=f, env=NOENV)
     assert s.transport.tcp is True
     assert engine_params(s).udp_mtu == s.transport.udp_mtu - 12
-    u = build_config("server", {"port": 1300}, env={"KCPVPN_KEY": "x"})
+    u = build_config("server", {"port": 1300}, env={"KCPVPN_KEY": "correct horse battery staple"})
     assert u.transport.tcp is False
     assert engine_params(u).udp_mtu == u.transport.udp_mtu
 
 
 def test_secret_precedence_flag_over_env_over_file(tmp_path):
-    f = write(tmp_path / "c.toml", 'ip = "h"\nport = 1\nsecret = "file"\n')
-    assert build_config("client", {}, config_file=f, env=NOENV).transport.secret == "file"
-    env = {"KCPVPN_KEY": "env"}
-    assert build_config("client", {}, config_file=f, env=env).transport.secret == "env"
-    got = build_config("client", {"secret": "flag"}, config_file=f, env=env)
-    assert got.transport.secret == "flag"
+    f = write(tmp_path / "c.toml", 'ip = "h"\nport = 1\nsecret = "secret from the file"\n')
+    assert (
+        build_config("client", {}, config_file=f, env=NOENV).transport.secret
+        == "secret from the file"
+    )
+    env = {"KCPVPN_KEY": "secret from the env"}
+    assert (
+        build_config("client", {}, config_file=f, env=env).transport.secret == "secret from the env"
+    )
+    got = build_config("client", {"secret": "secret from the flag"}, config_file=f, env=env)
+    assert got.transport.secret == "secret from the flag"
 
 
 def test_secret_from_environment_by_default(monkeypatch):
@@ -375,7 +384,9 @@ def test_file_with_secret_must_be_private(tmp_path, mode_bits):
 
 def test_file_without_secret_may_be_world_readable(tmp_path):
     f = write(tmp_path / "s.toml", "port = 1\n", 0o644)
-    cfg = build_config("server", {}, config_file=f, env={"KCPVPN_KEY": "k" * 20})
+    cfg = build_config(
+        "server", {}, config_file=f, env={"KCPVPN_KEY": "correct horse battery staple"}
+    )
     assert cfg.transport.port == 1
 
 
@@ -420,14 +431,16 @@ def test_invalid_toml_and_missing_file(tmp_path):
 def test_problems_from_the_file_say_so(tmp_path):
     f = write(tmp_path / "s.toml", "port = 1\ndscp = 99\n")
     with pytest.raises(ConfigError) as e:
-        build_config("server", {"secret": "x" * 20}, config_file=f, env=NOENV)
+        build_config("server", {"secret": "correct horse battery staple"}, config_file=f, env=NOENV)
     msg = str(e.value)
     assert "--dscp 99 is out of range: use 0..63" in msg and msg.endswith(f"(from {f})")
 
 
 def test_netmask_as_integer_in_file(tmp_path):
     f = write(tmp_path / "s.toml", 'port = 1\nnetmask = 24\nvni-mode = "tap"\n')
-    cfg = build_config("server", {}, config_file=f, env={"KCPVPN_KEY": "k" * 20})
+    cfg = build_config(
+        "server", {}, config_file=f, env={"KCPVPN_KEY": "correct horse battery staple"}
+    )
     assert cfg.prefixlen == 24
 
 

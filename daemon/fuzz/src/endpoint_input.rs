@@ -32,7 +32,10 @@ pub fn run(data: &[u8]) {
         seed: 1,
     });
     let mut client = Endpoint::new(EndpointConfig {
-        role: Role::Client { psk: [1; 32] },
+        role: Role::Client {
+            psk: [1; 32],
+            identity: None,
+        },
         params,
         seed: 2,
     });

@@ -7,6 +7,7 @@ pub mod faketcp_input;
 pub mod fec_groups;
 pub mod fec_input;
 pub mod handshake_input;
+pub mod identity_handshake;
 pub mod kcp_input;
 pub mod kcp_pair;
 pub mod mss_clamp;
@@ -23,6 +24,7 @@ pub const TARGETS: &[Target] = &[
     ("fec_groups", fec_groups::run),
     ("fec_input", fec_input::run),
     ("handshake_input", handshake_input::run),
+    ("identity_handshake", identity_handshake::run),
     ("kcp_input", kcp_input::run),
     ("kcp_pair", kcp_pair::run),
     ("mss_clamp", mss_clamp::run),

@@ -33,6 +33,8 @@ RESEND_MAX: Final[int]
 BUFFER_RANGE: Final[tuple[int, int]]
 DSCP_MAX: Final[int]
 CLIENT_ID_MAX: Final[int]
+DEFAULT_NETWORK: Final[str]
+MAX_NETWORK_LEN: Final[int]
 IP_UDP_HEADER: Final[int]
 DATAGRAM_OVERHEAD: Final[int]
 """Outer header and AEAD tag of each datagram."""
@@ -131,10 +133,17 @@ class SessionParams:
 
 @final
 class Psk:
-    """The shared secret stretched with Argon2id (opaque; computed once, GIL released).
-    InvalidParameter if it is empty."""
+    """The shared secret stretched with Argon2id, salted with the network name
+    (opaque; computed once, GIL released). InvalidParameter if it is empty or
+    the name is not 1..64 bytes without control characters."""
 
-    def __new__(cls, secret: bytes) -> Self: ...
+    def __new__(cls, secret: bytes, network: str = ...) -> Self: ...
+
+def generate_private_key() -> bytes:
+    """A new X25519 private key (32 random bytes)."""
+
+def public_key(private_key: bytes) -> bytes:
+    """The X25519 public key of a 32-byte private key (InvalidParameter otherwise)."""
 
 @final
 class Offer:
@@ -208,6 +217,7 @@ class HandshakeRequest:
         udp_mtu: int = ...,
         keepalive: int = 10,
         timestamp_ms: int = 0,
+        client_key: str | None = None,
     ) -> Self: ...
     @property
     def pending_id(self) -> int: ...
@@ -232,6 +242,10 @@ class HandshakeRequest:
     def keepalive(self) -> int: ...
     @property
     def timestamp_ms(self) -> int: ...
+    @property
+    def client_key(self) -> str | None:
+        """Identity mode: the client's public key (base64), one of the peers;
+        `client_id` and `ip` then come from its peer entry."""
 
 @final
 class HandshakeRejected:
@@ -240,7 +254,9 @@ class HandshakeRejected:
     @property
     def peer(self) -> tuple[str, int]: ...
     @property
-    def kind(self) -> Literal["auth", "stale", "replayed", "busy", "unusable"]: ...
+    def kind(
+        self,
+    ) -> Literal["auth", "stale", "replayed", "busy", "unusable", "unknown-peer"]: ...
     @property
     def reason(self) -> str: ...
     @property
@@ -595,12 +611,28 @@ class Endpoint:
 
     @staticmethod
     def server(
-        fd: int, psk: Psk, params: SessionParams, handshake_max_age_ms: int = ...
+        fd: int,
+        psk: Psk,
+        params: SessionParams,
+        handshake_max_age_ms: int = ...,
+        *,
+        private_key: bytes | None = None,
+        peers: list[tuple[bytes, str, str | None]] = ...,
     ) -> Endpoint:
-        """A server on `fd` (a bound UDP socket, dup'ed for the engine)."""
+        """A server on `fd` (a bound UDP socket, dup'ed for the engine). Identity
+        mode with `private_key`: only `peers` (public key, client id, fixed
+        address or None) get in, each named by its entry."""
     @staticmethod
-    def client(fd: int, psk: Psk, params: SessionParams) -> Endpoint:
-        """A client on `fd` (its UDP socket, dup'ed for the engine)."""
+    def client(
+        fd: int,
+        psk: Psk,
+        params: SessionParams,
+        *,
+        private_key: bytes | None = None,
+        server_public_key: bytes | None = None,
+    ) -> Endpoint:
+        """A client on `fd` (its UDP socket, dup'ed for the engine); identity
+        mode with its private key and the server's public key it pins."""
     @staticmethod
     def server_tcp(
         port: int,
@@ -612,6 +644,8 @@ class Endpoint:
         dscp: int = 0,
         sockbuf: int = ...,
         handshake_max_age_ms: int = ...,
+        private_key: bytes | None = None,
+        peers: list[tuple[bytes, str, str | None]] = ...,
     ) -> Endpoint:
         """A fake-TCP server on `port` (raw sockets of the families asked for)."""
     @staticmethod
@@ -622,6 +656,8 @@ class Endpoint:
         *,
         dscp: int = 0,
         sockbuf: int = ...,
+        private_key: bytes | None = None,
+        server_public_key: bytes | None = None,
     ) -> Endpoint:
         """A fake-TCP client of `server`."""
     def event_fd(self) -> int:
@@ -650,6 +686,9 @@ class Endpoint:
         NotPending if the request expired; EngineError if the session cannot
         run (the client was told why)."""
     def refuse(self, request: HandshakeRequest, reason: str) -> None: ...
+    def set_peers(self, private_key: bytes, peers: list[tuple[bytes, str, str | None]]) -> None:
+        """Server in identity mode: replaces the peers (the same private key);
+        sessions of peers that are gone stay until closed."""
     def close(self, session_id: int) -> None: ...
     def stats(self) -> EngineStats:
         """The counters (refreshed every 250 ms)."""

@@ -68,8 +68,9 @@ def peek_header(datagram: bytes) -> tuple[int, int, int] | None:
 def cipher_name(name: str) -> str:
     """Canonical cipher name; UnsupportedCipher naming the choices otherwise."""
 
-def stretch_secret(secret: bytes) -> bytes:
-    """Argon2id(secret) → 32-byte PSK (64 MiB, 3 passes; releases the GIL)."""
+def stretch_secret(secret: bytes, network: str = ...) -> bytes:
+    """Argon2id(secret, salt of `network`) → 32-byte PSK (64 MiB, 3 passes;
+    releases the GIL)."""
 
 @final
 class HandshakeInitiator:

@@ -2,7 +2,8 @@
 //! Run: cargo bench -p kcpvpn-crypto --bench crypto -- --warm-up-time 1 --measurement-time 3
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use kcpvpn_crypto::handshake::{
-    stretch_secret, InitPayload, Initiator, Responder, ServerConfigPayload, IP_MODE_SERVER_ASSIGNS,
+    generate_private_key, public_key, stretch_secret, ClientIdentity, InitPayload, Initiator, Peer,
+    Responder, ServerConfigPayload, ServerIdentity, IP_MODE_SERVER_ASSIGNS,
 };
 use kcpvpn_crypto::packet::{CipherKind, Opener, Sealer, HEADER_LEN, MSG_DATA};
 use std::hint::black_box;
@@ -100,6 +101,36 @@ fn handshake(c: &mut Criterion) {
     g.bench_function("read_init forged (server cost of garbage)", |b| {
         let mut resp = Responder::new(&psk, 60_000);
         let (_, m1) = Initiator::new(&[1u8; 32], wishes.clone(), 1, 0).unwrap();
+        b.iter(|| black_box(resp.read_init(&m1, 0).is_err()))
+    });
+    // Identity mode (IKpsk1): two more Diffie-Hellmans on each side.
+    let server_key = generate_private_key();
+    let client = ClientIdentity {
+        private_key: generate_private_key(),
+        server_public_key: public_key(&server_key),
+    };
+    let peers = vec![Peer {
+        public_key: public_key(&client.private_key),
+        client_id: "bench".into(),
+        ip: None,
+    }];
+    let identity = ServerIdentity::new(server_key, peers).unwrap();
+    g.bench_function("identity full (message 1 + message 2, both sides)", |b| {
+        let mut resp =
+            Responder::with_capacity(&psk, 60_000, 1 << 20).with_identity(identity.clone());
+        let mut now = 1_000_000u64;
+        b.iter(|| {
+            now += 1;
+            let (mut ini, m1) =
+                Initiator::start(&psk, Some(&client), wishes.clone(), 1, now).unwrap();
+            let (_, pending) = resp.read_init(&m1, now).unwrap();
+            let (m2, _) = pending.accept(&config, 2);
+            black_box(ini.read_response(&m2).unwrap().unwrap());
+        })
+    });
+    g.bench_function("identity read_init forged (server cost of garbage)", |b| {
+        let mut resp = Responder::new(&psk, 60_000).with_identity(identity.clone());
+        let (_, m1) = Initiator::start(&[1u8; 32], Some(&client), wishes.clone(), 1, 0).unwrap();
         b.iter(|| black_box(resp.read_init(&m1, 0).is_err()))
     });
     g.finish();

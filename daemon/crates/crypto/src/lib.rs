@@ -9,10 +9,11 @@
 //! - [`replay`]: the sliding replay window (RFC 6479 style bitmap) that the
 //!   packet opener consults before decrypting and marks after the tag
 //!   verifies.
-//! - [`handshake`]: the two-message Noise `NNpsk0` handshake that proves
-//!   both sides hold the shared secret, carries the session parameters and
-//!   derives the per-direction packet keys; plus the Argon2id stretching of
-//!   the human secret into the Noise PSK.
+//! - [`handshake`]: the two-message Noise handshake (`NNpsk0`, or `IKpsk1`
+//!   in identity mode, with static keys on both sides) that proves both
+//!   sides hold the shared secret (and their keys), carries the session
+//!   parameters and derives the per-direction packet keys; plus the Argon2id
+//!   stretching of the human secret into the Noise PSK.
 //!
 //! Nothing here reads a clock, touches a socket or spawns a thread. Malformed
 //! network input is an `Err` the caller counts, never a panic.

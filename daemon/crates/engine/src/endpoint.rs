@@ -22,6 +22,10 @@ use std::time::Duration;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Psk>()?;
+    m.add_function(wrap_pyfunction!(generate_private_key, m)?)?;
+    m.add_function(wrap_pyfunction!(public_key, m)?)?;
+    m.add("DEFAULT_NETWORK", hs::DEFAULT_NETWORK)?;
+    m.add("MAX_NETWORK_LEN", hs::MAX_NETWORK_LEN)?;
     m.add_class::<Endpoint>()?;
     m.add_class::<Offer>()?;
     m.add_class::<TunnelConfig>()?;
@@ -68,16 +72,100 @@ pub struct Psk(pub [u8; 32]);
 
 #[pymethods]
 impl Psk {
+    /// Stretches `secret` with the salt of `network` (both sides must use
+    /// the same name).
     #[new]
-    fn new(py: Python<'_>, secret: &[u8]) -> PyResult<Self> {
+    #[pyo3(signature = (secret, network = hs::DEFAULT_NETWORK.to_string()))]
+    fn new(py: Python<'_>, secret: &[u8], network: String) -> PyResult<Self> {
         if secret.is_empty() {
             return Err(errors::invalid(
                 "the secret is empty: set --secret or KCPVPN_KEY",
             ));
         }
+        if let Some(why) = hs::network_problem(&network) {
+            return Err(errors::invalid(format!("--network: {why}")));
+        }
         let s = secret.to_vec();
         // Deliberately slow (memory-hard); let other Python threads run meanwhile.
-        Ok(Psk(py.detach(move || hs::stretch_secret(&s))))
+        let k = py.detach(move || hs::stretch_secret_for(&s, &network));
+        Ok(Psk(k.map_err(errors::handshake)?))
+    }
+}
+
+/// A new X25519 private key (32 random bytes from the OS).
+#[pyfunction]
+fn generate_private_key<'py>(py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
+    pyo3::types::PyBytes::new(py, &hs::generate_private_key())
+}
+
+/// The X25519 public key of a 32-byte private key.
+#[pyfunction]
+fn public_key<'py>(
+    py: Python<'py>,
+    private_key: &[u8],
+) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+    let k = key32(private_key, "a private key")?;
+    Ok(pyo3::types::PyBytes::new(py, &hs::public_key(&k)))
+}
+
+fn key32(b: &[u8], what: &str) -> PyResult<[u8; 32]> {
+    b.try_into().map_err(|_| {
+        errors::invalid(format!(
+            "{what} is 32 bytes (44 characters of base64), not {}",
+            b.len()
+        ))
+    })
+}
+
+/// A peer as Python gives it: (public key, client id, fixed address).
+type PeerSpec = (Vec<u8>, String, Option<String>);
+
+fn server_responder(
+    psk: &Psk,
+    max_age_ms: u64,
+    private_key: Option<&[u8]>,
+    peers: Vec<PeerSpec>,
+) -> PyResult<hs::Responder> {
+    let r = hs::Responder::new(&psk.0, max_age_ms);
+    let Some(private) = private_key else {
+        if !peers.is_empty() {
+            return Err(errors::invalid(
+                "peers need identity mode: give the server a private key too",
+            ));
+        }
+        return Ok(r);
+    };
+    Ok(r.with_identity(server_identity(private, peers)?))
+}
+
+fn server_identity(private_key: &[u8], peers: Vec<PeerSpec>) -> PyResult<hs::ServerIdentity> {
+    let peers = peers
+        .into_iter()
+        .map(|(key, client_id, ip)| {
+            Ok(hs::Peer {
+                public_key: key32(&key, "a peer's public key")?,
+                client_id,
+                ip: parse_ip(ip.as_deref(), "a peer's address")?,
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    hs::ServerIdentity::new(key32(private_key, "the private key")?, peers)
+        .map_err(errors::handshake)
+}
+
+fn client_identity(
+    private_key: Option<&[u8]>,
+    server_public_key: Option<&[u8]>,
+) -> PyResult<Option<hs::ClientIdentity>> {
+    match (private_key, server_public_key) {
+        (None, None) => Ok(None),
+        (Some(p), Some(s)) => Ok(Some(hs::ClientIdentity {
+            private_key: key32(p, "the private key")?,
+            server_public_key: key32(s, "the server's public key")?,
+        })),
+        _ => Err(errors::invalid(
+            "identity mode needs both the client's private key and the server's public key",
+        )),
     }
 }
 
@@ -249,6 +337,9 @@ pub struct HandshakeRequest {
     pub keepalive: u16,
     /// The client's clock when it sent message 1 (Unix ms).
     pub timestamp_ms: u64,
+    /// Identity mode: the client's public key (base64), one of the peers;
+    /// `client_id` and `ip` then come from its peer entry.
+    pub client_key: Option<String>,
 }
 
 impl From<Request> for HandshakeRequest {
@@ -266,6 +357,7 @@ impl From<Request> for HandshakeRequest {
             udp_mtu: p.udp_mtu,
             keepalive: p.keepalive_s,
             timestamp_ms: r.timestamp_ms,
+            client_key: r.client_key.map(|k| hs::to_base64(&k)),
         }
     }
 }
@@ -275,7 +367,7 @@ impl HandshakeRequest {
     /// A request as the engine would report it, for tests of the control
     /// plane's policy (the engine only answers requests it reported).
     #[new]
-    #[pyo3(signature = (*, pending_id, peer, mtu, client_id = String::new(), ip_mode = 0, ip = None, fec = None, cipher = "aes".to_string(), udp_mtu = hs::MIN_UDP_MTU, keepalive = 10, timestamp_ms = 0))]
+    #[pyo3(signature = (*, pending_id, peer, mtu, client_id = String::new(), ip_mode = 0, ip = None, fec = None, cipher = "aes".to_string(), udp_mtu = hs::MIN_UDP_MTU, keepalive = 10, timestamp_ms = 0, client_key = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         pending_id: u64,
@@ -289,6 +381,7 @@ impl HandshakeRequest {
         udp_mtu: u16,
         keepalive: u16,
         timestamp_ms: u64,
+        client_key: Option<String>,
     ) -> Self {
         HandshakeRequest {
             pending_id,
@@ -302,6 +395,7 @@ impl HandshakeRequest {
             udp_mtu,
             keepalive,
             timestamp_ms,
+            client_key,
         }
     }
 
@@ -318,7 +412,7 @@ impl HandshakeRequest {
 #[pyclass(frozen, get_all, module = "kcpvpn._engine")]
 pub struct HandshakeRejected {
     pub peer: Addr,
-    /// "auth", "stale", "replayed", "busy" or "unusable".
+    /// "auth", "stale", "replayed", "busy", "unusable" or "unknown-peer".
     pub kind: &'static str,
     pub reason: String,
     pub suppressed: u64,
@@ -423,6 +517,7 @@ fn event_object(py: Python<'_>, ev: Event) -> PyResult<Py<PyAny>> {
                 R::Replayed => "replayed",
                 R::Busy => "busy",
                 R::Unusable(_) => "unusable",
+                R::UnknownPeer(_) => "unknown-peer",
             };
             Py::new(
                 py,
@@ -452,7 +547,7 @@ fn event_object(py: Python<'_>, ev: Event) -> PyResult<Py<PyAny>> {
         Event::ConnectFailed(f) => {
             let kind = match f {
                 ConnectFailure::Refused(_) => "refused",
-                ConnectFailure::AuthFailed => "auth",
+                ConnectFailure::AuthFailed | ConnectFailure::ServerKeyMismatch => "auth",
                 ConnectFailure::Stale => "stale",
                 ConnectFailure::Replayed => "replayed",
                 ConnectFailure::NoAnswer { .. } => "no-answer",
@@ -996,27 +1091,47 @@ fn wait_reply<T: Send>(py: Python<'_>, rx: mpsc::Receiver<T>) -> PyResult<T> {
 impl Endpoint {
     /// A server on `fd` (a bound UDP socket, dup'ed for us).
     #[staticmethod]
-    #[pyo3(signature = (fd, psk, params, handshake_max_age_ms = hs::DEFAULT_MAX_AGE_MS))]
+    /// Identity mode with `private_key` (32 bytes): only `peers` get in,
+    /// each a (public key, client id, fixed address or None).
+    #[pyo3(signature = (fd, psk, params, handshake_max_age_ms = hs::DEFAULT_MAX_AGE_MS, *, private_key = None, peers = Vec::new()))]
     fn server(
         fd: i32,
         psk: &Psk,
         params: &SessionParams,
         handshake_max_age_ms: u64,
+        private_key: Option<Vec<u8>>,
+        peers: Vec<PeerSpec>,
     ) -> PyResult<Self> {
-        let responder = hs::Responder::new(&psk.0, handshake_max_age_ms);
+        let responder = server_responder(psk, handshake_max_age_ms, private_key.as_deref(), peers)?;
         start(fd, Role::Server { responder }, params)
     }
 
-    /// A client on `fd` (its UDP socket, dup'ed for us).
+    /// A client on `fd` (its UDP socket, dup'ed for us); identity mode with
+    /// its `private_key` and the `server_public_key` it pins.
     #[staticmethod]
-    fn client(fd: i32, psk: &Psk, params: &SessionParams) -> PyResult<Self> {
-        start(fd, Role::Client { psk: psk.0 }, params)
+    #[pyo3(signature = (fd, psk, params, *, private_key = None, server_public_key = None))]
+    fn client(
+        fd: i32,
+        psk: &Psk,
+        params: &SessionParams,
+        private_key: Option<Vec<u8>>,
+        server_public_key: Option<Vec<u8>>,
+    ) -> PyResult<Self> {
+        let identity = client_identity(private_key.as_deref(), server_public_key.as_deref())?;
+        start(
+            fd,
+            Role::Client {
+                psk: psk.0,
+                identity,
+            },
+            params,
+        )
     }
 
     /// A fake-TCP server on `port` (raw sockets of the families asked for;
     /// the caller keeps the host's stack from resetting the flows).
     #[staticmethod]
-    #[pyo3(signature = (port, psk, params, *, ipv4 = true, ipv6 = true, dscp = 0, sockbuf = 4 << 20, handshake_max_age_ms = hs::DEFAULT_MAX_AGE_MS))]
+    #[pyo3(signature = (port, psk, params, *, ipv4 = true, ipv6 = true, dscp = 0, sockbuf = 4 << 20, handshake_max_age_ms = hs::DEFAULT_MAX_AGE_MS, private_key = None, peers = Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn server_tcp(
         port: u16,
@@ -1027,11 +1142,13 @@ impl Endpoint {
         dscp: u8,
         sockbuf: i32,
         handshake_max_age_ms: u64,
+        private_key: Option<Vec<u8>>,
+        peers: Vec<PeerSpec>,
     ) -> PyResult<Self> {
         if !ipv4 && !ipv6 {
             return Err(errors::engine("a fake-TCP server needs IPv4, IPv6 or both"));
         }
-        let responder = hs::Responder::new(&psk.0, handshake_max_age_ms);
+        let responder = server_responder(psk, handshake_max_age_ms, private_key.as_deref(), peers)?;
         start_tcp(
             TcpRole::Server { port, ipv4, ipv6 },
             Role::Server { responder },
@@ -1044,19 +1161,26 @@ impl Endpoint {
     /// A fake-TCP client of `server` (it connects on the first datagram,
     /// and again whenever the connection is lost).
     #[staticmethod]
-    #[pyo3(signature = (server, psk, params, *, dscp = 0, sockbuf = 4 << 20))]
+    #[pyo3(signature = (server, psk, params, *, dscp = 0, sockbuf = 4 << 20, private_key = None, server_public_key = None))]
+    #[allow(clippy::too_many_arguments)]
     fn client_tcp(
         server: Addr,
         psk: &Psk,
         params: &SessionParams,
         dscp: u8,
         sockbuf: i32,
+        private_key: Option<Vec<u8>>,
+        server_public_key: Option<Vec<u8>>,
     ) -> PyResult<Self> {
+        let identity = client_identity(private_key.as_deref(), server_public_key.as_deref())?;
         start_tcp(
             TcpRole::Client {
                 server: sockaddr(&server)?,
             },
-            Role::Client { psk: psk.0 },
+            Role::Client {
+                psk: psk.0,
+                identity,
+            },
             params,
             dscp,
             sockbuf,
@@ -1169,6 +1293,15 @@ impl Endpoint {
             pending_id: request.pending_id,
             reason,
         });
+    }
+
+    /// Server in identity mode: replaces the peers (SIGHUP); the private key
+    /// must be the one the endpoint started with. Sessions of peers that are
+    /// gone stay until `close`d.
+    fn set_peers(&self, private_key: Vec<u8>, peers: Vec<PeerSpec>) -> PyResult<()> {
+        let identity = server_identity(&private_key, peers)?;
+        self.inner.command(Command::SetPeers { identity });
+        Ok(())
     }
 
     /// Ends a session (the peer is told; a SessionClosed event follows).

@@ -55,9 +55,10 @@ pub fn handshake(e: HandshakeError) -> PyErr {
         HandshakeError::Oversized | HandshakeError::BadType | HandshakeError::Malformed(_) => {
             Malformed::new_err(msg)
         }
-        HandshakeError::AuthFailed | HandshakeError::ResponseAuthFailed => {
-            AuthenticationFailed::new_err(msg)
-        }
+        HandshakeError::AuthFailed
+        | HandshakeError::ResponseAuthFailed
+        | HandshakeError::UnknownPeer { .. }
+        | HandshakeError::PeerRefused { .. } => AuthenticationFailed::new_err(msg),
         HandshakeError::Stale { .. } => StaleHandshake::new_err(msg),
         HandshakeError::Replayed => ReplayedHandshake::new_err(msg),
         HandshakeError::Busy => Busy::new_err(msg),

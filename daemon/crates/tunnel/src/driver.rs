@@ -69,6 +69,10 @@ pub enum Command {
     Close {
         session_id: u32,
     },
+    /// Server in identity mode: a new list of peers (SIGHUP).
+    SetPeers {
+        identity: kcpvpn_crypto::handshake::ServerIdentity,
+    },
 }
 
 /// One session's figures.
@@ -525,6 +529,9 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
                         (Err(e), _) => Err(e),
                     };
                     let _ = reply.send(r);
+                }
+                Command::SetPeers { identity } => {
+                    self.endpoint.set_server_identity(identity);
                 }
                 Command::Refuse { pending_id, reason } => {
                     let (ep, mut io) = self.io();

@@ -497,7 +497,10 @@ mod tests {
         );
         assert!(carry(&mut s, &mut c, 1003));
         assert_eq!(c.stats.epoch, 1);
-        assert!(c.take_confirm(), "a datagram under the new keys is due at once");
+        assert!(
+            c.take_confirm(),
+            "a datagram under the new keys is due at once"
+        );
         assert!(!c.take_confirm());
         assert_eq!(
             data(&mut s, &mut c, 1004),

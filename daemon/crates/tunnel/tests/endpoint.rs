@@ -225,7 +225,10 @@ impl Sim {
     fn client_with(&mut self, server: usize, p: SessionParams, psk: [u8; 32], link: Link) -> usize {
         let seed = self.rng.random();
         let ep = Endpoint::new(EndpointConfig {
-            role: Role::Client { psk },
+            role: Role::Client {
+                psk,
+                identity: None,
+            },
             params: p,
             seed,
         });
@@ -1075,7 +1078,10 @@ fn a_request_turned_away_as_busy_costs_no_replay_cache_entry() {
     let once = |sim: &mut Sim| {
         let seed = sim.rng.random();
         let ep = Endpoint::new(EndpointConfig {
-            role: Role::Client { psk: PSK },
+            role: Role::Client {
+                psk: PSK,
+                identity: None,
+            },
             params: params(),
             seed,
         });

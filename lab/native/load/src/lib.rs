@@ -190,7 +190,10 @@ impl LoadDriver {
             })?;
             sock.set_nonblocking(true)?;
             let ep = Endpoint::new(EndpointConfig {
-                role: Role::Client { psk: cfg.psk },
+                role: Role::Client {
+                    psk: cfg.psk,
+                    identity: None,
+                },
                 params: cfg.params.clone(),
                 seed: cfg.seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
             });

@@ -1,7 +1,14 @@
 //! The session handshake, sans-IO: datagrams in, datagrams and outcomes out.
 //!
-//! Two messages of `Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s` (prologue
-//! `"kcpvpn v1"`), the PSK being the Argon2id-stretched shared secret:
+//! Two messages of Noise (prologue `"kcpvpn v2"`), the PSK being the
+//! Argon2id-stretched shared secret (salted with the network name):
+//!
+//! - simple mode: `Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s`, the shared secret
+//!   alone authenticates both sides;
+//! - identity mode: `Noise_IKpsk1_25519_ChaChaPoly_BLAKE2s`, each side also
+//!   holds a static X25519 key: the client pins the server's public key,
+//!   the server lists the clients' public keys ([`identity`]). Why IKpsk1:
+//!   docs/protocol.md, section 2.7.
 //!
 //! ```text
 //! client                                        server
@@ -18,7 +25,13 @@
 //! authenticate, and message 1 is padded to be at least as large as any
 //! message 2, so the server never amplifies traffic.
 
+pub mod identity;
 pub mod payload;
+
+pub use identity::{
+    generate_private_key, key_client_id, public_key, to_base64, ClientIdentity, Peer,
+    ServerIdentity, KEY_LEN,
+};
 
 pub use payload::{
     InitPayload, ResponsePayload, ServerConfigPayload, IP_MODE_CLIENT_SET, IP_MODE_NONE,
@@ -39,10 +52,20 @@ pub const MSG_INIT: u8 = crate::packet::MSG_HANDSHAKE_INIT;
 pub const MSG_RESPONSE: u8 = crate::packet::MSG_HANDSHAKE_RESPONSE;
 
 pub const NOISE_PATTERN: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
-pub const PROLOGUE: &[u8] = b"kcpvpn v1";
-/// Argon2id salt for [`stretch_secret`]. Fixed: both sides must derive the
-/// same PSK from the same secret without exchanging anything.
-pub const PSK_SALT: &[u8] = b"kcpvpn/psk/v1";
+/// Identity mode (static keys on both sides, the PSK mixed in at the end
+/// of message 1).
+pub const NOISE_PATTERN_IDENTITY: &str = "Noise_IKpsk1_25519_ChaChaPoly_BLAKE2s";
+/// Version 2: the per-network salt and identity mode. A v1 peer fails to
+/// authenticate rather than half-work.
+pub const PROLOGUE: &[u8] = b"kcpvpn v2";
+/// The Argon2id salt of [`stretch_secret_for`] is this followed by the
+/// network name: both sides know the name, and each deployment that names
+/// its network gets a dictionary of its own.
+pub const PSK_SALT_PREFIX: &str = "kcpvpn/psk/v2/";
+/// The network name when none is configured.
+pub const DEFAULT_NETWORK: &str = "kcpvpn";
+/// Longest network name, in bytes.
+pub const MAX_NETWORK_LEN: usize = 64;
 /// Argon2id cost: memory in KiB, passes, lanes.
 pub const ARGON2_M_KIB: u32 = 64 * 1024;
 pub const ARGON2_T: u32 = 3;
@@ -58,14 +81,20 @@ pub const RESPONSE_HEADER_LEN: usize = 12;
 pub const MAX_RESPONSE_LEN: usize = RESPONSE_HEADER_LEN + DH_LEN + MAX_RESPONSE_PAYLOAD + AEAD_TAG;
 /// Size of the message 1 we send (and the least we accept): at least the
 /// largest message 2, so answering never amplifies.
-pub const INIT_LEN: usize = {
-    let natural = INIT_HEADER_LEN + DH_LEN + MAX_INIT_PAYLOAD + AEAD_TAG;
+pub const INIT_LEN: usize =
+    at_least_response(INIT_HEADER_LEN + DH_LEN + MAX_INIT_PAYLOAD + AEAD_TAG);
+/// The same in identity mode, whose message 1 also carries the client's
+/// static key (encrypted: 32 bytes and a tag).
+pub const INIT_LEN_IDENTITY: usize =
+    at_least_response(INIT_HEADER_LEN + DH_LEN + DH_LEN + AEAD_TAG + MAX_INIT_PAYLOAD + AEAD_TAG);
+
+const fn at_least_response(natural: usize) -> usize {
     if natural > MAX_RESPONSE_LEN {
         natural
     } else {
         MAX_RESPONSE_LEN
     }
-};
+}
 /// Largest message 1 we accept (room for future, longer payloads).
 pub const MAX_INIT_LEN: usize = 1200;
 /// Default freshness window for message 1 timestamps.
@@ -100,9 +129,22 @@ pub enum HandshakeError {
          check both clocks (NTP)"
     )]
     Stale { skew_ms: i64 },
-    /// Message 1 was already seen (a replay inside the freshness window).
+    /// Message 1 was already seen (a replay inside the freshness window),
+    /// or its timestamp is not later than the last one of the same client.
     #[error("replayed handshake message 1")]
     Replayed,
+    /// Identity mode: message 1 authenticated, but its key is not one of
+    /// the server's peers. `refusal` is an authenticated message 2 saying
+    /// so, for the caller to send (nothing else is kept).
+    #[error("the client key {} is not one of the server's peers", to_base64(.key))]
+    UnknownPeer {
+        key: [u8; KEY_LEN],
+        refusal: Vec<u8>,
+    },
+    /// Identity mode: a peer asked for the fixed address of another peer.
+    /// `refusal` is the authenticated message 2 saying so.
+    #[error("{reason}")]
+    PeerRefused { reason: String, refusal: Vec<u8> },
     /// The replay cache is full of live entries.
     #[error("too many handshakes in progress; the client should retry shortly")]
     Busy,
@@ -116,18 +158,43 @@ pub enum HandshakeError {
 }
 
 /// Derives the 32-byte Noise PSK from the human secret with Argon2id
-/// (m = 64 MiB, t = 3, p = 1, salt `kcpvpn/psk/v1`). Deliberately slow and
-/// memory-hard so a captured handshake cannot cheaply test guesses; call it
-/// once at start-up.
+/// (m = 64 MiB, t = 3, p = 1) for the default network name.
 pub fn stretch_secret(secret: &[u8]) -> [u8; 32] {
+    stretch_secret_for(secret, DEFAULT_NETWORK).expect("the default network name is valid")
+}
+
+/// Why `network` cannot name a network, or None: 1..=64 bytes of UTF-8
+/// without control characters (it is typed on both sides).
+pub fn network_problem(network: &str) -> Option<String> {
+    if network.is_empty() || network.len() > MAX_NETWORK_LEN {
+        return Some(format!(
+            "the network name must be 1 to {MAX_NETWORK_LEN} bytes long, not {}",
+            network.len()
+        ));
+    }
+    if network.chars().any(char::is_control) {
+        return Some("the network name may not hold control characters".into());
+    }
+    None
+}
+
+/// Derives the PSK with Argon2id (m = 64 MiB, t = 3, p = 1, salt
+/// `kcpvpn/psk/v2/` + `network`). Deliberately slow and memory-hard so a
+/// guesser pays that per guess, and salted per network so one precomputed
+/// dictionary does not serve every deployment; call it once at start-up.
+pub fn stretch_secret_for(secret: &[u8], network: &str) -> Result<[u8; 32], HandshakeError> {
+    if let Some(why) = network_problem(network) {
+        return Err(HandshakeError::InvalidPayload(why));
+    }
     let params = argon2::Params::new(ARGON2_M_KIB, ARGON2_T, ARGON2_P, Some(32))
         .expect("fixed Argon2 parameters are valid");
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = [0u8; 32];
+    let salt = format!("{PSK_SALT_PREFIX}{network}");
     // Only fails for secrets longer than 4 GiB or a salt under 8 bytes.
-    a.hash_password_into(secret, PSK_SALT, &mut out)
+    a.hash_password_into(secret, salt.as_bytes(), &mut out)
         .expect("secret length within Argon2 limits");
-    out
+    Ok(out)
 }
 
 /// The two packet keys of a session, as seen from one side.
@@ -143,22 +210,40 @@ impl std::fmt::Debug for SessionKeys {
     }
 }
 
-fn params() -> NoiseParams {
-    NOISE_PATTERN
-        .parse()
-        .expect("the Noise pattern name is valid")
+fn params(identity: bool) -> NoiseParams {
+    if identity {
+        NOISE_PATTERN_IDENTITY
+    } else {
+        NOISE_PATTERN
+    }
+    .parse()
+    .expect("the Noise pattern name is valid")
 }
 
 fn noise_err(e: snow::Error) -> HandshakeError {
     HandshakeError::Noise(e.to_string())
 }
 
-fn build(psk: &[u8; 32], initiator: bool) -> Result<HandshakeState, HandshakeError> {
-    let b = snow::Builder::new(params())
+/// Static keys: (our private key, the peer's public key if known ahead).
+type Statics<'a> = Option<(&'a [u8; KEY_LEN], Option<&'a [u8; KEY_LEN]>)>;
+
+fn build(
+    psk: &[u8; 32],
+    initiator: bool,
+    statics: Statics,
+) -> Result<HandshakeState, HandshakeError> {
+    let mut b = snow::Builder::new(params(statics.is_some()))
         .prologue(PROLOGUE)
         .map_err(noise_err)?
-        .psk(0, psk)
+        // The PSK's position: 0 in NNpsk0, 1 in IKpsk1.
+        .psk(statics.is_some() as u8, psk)
         .map_err(noise_err)?;
+    if let Some((private, remote)) = statics {
+        b = b.local_private_key(private).map_err(noise_err)?;
+        if let Some(r) = remote {
+            b = b.remote_public_key(r).map_err(noise_err)?;
+        }
+    }
     if initiator {
         b.build_initiator()
     } else {
@@ -214,19 +299,35 @@ impl Initiator {
         session_id: u32,
         now_unix_ms: u64,
     ) -> Result<(Initiator, Vec<u8>), HandshakeError> {
-        let mut plain = Vec::with_capacity(INIT_LEN);
+        Initiator::start(psk, None, payload, session_id, now_unix_ms)
+    }
+
+    /// As `new`, in identity mode when `identity` is given.
+    pub fn start(
+        psk: &[u8; 32],
+        identity: Option<&ClientIdentity>,
+        payload: InitPayload,
+        session_id: u32,
+        now_unix_ms: u64,
+    ) -> Result<(Initiator, Vec<u8>), HandshakeError> {
+        let (len, overhead) = match identity {
+            None => (INIT_LEN, DH_LEN + AEAD_TAG),
+            Some(_) => (INIT_LEN_IDENTITY, DH_LEN + DH_LEN + AEAD_TAG + AEAD_TAG),
+        };
+        let mut plain = Vec::with_capacity(len);
         encode_init(&payload, now_unix_ms, &mut plain)?;
         // Pad inside the encryption: authenticated, and the Noise message then
         // simply runs to the end of the datagram.
-        plain.resize(INIT_LEN - INIT_HEADER_LEN - DH_LEN - AEAD_TAG, 0);
-        let mut hs = build(psk, true)?;
-        let mut msg = vec![0u8; INIT_LEN];
+        plain.resize(len - INIT_HEADER_LEN - overhead, 0);
+        let statics = identity.map(|i| (&i.private_key, Some(&i.server_public_key)));
+        let mut hs = build(psk, true, statics)?;
+        let mut msg = vec![0u8; len];
         msg[0] = MSG_INIT;
         msg[4..8].copy_from_slice(&session_id.to_le_bytes());
         let n = hs
             .write_message(&plain, &mut msg[INIT_HEADER_LEN..])
             .map_err(noise_err)?;
-        debug_assert_eq!(INIT_HEADER_LEN + n, INIT_LEN);
+        debug_assert_eq!(INIT_HEADER_LEN + n, len);
         msg.truncate(INIT_HEADER_LEN + n);
         Ok((
             Initiator {
@@ -310,6 +411,9 @@ pub struct InitRequest {
     pub sender_id: u32,
     /// The client's clock when it sent message 1 (unix ms).
     pub timestamp_ms: u64,
+    /// Identity mode: the client's static public key (one of the server's
+    /// peers; `payload` already carries that peer's id and address).
+    pub client_key: Option<[u8; KEY_LEN]>,
     pub payload: InitPayload,
 }
 
@@ -392,6 +496,18 @@ pub struct ResponderStats {
     pub stale: u64,
     pub replayed: u64,
     pub busy: u64,
+    /// Identity mode: authenticated keys that are not among the peers.
+    pub unknown_peers: u64,
+    /// Identity mode: peers refused for asking another's fixed address.
+    pub peer_refusals: u64,
+}
+
+/// Whose message-1 timestamps must increase: the key in identity mode, the
+/// (non-empty) client id in simple mode.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Ident {
+    Key([u8; KEY_LEN]),
+    Id(String),
 }
 
 /// Server side: verifies message 1 statelessly, remembering only recently
@@ -402,7 +518,12 @@ pub struct Responder {
     /// Ephemeral key of each accepted message 1 → unix ms after which its
     /// timestamp is stale anyway (so the entry can go).
     seen: HashMap<[u8; DH_LEN], u64>,
+    /// The latest message-1 timestamp of each client identity: a later
+    /// message 1 must carry a larger one. An entry older than the freshness
+    /// window can go (anything at or below it would be stale anyway).
+    last_ts: HashMap<Ident, u64>,
     capacity: usize,
+    identity: Option<ServerIdentity>,
     stats: ResponderStats,
 }
 
@@ -411,6 +532,7 @@ impl std::fmt::Debug for Responder {
         f.debug_struct("Responder")
             .field("max_age_ms", &self.max_age_ms)
             .field("seen", &self.seen.len())
+            .field("identity", &self.identity)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -430,9 +552,31 @@ impl Responder {
             psk: *psk,
             max_age_ms,
             seen: HashMap::new(),
+            last_ts: HashMap::new(),
             capacity: capacity.max(1),
+            identity: None,
             stats: ResponderStats::default(),
         }
+    }
+
+    /// Identity mode: only `identity`'s peers get in, each as itself.
+    pub fn with_identity(mut self, identity: ServerIdentity) -> Responder {
+        self.identity = Some(identity);
+        self
+    }
+
+    pub fn identity(&self) -> Option<&ServerIdentity> {
+        self.identity.as_ref()
+    }
+
+    /// A new list of peers (SIGHUP): keys no longer listed get no further
+    /// handshake, and their timestamp entries go.
+    pub fn set_identity(&mut self, identity: ServerIdentity) {
+        self.last_ts.retain(|i, _| match i {
+            Ident::Key(k) => identity.peer(k).is_some(),
+            Ident::Id(_) => true,
+        });
+        self.identity = Some(identity);
     }
 
     pub fn stats(&self) -> ResponderStats {
@@ -455,6 +599,8 @@ impl Responder {
             Err(HandshakeError::Stale { .. }) => s.stale += 1,
             Err(HandshakeError::Replayed) => s.replayed += 1,
             Err(HandshakeError::Busy) => s.busy += 1,
+            Err(HandshakeError::UnknownPeer { .. }) => s.unknown_peers += 1,
+            Err(HandshakeError::PeerRefused { .. }) => s.peer_refusals += 1,
             Err(_) => s.malformed += 1,
         }
         r
@@ -465,7 +611,11 @@ impl Responder {
         d: &[u8],
         now: u64,
     ) -> Result<(InitRequest, PendingAccept), HandshakeError> {
-        if d.len() < INIT_LEN {
+        let min_len = match self.identity {
+            None => INIT_LEN,
+            Some(_) => INIT_LEN_IDENTITY,
+        };
+        if d.len() < min_len {
             return Err(HandshakeError::Truncated);
         }
         if d.len() > MAX_INIT_LEN {
@@ -475,15 +625,76 @@ impl Responder {
             return Err(HandshakeError::BadType);
         }
         let sender_id = u32::from_le_bytes([d[4], d[5], d[6], d[7]]);
-        let mut hs = build(&self.psk, false)?;
+        let statics = self.identity.as_ref().map(|i| (&i.private_key, None));
+        let mut hs = build(&self.psk, false, statics)?;
         let mut plain = [0u8; MAX_INIT_LEN];
         let n = hs
             .read_message(&d[INIT_HEADER_LEN..], &mut plain)
             .map_err(|_| HandshakeError::AuthFailed)?;
-        let (ts, payload) = decode_init(&plain[..n])?;
+        let client_key: Option<[u8; KEY_LEN]> = match self.identity {
+            None => None,
+            Some(_) => Some(
+                hs.get_remote_static()
+                    .and_then(|k| k.try_into().ok())
+                    .ok_or(HandshakeError::Noise(
+                        "no static key after message 1".into(),
+                    ))?,
+            ),
+        };
+        let (ts, mut payload) = decode_init(&plain[..n])?;
         let skew = (now as i128 - ts as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
         if skew.unsigned_abs() > self.max_age_ms {
             return Err(HandshakeError::Stale { skew_ms: skew });
+        }
+        if let (Some(id), Some(key)) = (&self.identity, client_key) {
+            let Some(peer) = id.peer(&key) else {
+                // Authenticated (it holds this key, the secret and our public
+                // key), so it may learn why; nothing is kept.
+                let why = format!(
+                    "the server does not know this client's key {}: its operator must add it to the server's peers",
+                    to_base64(&key)
+                );
+                let refusal = PendingAccept {
+                    hs,
+                    client_session_id: sender_id,
+                }
+                .refuse(&why);
+                return Err(HandshakeError::UnknownPeer { key, refusal });
+            };
+            // The peer entry, not the client's wish, names it.
+            payload.client_id = peer.client_id.clone();
+            if let (Some(ip), true) = (peer.ip, payload.ip_mode != IP_MODE_NONE) {
+                payload.ip_mode = IP_MODE_CLIENT_SET;
+                payload.ip = Some(ip);
+            }
+            if let Some(owner) = payload.ip.and_then(|ip| id.fixed_owner(ip)) {
+                if owner.public_key != key {
+                    let reason = format!(
+                        "{} is the fixed address of peer {}; ask for another one",
+                        payload.ip.expect("checked"),
+                        owner.client_id
+                    );
+                    let refusal = PendingAccept {
+                        hs,
+                        client_session_id: sender_id,
+                    }
+                    .refuse(&reason);
+                    return Err(HandshakeError::PeerRefused {
+                        reason: format!("peer {}: {reason}", payload.client_id),
+                        refusal,
+                    });
+                }
+            }
+        }
+        let ident = match client_key {
+            Some(k) => Some(Ident::Key(k)),
+            None if !payload.client_id.is_empty() => Some(Ident::Id(payload.client_id.clone())),
+            None => None,
+        };
+        if let Some(last) = ident.as_ref().and_then(|i| self.last_ts.get(i)) {
+            if ts <= *last {
+                return Err(HandshakeError::Replayed);
+            }
         }
         // The Noise ephemeral key is fresh per attempt, so it identifies this
         // message 1. Only authenticated messages get here, so the cache
@@ -499,11 +710,25 @@ impl Responder {
                 return Err(HandshakeError::Busy);
             }
         }
+        if let Some(i) = &ident {
+            if !self.last_ts.contains_key(i) && self.last_ts.len() >= self.capacity {
+                let max_age = self.max_age_ms;
+                self.last_ts
+                    .retain(|_, &mut last| last.saturating_add(max_age) >= now);
+                if self.last_ts.len() >= self.capacity {
+                    return Err(HandshakeError::Busy);
+                }
+            }
+        }
         self.seen.insert(e, ts.saturating_add(self.max_age_ms));
+        if let Some(i) = ident {
+            self.last_ts.insert(i, ts);
+        }
         Ok((
             InitRequest {
                 sender_id,
                 timestamp_ms: ts,
+                client_key,
                 payload,
             },
             PendingAccept {

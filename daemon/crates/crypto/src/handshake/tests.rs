@@ -45,6 +45,7 @@ fn happy_path_both_sides_agree_on_keys() {
         InitRequest {
             sender_id: 77,
             timestamp_ms: NOW,
+            client_key: None,
             payload: wishes()
         }
     );
@@ -90,8 +91,8 @@ fn happy_path_both_sides_agree_on_keys() {
 fn each_handshake_gets_fresh_keys() {
     let mut resp = Responder::new(&PSK, DEFAULT_MAX_AGE_MS);
     let mut all = Vec::new();
-    for _ in 0..2 {
-        let (_, m1) = Initiator::new(&PSK, wishes(), 1, NOW).unwrap();
+    for i in 0..2 {
+        let (_, m1) = Initiator::new(&PSK, wishes(), 1, NOW + i).unwrap();
         let (_, p) = resp.read_init(&m1, NOW).unwrap();
         all.push(p.accept(&config(), 2).1);
     }
@@ -214,7 +215,10 @@ fn stale_timestamps_either_way() {
 #[test]
 fn replay_cache_is_bounded_and_expires() {
     let mut resp = Responder::with_capacity(&PSK, 1000, 2);
-    let m = |t| Initiator::new(&PSK, wishes(), 1, t).unwrap().1;
+    // No client id: only the ephemeral-key cache applies.
+    let mut anonymous = wishes();
+    anonymous.client_id.clear();
+    let m = |t| Initiator::new(&PSK, anonymous.clone(), 1, t).unwrap().1;
     resp.read_init(&m(NOW), NOW).unwrap();
     resp.read_init(&m(NOW), NOW).unwrap();
     // Full of live entries: refuse rather than forget (forgetting would let
@@ -362,18 +366,331 @@ fn client_set_ipv6_request_round_trips() {
     assert_eq!(req.payload, p);
 }
 
-/// Known-answer test against an independent Argon2id implementation
-/// (Python argon2-cffi: hash_secret_raw(b"correct horse", b"kcpvpn/psk/v1",
-/// time_cost=3, memory_cost=65536, parallelism=1, hash_len=32, type=ID)).
-/// Slow in debug builds (64 MiB, 3 passes), hence a single call.
+/// Known-answer test against an independent Argon2id implementation (the
+/// reference C library, libargon2: argon2id_hash_raw(t=3, m=65536, p=1,
+/// b"correct horse", salt b"kcpvpn/psk/v2/example.net", 32 bytes); the same
+/// call with the v1 salt b"kcpvpn/psk/v1" gives the v1 answer that
+/// argon2-cffi gave). Slow in debug builds (64 MiB, 3 passes), hence one call.
 #[test]
 fn stretch_secret_known_answer() {
-    let k = stretch_secret(b"correct horse");
+    let k = stretch_secret_for(b"correct horse", "example.net").unwrap();
     assert_eq!(hex(&k), STRETCH_KAT);
 }
 
-const STRETCH_KAT: &str = "87f253f2112868bebcdf198d5d7d8d08ab1104230f633ad20cfe775639a6b384";
+const STRETCH_KAT: &str = "986993484c769f771749eaa815db98e0e96f4d26a416a0af939039ab3caa766a";
+
+#[test]
+fn network_names_are_checked() {
+    assert!(network_problem("").is_some());
+    assert!(network_problem(&"n".repeat(MAX_NETWORK_LEN + 1)).is_some());
+    assert!(network_problem("my net").is_none());
+    assert!(network_problem(
+        "a
+b"
+    )
+    .is_some());
+    assert!(network_problem("vpn.example.com").is_none());
+    assert!(matches!(
+        stretch_secret_for(b"x", ""),
+        Err(HandshakeError::InvalidPayload(_))
+    ));
+}
+
+// ------------------------------------------------------------ identity mode
+
+struct Keys {
+    server: [u8; 32],
+    alice: [u8; 32],
+    bob: [u8; 32],
+    mallory: [u8; 32],
+}
+
+fn keys() -> Keys {
+    Keys {
+        server: generate_private_key(),
+        alice: generate_private_key(),
+        bob: generate_private_key(),
+        mallory: generate_private_key(),
+    }
+}
+
+/// A server that knows alice (fixed address) and bob (id only).
+fn identity_server(k: &Keys) -> Responder {
+    let peers = vec![
+        Peer {
+            public_key: public_key(&k.alice),
+            client_id: "alice".into(),
+            ip: Some("10.8.0.10".parse().unwrap()),
+        },
+        Peer {
+            public_key: public_key(&k.bob),
+            client_id: "bob".into(),
+            ip: None,
+        },
+    ];
+    Responder::new(&PSK, DEFAULT_MAX_AGE_MS)
+        .with_identity(ServerIdentity::new(k.server, peers).unwrap())
+}
+
+fn as_client(k: &Keys, private: [u8; 32]) -> ClientIdentity {
+    ClientIdentity {
+        private_key: private,
+        server_public_key: public_key(&k.server),
+    }
+}
+
+#[test]
+fn identity_happy_path_the_peer_entry_names_the_client() {
+    let k = keys();
+    let mut resp = identity_server(&k);
+    // Bob claims alice's id and asks for an address of his choosing.
+    let mut claim = wishes();
+    claim.client_id = "alice".into();
+    claim.ip_mode = IP_MODE_CLIENT_SET;
+    claim.ip = Some("10.8.0.99".parse().unwrap());
+    let (mut ini, m1) =
+        Initiator::start(&PSK, Some(&as_client(&k, k.bob)), claim.clone(), 7, NOW).unwrap();
+    assert_eq!(m1.len(), INIT_LEN_IDENTITY);
+    let (req, p) = resp.read_init(&m1, NOW).unwrap();
+    assert_eq!(req.client_key, Some(public_key(&k.bob)));
+    assert_eq!(
+        req.payload.client_id, "bob",
+        "the key names it, not its wish"
+    );
+    assert_eq!(
+        req.payload.ip_mode, IP_MODE_CLIENT_SET,
+        "no fixed address: its wish stands"
+    );
+    let (m2, server_keys) = p.accept(&config(), 9);
+    let Some(HandshakeOutcome::Accepted { keys, .. }) = ini.read_response(&m2).unwrap() else {
+        panic!("refused")
+    };
+    assert_eq!(keys.send, server_keys.recv);
+
+    // Alice gets her fixed address whatever she asks for.
+    let (_, m1) = Initiator::start(&PSK, Some(&as_client(&k, k.alice)), wishes(), 8, NOW).unwrap();
+    let (req, _) = resp.read_init(&m1, NOW).unwrap();
+    assert_eq!(req.payload.client_id, "alice");
+    assert_eq!(req.payload.ip_mode, IP_MODE_CLIENT_SET);
+    assert_eq!(req.payload.ip, Some("10.8.0.10".parse().unwrap()));
+    // ... unless she wants no address at all (bridged TAP).
+    let mut none = wishes();
+    none.ip_mode = IP_MODE_NONE;
+    let (_, m1) = Initiator::start(&PSK, Some(&as_client(&k, k.alice)), none, 8, NOW + 1).unwrap();
+    let (req, _) = resp.read_init(&m1, NOW + 1).unwrap();
+    assert_eq!((req.payload.ip_mode, req.payload.ip), (IP_MODE_NONE, None));
+}
+
+#[test]
+fn unknown_key_gets_an_authenticated_refusal_and_leaves_nothing() {
+    let k = keys();
+    let mut resp = identity_server(&k);
+    let (mut ini, m1) =
+        Initiator::start(&PSK, Some(&as_client(&k, k.mallory)), wishes(), 3, NOW).unwrap();
+    let e = resp.read_init(&m1, NOW).unwrap_err();
+    let HandshakeError::UnknownPeer { key, refusal } = e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(key, public_key(&k.mallory));
+    assert!(refusal.len() <= MAX_RESPONSE_LEN && refusal.len() <= m1.len());
+    let Some(HandshakeOutcome::Refused { reason }) = ini.read_response(&refusal).unwrap() else {
+        panic!("not a refusal")
+    };
+    assert!(
+        reason.contains(&to_base64(&public_key(&k.mallory))),
+        "{reason}"
+    );
+    assert!(reason.contains("peers"), "{reason}");
+    assert!(
+        resp.seen.is_empty() && resp.last_ts.is_empty(),
+        "state kept for a stranger"
+    );
+    assert_eq!(resp.stats().unknown_peers, 1);
+    assert_eq!(resp.stats().requests, 0);
+}
+
+#[test]
+fn pinning_the_wrong_server_key_cannot_even_start() {
+    let k = keys();
+    let mut resp = identity_server(&k);
+    let wrong = ClientIdentity {
+        private_key: k.alice,
+        server_public_key: public_key(&k.mallory),
+    };
+    let (_, m1) = Initiator::start(&PSK, Some(&wrong), wishes(), 3, NOW).unwrap();
+    assert_eq!(
+        resp.read_init(&m1, NOW).unwrap_err(),
+        HandshakeError::AuthFailed
+    );
+    // An impostor server (another key) cannot read a genuine message 1 either.
+    let mut impostor = Responder::new(&PSK, DEFAULT_MAX_AGE_MS)
+        .with_identity(ServerIdentity::new(k.mallory, vec![]).unwrap());
+    let (_, m1) = Initiator::start(&PSK, Some(&as_client(&k, k.alice)), wishes(), 3, NOW).unwrap();
+    assert_eq!(
+        impostor.read_init(&m1, NOW).unwrap_err(),
+        HandshakeError::AuthFailed
+    );
+    assert!(resp.seen.is_empty() && impostor.seen.is_empty());
+}
+
+#[test]
+fn identity_mode_still_needs_the_secret_and_modes_do_not_mix() {
+    let k = keys();
+    let mut resp = identity_server(&k);
+    let (_, m1) =
+        Initiator::start(&[7u8; 32], Some(&as_client(&k, k.alice)), wishes(), 3, NOW).unwrap();
+    assert_eq!(
+        resp.read_init(&m1, NOW).unwrap_err(),
+        HandshakeError::AuthFailed
+    );
+    // Both modes' message 1 are 263 bytes, and neither authenticates on a
+    // server of the other mode.
+    let (_, simple) = Initiator::new(&PSK, wishes(), 3, NOW).unwrap();
+    assert_eq!(simple.len(), INIT_LEN_IDENTITY);
+    assert_eq!(
+        resp.read_init(&simple, NOW).unwrap_err(),
+        HandshakeError::AuthFailed
+    );
+    let (_, ident) =
+        Initiator::start(&PSK, Some(&as_client(&k, k.alice)), wishes(), 3, NOW).unwrap();
+    let mut plain = Responder::new(&PSK, DEFAULT_MAX_AGE_MS);
+    assert_eq!(
+        plain.read_init(&ident, NOW).unwrap_err(),
+        HandshakeError::AuthFailed
+    );
+    assert_eq!(resp.stats().requests + plain.stats().requests, 0);
+}
+
+#[test]
+fn timestamps_strictly_increase_per_key() {
+    let k = keys();
+    let mut resp = identity_server(&k);
+    let m = |who: [u8; 32], t: u64| {
+        Initiator::start(&PSK, Some(&as_client(&k, who)), wishes(), 1, t)
+            .unwrap()
+            .1
+    };
+    resp.read_init(&m(k.alice, NOW), NOW).unwrap();
+    // A new message 1 (fresh ephemeral) with the same or an older timestamp.
+    for t in [NOW, NOW - 1] {
+        assert_eq!(
+            resp.read_init(&m(k.alice, t), NOW).unwrap_err(),
+            HandshakeError::Replayed
+        );
+    }
+    // Another key is not affected; a later timestamp is fine.
+    resp.read_init(&m(k.bob, NOW), NOW).unwrap();
+    resp.read_init(&m(k.alice, NOW + 1), NOW).unwrap();
+    assert_eq!(resp.stats().replayed, 2);
+    // Bob claiming alice's id does not touch alice's entry (keyed by key).
+    assert_eq!(resp.last_ts.len(), 2);
+}
+
+#[test]
+fn timestamps_strictly_increase_per_client_id_in_simple_mode() {
+    let mut resp = Responder::new(&PSK, DEFAULT_MAX_AGE_MS);
+    let m = |id: &str, t: u64| {
+        let mut w = wishes();
+        w.client_id = id.into();
+        Initiator::new(&PSK, w, 1, t).unwrap().1
+    };
+    resp.read_init(&m("alice", NOW), NOW).unwrap();
+    assert_eq!(
+        resp.read_init(&m("alice", NOW), NOW).unwrap_err(),
+        HandshakeError::Replayed
+    );
+    resp.read_init(&m("bob", NOW), NOW).unwrap();
+    // Without an id there is nothing to key on: only the ephemeral cache.
+    resp.read_init(&m("", NOW), NOW).unwrap();
+    resp.read_init(&m("", NOW), NOW).unwrap();
+    assert_eq!(resp.last_ts.len(), 2);
+}
+
+#[test]
+fn timestamp_map_is_bounded_and_only_authenticated_requests_enter() {
+    let mut resp = Responder::with_capacity(&PSK, 1000, 2);
+    let m = |id: &str, t: u64| {
+        let mut w = wishes();
+        w.client_id = id.into();
+        Initiator::new(&PSK, w, 1, t).unwrap().1
+    };
+    // Another secret: refused before the map.
+    let mut w = wishes();
+    w.client_id = "x".into();
+    let (_, forged) = Initiator::new(&[3u8; 32], w, 1, NOW).unwrap();
+    assert!(resp.read_init(&forged, NOW).is_err());
+    assert!(resp.last_ts.is_empty());
+    resp.read_init(&m("a", NOW), NOW).unwrap();
+    resp.read_init(&m("b", NOW), NOW).unwrap();
+    assert_eq!(
+        resp.read_init(&m("c", NOW), NOW).unwrap_err(),
+        HandshakeError::Busy
+    );
+    // Entries older than the freshness window make room.
+    resp.read_init(&m("c", NOW + 1500), NOW + 1500).unwrap();
+    assert!(resp.last_ts.len() <= 2);
+}
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[test]
+fn a_peer_cannot_take_another_peers_fixed_address() {
+    let k = keys();
+    let mut resp = identity_server(&k);
+    // Bob has no fixed address and asks for alice's.
+    let mut w = wishes();
+    w.ip_mode = IP_MODE_CLIENT_SET;
+    w.ip = Some("10.8.0.10".parse().unwrap());
+    let (mut ini, m1) = Initiator::start(&PSK, Some(&as_client(&k, k.bob)), w, 4, NOW).unwrap();
+    let e = resp.read_init(&m1, NOW).unwrap_err();
+    let HandshakeError::PeerRefused { reason, refusal } = e else {
+        panic!("{e:?}")
+    };
+    assert!(
+        reason.contains("peer bob") && reason.contains("alice"),
+        "{reason}"
+    );
+    let Some(HandshakeOutcome::Refused { reason }) = ini.read_response(&refusal).unwrap() else {
+        panic!("not a refusal")
+    };
+    assert!(reason.contains("fixed address of peer alice"), "{reason}");
+    assert_eq!(resp.stats().peer_refusals, 1);
+    // Another address is his to ask for.
+    let mut w = wishes();
+    w.ip_mode = IP_MODE_CLIENT_SET;
+    w.ip = Some("10.8.0.11".parse().unwrap());
+    let (_, m1) = Initiator::start(&PSK, Some(&as_client(&k, k.bob)), w, 4, NOW + 1).unwrap();
+    let (req, _) = resp.read_init(&m1, NOW + 1).unwrap();
+    assert_eq!(req.payload.ip, Some("10.8.0.11".parse().unwrap()));
+}
+
+#[test]
+fn new_peers_take_effect_at_once() {
+    let k = keys();
+    let mut resp = identity_server(&k);
+    let m = |who: [u8; 32], t: u64| {
+        Initiator::start(&PSK, Some(&as_client(&k, who)), wishes(), 1, t)
+            .unwrap()
+            .1
+    };
+    resp.read_init(&m(k.bob, NOW), NOW).unwrap();
+    // Bob is removed: his next message 1 is refused, his timestamp entry goes.
+    let only_alice = vec![Peer {
+        public_key: public_key(&k.alice),
+        client_id: "alice".into(),
+        ip: None,
+    }];
+    resp.set_identity(ServerIdentity::new(k.server, only_alice).unwrap());
+    assert!(resp.last_ts.is_empty());
+    assert!(matches!(
+        resp.read_init(&m(k.bob, NOW + 1), NOW + 1),
+        Err(HandshakeError::UnknownPeer { .. })
+    ));
+    let (req, _) = resp.read_init(&m(k.alice, NOW + 1), NOW + 1).unwrap();
+    assert_eq!(
+        req.payload.ip, None,
+        "alice's entry no longer fixes an address"
+    );
 }

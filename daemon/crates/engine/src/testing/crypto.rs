@@ -55,13 +55,20 @@ fn cipher_name(name: &str) -> PyResult<&'static str> {
     Ok(kind(name)?.name())
 }
 
-/// Argon2id(secret) → the 32-byte handshake PSK. Slow on purpose (~0.1–0.3 s,
-/// 64 MiB); other Python threads run meanwhile.
+/// Argon2id(secret, salt of `network`) → the 32-byte handshake PSK. Slow on
+/// purpose (~0.1–0.3 s, 64 MiB); other Python threads run meanwhile.
 #[pyfunction]
-fn stretch_secret<'py>(py: Python<'py>, secret: &[u8]) -> Bound<'py, PyBytes> {
+#[pyo3(signature = (secret, network = hs::DEFAULT_NETWORK.to_string()))]
+fn stretch_secret<'py>(
+    py: Python<'py>,
+    secret: &[u8],
+    network: String,
+) -> PyResult<Bound<'py, PyBytes>> {
     let s = secret.to_vec();
-    let k = py.detach(move || hs::stretch_secret(&s));
-    PyBytes::new(py, &k)
+    let k = py
+        .detach(move || hs::stretch_secret_for(&s, &network))
+        .map_err(errors::handshake)?;
+    Ok(PyBytes::new(py, &k))
 }
 
 /// (msg_type, receiver_id, counter) of a data/close datagram, or None.

@@ -4,7 +4,8 @@
 //! The cryptography is in [`kcpvpn_crypto::handshake`].
 use super::messages::{attach_cookie, COOKIE_LEN};
 use kcpvpn_crypto::handshake::{
-    HandshakeError, HandshakeOutcome, InitPayload, InitRequest, Initiator, PendingAccept, Responder,
+    ClientIdentity, HandshakeError, HandshakeOutcome, InitPayload, InitRequest, Initiator,
+    PendingAccept, Responder,
 };
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -226,12 +227,14 @@ impl Connector {
     pub fn attempt(
         &mut self,
         psk: &[u8; 32],
+        identity: Option<&ClientIdentity>,
         session_id: u32,
         now_ms: u64,
         unix_ms: u64,
         jitter_ms: u64,
     ) -> Result<Vec<u8>, HandshakeError> {
-        let (ini, msg) = Initiator::new(psk, self.payload.clone(), session_id, unix_ms)?;
+        let (ini, msg) =
+            Initiator::start(psk, identity, self.payload.clone(), session_id, unix_ms)?;
         if self.attempts.len() == LIVE_ATTEMPTS {
             self.attempts.pop_front();
         }

@@ -21,7 +21,8 @@ use crate::params::{ParamError, SessionParams, Terms};
 use crate::session::{Closed, Received, Session, SessionStats, Transmit};
 use handshake::{Answer, Connector, ServerSide};
 use kcpvpn_crypto::handshake::{
-    HandshakeError, HandshakeOutcome, InitPayload, Responder, ServerConfigPayload,
+    to_base64, ClientIdentity, HandshakeError, HandshakeOutcome, InitPayload, Responder,
+    ServerConfigPayload,
 };
 use kcpvpn_crypto::packet;
 use limits::{Cookies, Reporter, SourceLimiter, TokenBucket};
@@ -85,11 +86,17 @@ fn send_raw(io: &mut dyn Io, to: SocketAddr, bytes: &[u8]) {
 }
 
 /// Which side of the handshake this endpoint is.
+// Built once per endpoint and moved into it: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Role {
     /// Answers handshakes (the responder holds the stretched secret).
     Server { responder: Responder },
-    /// Starts them, with the stretched secret.
-    Client { psk: [u8; 32] },
+    /// Starts them, with the stretched secret, and in identity mode with
+    /// its static key and the server's pinned public key.
+    Client {
+        psk: [u8; 32],
+        identity: Option<ClientIdentity>,
+    },
 }
 
 pub struct EndpointConfig {
@@ -155,6 +162,10 @@ pub enum Rejection {
     Busy,
     /// Authenticated, but asks for what this server cannot run.
     Unusable(String),
+    /// Identity mode: authenticated with a key that is not one of the
+    /// server's peers (counted as an authentication failure; the client
+    /// was told, in an authenticated refusal).
+    UnknownPeer([u8; 32]),
 }
 
 impl std::fmt::Display for Rejection {
@@ -170,6 +181,11 @@ impl std::fmt::Display for Rejection {
             Rejection::Replayed => f.write_str("replayed message 1"),
             Rejection::Busy => f.write_str("too many handshakes in progress"),
             Rejection::Unusable(why) => write!(f, "cannot serve it: {why}"),
+            Rejection::UnknownPeer(key) => write!(
+                f,
+                "unknown client key {}: not one of the server's peers (add it there to let this client in)",
+                to_base64(key)
+            ),
         }
     }
 }
@@ -181,6 +197,9 @@ pub enum ConnectFailure {
     Refused(String),
     /// The server says it cannot authenticate us (an unauthenticated hint).
     AuthFailed,
+    /// Identity mode: the same, which there means the server cannot even
+    /// read our message 1 (most likely the pinned server key is not its key).
+    ServerKeyMismatch,
     /// The server says our clock is off (an unauthenticated hint).
     Stale,
     /// The server saw our message 1 before (an unauthenticated hint).
@@ -196,7 +215,12 @@ impl std::fmt::Display for ConnectFailure {
         match self {
             ConnectFailure::Refused(r) => write!(f, "the server refused the connection: {r}"),
             ConnectFailure::AuthFailed => f.write_str(
-                "authentication failed: the server does not share our secret (check --secret / KCPVPN_KEY on both sides)",
+                "authentication failed: the server does not share our secret (check --secret / KCPVPN_KEY and --network on both sides, and that both run simple mode)",
+            ),
+            ConnectFailure::ServerKeyMismatch => f.write_str(
+                "the handshake cannot complete: the server could not read our message 1, so it does not hold the private key of the \
+                 --server-public-key we pin (check that key: `kcpvpn pubkey` on the server's private key prints it), or it does \
+                 not run identity mode, or its secret (KCPVPN_KEY) or --network differs from ours",
             ),
             ConnectFailure::Stale => f.write_str(
                 "the server refused our handshake as stale: the clocks of client and server differ by more than a minute (sync them, e.g. with NTP)",
@@ -219,6 +243,8 @@ pub struct Request {
     /// The client's receive session id.
     pub sender_id: u32,
     pub timestamp_ms: u64,
+    /// Identity mode: the client's static public key (one of the peers).
+    pub client_key: Option<[u8; 32]>,
     pub payload: InitPayload,
 }
 
@@ -379,6 +405,7 @@ pub struct Endpoint {
     params: SessionParams,
     server: Option<ServerSide>,
     psk: Option<[u8; 32]>,
+    identity: Option<ClientIdentity>,
     connector: Option<Connector>,
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
@@ -429,14 +456,15 @@ pub fn answerable(a: &SocketAddr) -> bool {
 
 impl Endpoint {
     pub fn new(cfg: EndpointConfig) -> Endpoint {
-        let (server, psk) = match cfg.role {
-            Role::Server { responder } => (Some(ServerSide::new(responder)), None),
-            Role::Client { psk } => (None, Some(psk)),
+        let (server, psk, identity) = match cfg.role {
+            Role::Server { responder } => (Some(ServerSide::new(responder)), None, None),
+            Role::Client { psk, identity } => (None, Some(psk), identity),
         };
         Endpoint {
             params: cfg.params,
             server,
             psk,
+            identity,
             connector: None,
             slots: Vec::new(),
             free: Vec::new(),
@@ -478,6 +506,22 @@ impl Endpoint {
         answerable(a)
             && !self.own.iter().any(|o| same_addr(o, a))
             && !self.broadcast.contains(&canon)
+    }
+
+    /// Server in identity mode: replaces its peers (the control plane
+    /// closes the sessions of peers that are gone). False if this endpoint
+    /// is not an identity-mode server.
+    pub fn set_server_identity(
+        &mut self,
+        identity: kcpvpn_crypto::handshake::ServerIdentity,
+    ) -> bool {
+        match self.server.as_mut() {
+            Some(s) if s.responder.identity().is_some() => {
+                s.responder.set_identity(identity);
+                true
+            }
+            _ => false,
+        }
     }
 
     pub fn params(&self) -> &SessionParams {
@@ -642,6 +686,7 @@ impl Endpoint {
             Rejection::Replayed => s.handshake_replayed += 1,
             Rejection::Busy => s.handshake_busy += 1,
             Rejection::Unusable(_) => s.handshake_unusable += 1,
+            Rejection::UnknownPeer(_) => s.handshake_auth_failures += 1,
         }
         if let Some(suppressed) = self.rejections.report(now.ms) {
             self.events.push_back(Event::HandshakeRejected {
@@ -729,6 +774,7 @@ impl Endpoint {
                             from,
                             sender_id: request.sender_id,
                             timestamp_ms: request.timestamp_ms,
+                            client_key: request.client_key,
                             payload: request.payload,
                         }));
                     }
@@ -746,6 +792,16 @@ impl Endpoint {
                     }
                     HandshakeError::Replayed => (Rejection::Replayed, Some(RejectCode::Replayed)),
                     HandshakeError::Busy => (Rejection::Busy, None),
+                    HandshakeError::UnknownPeer { key, refusal } => {
+                        // Authenticated: tell it why (no larger than its
+                        // message 1, and the source passed the limits above).
+                        send_raw(io, from, &refusal);
+                        return self.reject(now, from, Rejection::UnknownPeer(key));
+                    }
+                    HandshakeError::PeerRefused { reason, refusal } => {
+                        send_raw(io, from, &refusal);
+                        return self.reject(now, from, Rejection::Unusable(reason));
+                    }
                     // Garbage: counted, never answered nor reported.
                     _ => {
                         self.stats.malformed += 1;
@@ -798,6 +854,7 @@ impl Endpoint {
             return;
         }
         let failure = match code {
+            RejectCode::AuthFailed if self.identity.is_some() => ConnectFailure::ServerKeyMismatch,
             RejectCode::AuthFailed => ConnectFailure::AuthFailed,
             RejectCode::Stale => ConnectFailure::Stale,
             RejectCode::Replayed => ConnectFailure::Replayed,
@@ -986,7 +1043,14 @@ impl Endpoint {
         let session_id = self.new_session_id();
         let jitter = self.rng.next() % (RETRY_JITTER + 1);
         let c = self.connector.as_mut().expect("connecting");
-        match c.attempt(&psk, session_id, now.ms, now.unix_ms, jitter) {
+        match c.attempt(
+            &psk,
+            self.identity.as_ref(),
+            session_id,
+            now.ms,
+            now.unix_ms,
+            jitter,
+        ) {
             Ok(msg) => {
                 self.stats.handshake_attempts += 1;
                 let to = c.server;
