@@ -283,7 +283,7 @@ class Server:
                 self.pool.release(ip)
             return self._refuse(req, f"the server's settings do not fit this client: {e}")
         try:
-            iface = tun.open_tun(cfg.vni_name_prefix + "%d", tap=self.tap)
+            iface = tun.open_tun(cfg.vni_name_prefix + "%d", tap=self.tap, offload=cfg.tun_offload)
             name = iface.name
             try:
                 if self.tap:
@@ -418,6 +418,7 @@ class Server:
         """What `kcpvpn status` shows: each client with its session's counters."""
         stats = self.endpoint.stats().to_dict()
         by_id = {s["session_id"]: s for s in stats["sessions"]}
+        drops = tun.queue_drops(self.ipr)
         clients = []
         for c in self.clients.values():
             clients.append(
@@ -428,6 +429,8 @@ class Server:
                     "ip_mode": c.ip_mode,
                     "remote": c.remote,
                     "since": c.since,
+                    "tun_offload": c.iface.offload,
+                    "tun_queue_drops": drops.get(c.iface.index),
                     **by_id.get(c.session_id, {}),
                 }
             )
@@ -437,6 +440,7 @@ class Server:
             "started": self.started,
             "listen": self.listen,
             "vni_mode": self.cfg.vni_mode,
+            "tun_offload": self.cfg.tun_offload and not self.tap,
             "clients": clients,
             "endpoint": stats["endpoint"],
         }

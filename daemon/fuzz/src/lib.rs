@@ -12,6 +12,7 @@ pub mod kcp_pair;
 pub mod mss_clamp;
 pub mod packet_open;
 pub mod session_pipeline;
+pub mod tun_offload;
 
 pub type Target = (&'static str, fn(&[u8]));
 
@@ -27,6 +28,7 @@ pub const TARGETS: &[Target] = &[
     ("mss_clamp", mss_clamp::run),
     ("packet_open", packet_open::run),
     ("session_pipeline", session_pipeline::run),
+    ("tun_offload", tun_offload::run),
 ];
 
 /// `a` is before `b` in wrapping u32 time or sequence space.

@@ -5,6 +5,7 @@ pub mod driver;
 pub mod endpoint;
 pub mod faketcp;
 pub mod mss;
+pub mod offload;
 pub mod order;
 pub mod params;
 pub mod pmtu;
