@@ -6,11 +6,14 @@ either path: the wire does not change. Real daemons, devices and iperf3."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 
 import pytest
+from rich.console import Console
 
+from kcpvpn.status_view import render
 from kcpvpn_lab.vpn import client_address, read_status, start_client, start_server, status_path
 
 pytestmark = pytest.mark.netns
@@ -95,6 +98,9 @@ def test_offload_is_on_and_carries_tcp_intact_both_ways(topo):
         assert ep["tun_bad_reads"] == 0, ep
     assert isinstance(cdoc["tun_queue_drops"], int), cdoc
     assert isinstance(sdoc["clients"][0]["tun_queue_drops"], int), sdoc
+    out = io.StringIO()
+    render(cdoc, "client.sock", Console(file=out, width=100))
+    assert "interface offload (TSO/merged) · queue drops" in out.getvalue(), out.getvalue()
 
 
 def test_no_tun_offload_reads_packet_by_packet(topo):
@@ -122,3 +128,6 @@ def test_no_tun_offload_reads_packet_by_packet(topo):
         assert "tcp-segmentation-offload: off" in feats, feats
     sdoc = read_status(status_path(srv))
     assert sdoc["endpoint"]["tun_offload_interfaces"] == 1, sdoc["endpoint"]
+    out = io.StringIO()
+    render(cdoc, "client.sock", Console(file=out, width=100))
+    assert "interface packet by packet" in out.getvalue(), out.getvalue()
