@@ -178,7 +178,9 @@ class Client:
         tap = conf.tap
         mtu = conf.mtu
         if self.iface is None or self.iface.fd < 0:
-            self.iface = tun.open_tun(cfg.vni_name, tap=tap, persistent=cfg.persistent_vni)
+            self.iface = tun.open_tun(
+                cfg.vni_name, tap=tap, persistent=cfg.persistent_vni, offload=cfg.tun_offload
+            )
         name = self.iface.name
         ip = conf.client_ip
         if cfg.bridge and not tap:
@@ -342,6 +344,11 @@ class Client:
         ep = self.ep
         stats = ep.stats().to_dict() if ep is not None else {"sessions": [], "endpoint": {}}
         server = self.server or (self.cfg.transport.ip, self.cfg.transport.port)
+        iface = self.iface if self.iface and self.iface.fd >= 0 else None
+        drops = None
+        if iface is not None:
+            with tun.IPRoute() as ipr:
+                drops = tun.queue_drops(ipr).get(iface.index)
         return {
             "mode": "client",
             "pid": os.getpid(),
@@ -350,6 +357,10 @@ class Client:
             "client_id": self.cfg.client_id,
             "state": "connected" if self.up else "connecting",
             "interface": self.iface.name if self.iface else None,
+            # TSO reads and merged writes (IFF_VNET_HDR), or the plain path.
+            "tun_offload": iface.offload if iface else None,
+            # Packets the interface's queue dropped before the engine read them.
+            "tun_queue_drops": drops,
             "ip": self.ip,
             "since": self.connected_since,
             "sessions": stats["sessions"],

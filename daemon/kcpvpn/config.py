@@ -192,6 +192,7 @@ class ServerConfig:
     hook_dir: str | None = None
     bridge: str | None = None
     mss_clamp: bool = True
+    tun_offload: bool = True
     log_level: str = "info"
     log_format: str = "text"
     status_socket: str | None = None
@@ -232,6 +233,7 @@ class ClientConfig:
     on_disconnected_hook: str | None = None
     no_ip_configuration: bool = False
     mss_clamp: bool = True
+    tun_offload: bool = True
     log_level: str = "info"
     log_format: str = "text"
     status_socket: str | None = None
@@ -609,6 +611,17 @@ FLAGS: tuple[Flag, ...] = (
         "Do not lower the MSS of TCP SYNs crossing the tunnel to fit its MTU",
         PANEL_TUNNEL,
         negates=True,
+        new=True,
+    ),
+    Flag(
+        "tun_offload",
+        ("--tun-offload",),
+        "TUN interfaces hand the tunnel TCP/UDP super-packets of up to 64 KB and take "
+        "merged ones (IFF_VNET_HDR, TSO/USO; cut and merged in the daemon, the wire does "
+        "not change), where the kernel allows; --no-tun-offload reads and writes packet "
+        "by packet. TAP interfaces never offload",
+        PANEL_INTERFACE,
+        off_switch="--no-tun-offload",
         new=True,
     ),
     # Interface

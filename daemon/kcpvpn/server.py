@@ -368,7 +368,7 @@ class Server:
             return self._drop_unconfirmed(u)
         cfg = self.cfg
         try:
-            iface = tun.open_tun(cfg.vni_name_prefix + "%d", tap=self.tap)
+            iface = tun.open_tun(cfg.vni_name_prefix + "%d", tap=self.tap, offload=cfg.tun_offload)
             try:
                 if self.tap:
                     tun.configure(
@@ -532,6 +532,7 @@ class Server:
         """What `kcpvpn status` shows: each client with its session's counters."""
         stats = self.endpoint.stats().to_dict()
         by_id = {s["session_id"]: s for s in stats["sessions"]}
+        drops = tun.queue_drops(self.ipr)
         clients = []
         for c in self.clients.values():
             clients.append(
@@ -542,6 +543,8 @@ class Server:
                     "ip_mode": c.ip_mode,
                     "remote": c.remote,
                     "since": c.since,
+                    "tun_offload": c.iface.offload,
+                    "tun_queue_drops": drops.get(c.iface.index),
                     **by_id.get(c.session_id, {}),
                 }
             )
@@ -551,6 +554,7 @@ class Server:
             "started": self.started,
             "listen": self.listen,
             "vni_mode": self.cfg.vni_mode,
+            "tun_offload": self.cfg.tun_offload and not self.tap,
             "clients": clients,
             "unconfirmed": len(self.unconfirmed),
             "endpoint": stats["endpoint"],

@@ -69,6 +69,13 @@ def session_lines(mode: str, row: Row, now: float | None = None) -> Text:
         f"waiting {human_bytes(s.get('queued_bytes', 0))} · CoDel drops "
         f"{s.get('codel_drops', 0)} · ECN marks {s.get('ecn_marks', 0)}"
     )
+    # The interface: offload path or packet by packet, and what its queue dropped.
+    if "offload" in s:
+        drops = s.get("tun_queue_drops")
+        t.append(
+            f"\n    interface {'offload (TSO/merged)' if s['offload'] else 'packet by packet'}"
+            + ("" if drops is None else f" · queue drops {drops}")
+        )
     return t
 
 

@@ -19,9 +19,29 @@ from pyroute2 import IPRoute
 
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
+TUNSETOFFLOAD = 0x400454D0
 IFF_TUN = 0x0001
 IFF_TAP = 0x0002
 IFF_NO_PI = 0x1000
+# Reads and writes start with a virtio_net_hdr: the engine sees it on the
+# descriptor (TUNGETIFF) and cuts/merges TCP super-packets itself.
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+TUN_F_USO4 = 0x20  # Linux 6.2+
+TUN_F_USO6 = 0x40
+# The offloads asked for, best first: a kernel without USO refuses its bits.
+OFFLOADS = (
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_USO4 | TUN_F_USO6,
+    TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6,
+)
+# The interface's queue (packets the kernel hands to the daemon wait here):
+# the default 500 overflows while the data path is busy and the TCP inside
+# sees loss on a clean link (a TUN's queue gives no back-pressure: the kernel
+# drops when it is full). With offload an entry is a super-packet of up to
+# 64 KB, so this holds the largest default TCP window many times over.
+TXQUEUELEN = 4096
 # No duplicate address detection on tunnel addresses: the address is ours by
 # assignment, and DAD would keep it unusable ("tentative") for a second or more.
 IFA_F_NODAD = 0x02
@@ -40,6 +60,8 @@ class Interface:
     tap: bool
     persistent: bool = False
     index: int = 0
+    # TSO/GSO super-packets and a virtio_net_hdr on every read and write.
+    offload: bool = False
 
     def close(self) -> None:
         """Closes our descriptor; a non-persistent interface disappears once
@@ -56,13 +78,39 @@ def check_name(name: str) -> None:
         )
 
 
-def open_tun(name: str, tap: bool, persistent: bool = False) -> Interface:
+def open_tun(name: str, tap: bool, persistent: bool = False, offload: bool = True) -> Interface:
     """Creates (or attaches to an existing persistent) TUN/TAP device `name`.
     A name with `%d` (e.g. `kvs%d`) has the kernel pick the lowest free
     number: one call, where probing names one by one costs a netlink round
-    trip per interface that exists."""
+    trip per interface that exists.
+
+    `offload` (TUN only): the kernel may hand over TCP/UDP super-packets of
+    up to 64 KB with their checksums left open, and take merged ones
+    (IFF_VNET_HDR + TUNSETOFFLOAD); where the kernel refuses, the interface
+    is opened again without, and `Interface.offload` says which it got."""
+    if offload and not tap:
+        iface = _open(name, tap, persistent, vnet=True)
+        for bits in OFFLOADS:
+            try:
+                fcntl.ioctl(iface.fd, TUNSETOFFLOAD, bits)
+                iface.offload = True
+                return iface
+            except OSError:
+                continue
+        iface.close()
+    iface = _open(name, tap, persistent, vnet=False)
+    try:
+        # A persistent device keeps the offloads a former owner enabled;
+        # without the virtio header it must not get super-packets.
+        fcntl.ioctl(iface.fd, TUNSETOFFLOAD, 0)
+    except OSError:
+        pass
+    return iface
+
+
+def _open(name: str, tap: bool, persistent: bool, vnet: bool) -> Interface:
     check_name(name)
-    flags = (IFF_TAP if tap else IFF_TUN) | IFF_NO_PI
+    flags = (IFF_TAP if tap else IFF_TUN) | IFF_NO_PI | (IFF_VNET_HDR if vnet else 0)
     try:
         fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     except OSError as e:
@@ -180,7 +228,7 @@ def configure(
         # Up before addressing (in the same message as the MTU): an IPv6
         # point-to-point address added while the link is down gets a route to
         # its local end, not to the peer, once up.
-        ipr.link("set", index=idx, mtu=mtu, state="up", **extra)
+        ipr.link("set", index=idx, mtu=mtu, state="up", txqlen=TXQUEUELEN, **extra)
     except Exception as e:  # pyroute2 raises NetlinkError
         raise InterfaceError(f"cannot set MTU {mtu} on {name} and bring it up: {e}") from e
     if flush:
@@ -220,6 +268,21 @@ def configure(
         except Exception as e:
             if "exists" not in str(e).lower():
                 raise InterfaceError(f"cannot set address {local} on {name}: {e}") from e
+
+
+def queue_drops(ipr: IPRoute) -> dict[int, int]:
+    """Per interface index: packets its queue dropped (tx_dropped: for a
+    TUN/TAP, those the kernel could not hand to the daemon because the queue
+    was full). One netlink dump for all interfaces."""
+    out = {}
+    try:
+        for link in ipr.get_links():
+            st = link.get_attr("IFLA_STATS64") or link.get_attr("IFLA_STATS")
+            if st is not None:
+                out[link["index"]] = int(st.get("tx_dropped", 0))
+    except Exception:
+        pass  # the figures are optional; status must still answer
+    return out
 
 
 def remove_peer_address(ipr: IPRoute, index: int, local: str | None, peer: str) -> bool:

@@ -14,6 +14,7 @@ pub mod mss_clamp;
 pub mod packet_open;
 pub mod rekey_messages;
 pub mod session_pipeline;
+pub mod tun_offload;
 
 pub type Target = (&'static str, fn(&[u8]));
 
@@ -31,6 +32,7 @@ pub const TARGETS: &[Target] = &[
     ("packet_open", packet_open::run),
     ("rekey_messages", rekey_messages::run),
     ("session_pipeline", session_pipeline::run),
+    ("tun_offload", tun_offload::run),
 ];
 
 /// `a` is before `b` in wrapping u32 time or sequence space.

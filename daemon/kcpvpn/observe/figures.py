@@ -66,7 +66,11 @@ def rows(doc: dict, source: str = "") -> list[Row]:
                     address=doc.get("ip") or "",
                     interface=doc.get("interface") or "",
                     remote=doc.get("server") or "",
-                    session={"since": doc.get("since"), **s},
+                    session={
+                        "since": doc.get("since"),
+                        "tun_queue_drops": doc.get("tun_queue_drops"),
+                        **s,
+                    },
                 )
             )
     return out

@@ -656,6 +656,16 @@ counters!(
         forged_answers: u64,
         /// Packets the interface did not take (its queue was full, or it is down).
         tun_write_drops: u64,
+        /// TUN offload (IFF_VNET_HDR): interfaces that have it (of those
+        /// attached), super-packets read and the packets cut from them, reads
+        /// dropped as malformed, merged writes and the packets they held.
+        tun_offload_interfaces: u64,
+        tun_interfaces: u64,
+        tun_gso_reads: u64,
+        tun_gso_segments: u64,
+        tun_bad_reads: u64,
+        tun_merged_writes: u64,
+        tun_merged_segments: u64,
         gso_messages: u64,
         /// Datagrams not sent, in all and by reason.
         send_errors: u64,
@@ -765,6 +775,8 @@ pub struct SessionStats {
     /// Messages that waited for an earlier one of their own flow (never
     /// for another flow's).
     pub flow_waits: u64,
+    /// Its interface offloads (TSO reads, merged writes).
+    pub offload: bool,
     pub fec_errors: u64,
     pub kcp_errors: u64,
     pub oversize_packets: u64,
@@ -826,6 +838,7 @@ impl SessionStats {
             max_queue_delay_ms,
             new_flows,
             flow_waits,
+            offload,
             fec_errors,
             kcp_errors,
             oversize_packets,
@@ -912,6 +925,7 @@ fn session_stats(s: &SessionSnapshot) -> SessionStats {
         max_queue_delay_ms: s.scheduler.max_sojourn_ms,
         new_flows: s.scheduler.new_flows,
         flow_waits: s.flow_waits,
+        offload: s.offload,
         fec_errors: st.fec_errors,
         kcp_errors: st.kcp_errors,
         oversize_packets: st.oversize_packets,
@@ -983,7 +997,14 @@ fn engine_stats(s: &Snapshot) -> EngineStats {
             rehandshake_failures: e.rehandshake_failures,
             handshake_attempts: e.handshake_attempts,
             forged_answers: e.forged_answers,
-            tun_write_drops: e.delivery_drops,
+            tun_write_drops: e.delivery_drops + s.tun.write_drops,
+            tun_offload_interfaces: s.tun.offload_interfaces,
+            tun_interfaces: s.tun.interfaces,
+            tun_gso_reads: s.tun.gso_reads,
+            tun_gso_segments: s.tun.gso_segments,
+            tun_bad_reads: s.tun.bad_reads,
+            tun_merged_writes: s.tun.merged_writes,
+            tun_merged_segments: s.tun.merged_segments,
             gso_messages: o.gso_messages,
             send_errors: o.errors.total(),
             send_errors_full: o.errors.full,

@@ -9,6 +9,7 @@
 use crate::endpoint::{
     AcceptError, CloseReason, Endpoint, EndpointConfig, EndpointStats, Event, Handle, Io, Now,
 };
+use crate::offload::{self, Coalescer, VnetHdr};
 use crate::session::SessionStats;
 use crate::sys::epoll::Epoll;
 use crate::sys::{self, EventFd};
@@ -96,6 +97,27 @@ pub struct SessionSnapshot {
     pub flow_waits: u64,
     /// Key epoch and updates.
     pub keys: crate::keys::KeyStats,
+    /// Its interface offloads (virtio_net_hdr: TSO reads, merged writes).
+    pub offload: bool,
+}
+
+/// The interfaces' counters (all sessions together).
+#[derive(Debug, Clone, Default)]
+pub struct TunStats {
+    /// Reads that were super-packets (TSO/USO), and the packets cut from them.
+    pub gso_reads: u64,
+    pub gso_segments: u64,
+    /// Reads whose virtio header or packet made no sense (dropped).
+    pub bad_reads: u64,
+    /// Writes the interface refused (its queue was full, or it is down)
+    /// on the offload path (the plain path counts in the endpoint's).
+    pub write_drops: u64,
+    /// Merged writes, and the packets they held.
+    pub merged_writes: u64,
+    pub merged_segments: u64,
+    /// Interfaces attached now, and those of them that offload.
+    pub interfaces: u64,
+    pub offload_interfaces: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -103,6 +125,7 @@ pub struct Snapshot {
     pub endpoint: EndpointStats,
     pub inbound: InboundStats,
     pub outbound: OutboundStats,
+    pub tun: TunStats,
     pub turns: u64,
     pub sessions: Vec<SessionSnapshot>,
 }
@@ -195,6 +218,11 @@ struct Tun {
     session_id: u32,
     fd: OwnedFd,
     reading: bool,
+    /// Opened with IFF_VNET_HDR: every read and write starts with a
+    /// `virtio_net_hdr` (see `offload`).
+    vnet: bool,
+    /// Carries IP packets (TUN, not TAP): what it is written may be merged.
+    ip: bool,
 }
 
 /// The driver's `Io`: the transport's send half and the interfaces.
@@ -203,6 +231,33 @@ struct DriverIo<'a, O: Outbound> {
     tuns: &'a [Option<Tun>],
     /// Interfaces that failed for good while written.
     gone: &'a mut Vec<Handle>,
+    /// Packets for offloading interfaces wait here to be merged (until
+    /// `Driver::flush_merged`).
+    merge: &'a mut Coalescer,
+    tun_stats: &'a mut TunStats,
+}
+
+/// Writes one packet (behind its virtio header) to interface `h`.
+fn write_vnet(
+    tuns: &[Option<Tun>],
+    gone: &mut Vec<Handle>,
+    stats: &mut TunStats,
+    h: Handle,
+    hdr: &[u8],
+    pkt: &[u8],
+) {
+    let Some(Some(t)) = tuns.get(h.0) else {
+        return;
+    };
+    match sys::write_vnet_packet(t.fd.as_raw_fd(), hdr, pkt) {
+        Ok(true) => {}
+        Ok(false) => stats.write_drops += 1,
+        Err(_) => {
+            if !gone.contains(&h) {
+                gone.push(h);
+            }
+        }
+    }
 }
 
 impl<O: Outbound> Io for DriverIo<'_, O> {
@@ -216,6 +271,18 @@ impl<O: Outbound> Io for DriverIo<'_, O> {
         let Some(Some(t)) = self.tuns.get(h.0) else {
             return false;
         };
+        if t.vnet {
+            let (tuns, gone, stats) = (self.tuns, &mut *self.gone, &mut *self.tun_stats);
+            let mut write = |tag: usize, hdr: &[u8; offload::VNET_HDR_LEN], pkt: &[u8]| {
+                write_vnet(tuns, gone, stats, Handle(tag), hdr, pkt)
+            };
+            if t.ip {
+                self.merge.push(h.0, packet, &mut write);
+            } else {
+                write(h.0, &VnetHdr::default().encode(), packet);
+            }
+            return true;
+        }
         match sys::write_packet(t.fd.as_raw_fd(), packet) {
             Ok(written) => written,
             Err(_) => {
@@ -237,6 +304,10 @@ struct Driver<I: Inbound, O: Outbound> {
     tuns: Vec<Option<Tun>>,
     gone: Vec<Handle>,
     pkt_buf: Vec<u8>,
+    /// Where a super-packet's segments are built.
+    seg_buf: Vec<u8>,
+    merge: Coalescer,
+    tun_stats: TunStats,
     turns: u64,
     last_publish: u64,
     last_own_addresses: Option<u64>,
@@ -265,7 +336,11 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
             shared,
             tuns: Vec::new(),
             gone: Vec::new(),
+            // A super-packet and its virtio header.
             pkt_buf: vec![0u8; 65536 + 64],
+            seg_buf: Vec::with_capacity(65536),
+            merge: Coalescer::new(),
+            tun_stats: TunStats::default(),
             turns: 0,
             last_publish: 0,
             last_own_addresses: None,
@@ -280,8 +355,25 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
                 out: &mut self.out,
                 tuns: &self.tuns,
                 gone: &mut self.gone,
+                merge: &mut self.merge,
+                tun_stats: &mut self.tun_stats,
             },
         )
+    }
+
+    /// Writes the merged packets waiting for the interfaces.
+    fn flush_merged(&mut self) {
+        if self.merge.is_empty() {
+            return;
+        }
+        let Driver {
+            tuns,
+            gone,
+            merge,
+            tun_stats,
+            ..
+        } = self;
+        merge.flush(&mut |tag, hdr, pkt| write_vnet(tuns, gone, tun_stats, Handle(tag), hdr, pkt));
     }
 
     fn run(mut self) -> io::Result<()> {
@@ -289,6 +381,7 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
         // Say goodbye so peers release their side at once instead of timing out.
         let (ep, mut io) = self.io();
         ep.close_all(&mut io);
+        self.flush_merged();
         let _ = self.out.flush();
         self.pump_events();
         self.publish(now().ms);
@@ -319,6 +412,7 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
             let (ep, mut io) = self.io();
             ep.handle_timeout(t, &mut io);
             ep.flush(t, &mut io);
+            self.flush_merged();
             self.out.flush()?;
             self.end_gone_interfaces(t);
             self.pump_events();
@@ -363,21 +457,27 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
                 endpoint,
                 tuns,
                 gone,
+                merge,
+                tun_stats,
                 ..
             } = self;
             let mut io = DriverIo {
                 out,
                 tuns,
                 gone: &mut *gone,
+                merge,
+                tun_stats,
             };
             for i in 0..n {
                 if let Some((dgram, from)) = inb.get(i) {
                     endpoint.handle(t, from, dgram, &mut io);
                 }
             }
-            // ACKs and answers for this batch leave before the next is read.
+            // ACKs and answers for this batch leave before the next is read;
+            // what it delivered reaches the interfaces merged.
             endpoint.flush(t, &mut io);
-            out.flush()?;
+            self.flush_merged();
+            self.out.flush()?;
             if n < self.inb.batch() {
                 return Ok(());
             }
@@ -390,6 +490,7 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
             return;
         };
         let fd = tun.fd.as_raw_fd();
+        let vnet = tun.vnet;
         if hung_up {
             self.gone.push(h);
             return;
@@ -398,6 +499,7 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
         let t = now();
         while n < TUN_READ_BUDGET && self.endpoint.wants_packets(h) {
             match sys::read_packet(fd, &mut self.pkt_buf) {
+                Ok(Some(len)) if vnet => n += self.send_offloaded(t, h, len),
                 Ok(Some(len)) => {
                     self.endpoint.send_packet(t, h, &mut self.pkt_buf[..len]);
                     n += 1;
@@ -412,6 +514,39 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
         if !self.endpoint.wants_packets(h) {
             // Back-pressure: leave packets in the interface queue until KCP drains.
             self.set_reading(h, false);
+        }
+    }
+
+    /// One read from an offloading interface: its packets, cut from a
+    /// super-packet if it is one, go to the session. Returns how many.
+    fn send_offloaded(&mut self, t: Now, h: Handle, len: usize) -> usize {
+        let Driver {
+            endpoint,
+            pkt_buf,
+            seg_buf,
+            tun_stats,
+            ..
+        } = self;
+        let Some(hdr) = VnetHdr::parse(&pkt_buf[..len]) else {
+            tun_stats.bad_reads += 1;
+            return 1;
+        };
+        let pkt = &mut pkt_buf[offload::VNET_HDR_LEN..len];
+        let r = offload::segment(&hdr, pkt, seg_buf, &mut |p: &mut [u8]| {
+            endpoint.send_packet(t, h, p);
+        });
+        match r {
+            Ok(n) => {
+                if hdr.gso_type != offload::GSO_NONE {
+                    tun_stats.gso_reads += 1;
+                    tun_stats.gso_segments += n as u64;
+                }
+                n.max(1)
+            }
+            Err(_) => {
+                tun_stats.bad_reads += 1;
+                1
+            }
         }
     }
 
@@ -453,15 +588,21 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
             self.tuns.resize_with(h.0 + 1, || None);
         }
         self.epoll.add(fd.as_raw_fd(), true, h.0 as u64)?;
+        // The control plane chose offload when it created the device; the
+        // descriptor says which (a TAP, or a kernel that refused, has none).
+        let flags = sys::tun_flags(fd.as_raw_fd()).unwrap_or(0);
         self.tuns[h.0] = Some(Tun {
             session_id,
             fd,
             reading: true,
+            vnet: flags & sys::IFF_VNET_HDR != 0,
+            ip: flags & sys::IFF_TUN != 0,
         });
         Ok(())
     }
 
     fn drop_tun(&mut self, h: Handle) {
+        self.merge.discard(h.0);
         if let Some(t) = self.tuns.get_mut(h.0).and_then(|t| t.take()) {
             // Python keeps its own descriptor of the same device, so closing
             // ours would not remove it from the epoll set: remove it first.
@@ -574,6 +715,7 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
     fn publish(&mut self, now_ms: u64) {
         self.last_publish = now_ms;
         let heap_seen = &mut self.heap_seen;
+        let tuns = &self.tuns;
         let sessions = self
             .endpoint
             .sessions()
@@ -615,12 +757,21 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
                 queued_bytes: v.session.queued_bytes() as u64,
                 flow_waits: v.session.flow_waits(),
                 keys: v.session.key_stats().clone(),
+                offload: matches!(tuns.get(v.handle.0), Some(Some(t)) if t.vnet),
             })
             .collect();
         let mut snap = self.shared.snapshot.lock().unwrap();
         snap.endpoint = self.endpoint.stats().clone();
         snap.inbound = self.inb.stats();
         snap.outbound = self.out.stats();
+        let live = self.tuns.iter().flatten();
+        snap.tun = TunStats {
+            merged_writes: self.merge.stats.merged_writes,
+            merged_segments: self.merge.stats.merged_segments,
+            interfaces: live.clone().count() as u64,
+            offload_interfaces: live.filter(|t| t.vnet).count() as u64,
+            ..self.tun_stats.clone()
+        };
         snap.turns = self.turns;
         snap.sessions = sessions;
     }

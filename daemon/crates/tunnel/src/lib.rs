@@ -6,6 +6,7 @@ pub mod endpoint;
 pub mod faketcp;
 pub mod keys;
 pub mod mss;
+pub mod offload;
 pub mod order;
 pub mod params;
 pub mod pmtu;

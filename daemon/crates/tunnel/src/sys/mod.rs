@@ -63,6 +63,52 @@ pub fn write_packet(fd: RawFd, pkt: &[u8]) -> io::Result<bool> {
     }
 }
 
+/// TUNGETIFF: `_IOR('T', 210, unsigned int)`.
+const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
+/// The device's reads and writes start with a `virtio_net_hdr`.
+pub const IFF_VNET_HDR: u16 = 0x4000;
+pub const IFF_TUN: u16 = 0x0001;
+
+/// The TUN/TAP flags of the device behind `fd` (IFF_TUN, IFF_VNET_HDR, ...);
+/// `None` when `fd` is no TUN/TAP descriptor.
+pub fn tun_flags(fd: RawFd) -> Option<u16> {
+    // struct ifreq: the name, then the flags.
+    let mut ifr = [0u8; 40];
+    // SAFETY: TUNGETIFF writes one struct ifreq (40 bytes) into ifr.
+    let r = unsafe { libc::ioctl(fd, TUNGETIFF as _, ifr.as_mut_ptr()) };
+    (r == 0).then(|| u16::from_ne_bytes([ifr[16], ifr[17]]))
+}
+
+/// Writes one packet behind its `virtio_net_hdr` (one writev, no copy);
+/// errors as [`write_packet`].
+pub fn write_vnet_packet(fd: RawFd, hdr: &[u8], pkt: &[u8]) -> io::Result<bool> {
+    let iov = [
+        libc::iovec {
+            iov_base: hdr.as_ptr() as *mut _,
+            iov_len: hdr.len(),
+        },
+        libc::iovec {
+            iov_base: pkt.as_ptr() as *mut _,
+            iov_len: pkt.len(),
+        },
+    ];
+    loop {
+        // SAFETY: both iovecs point at valid readable slices of their length.
+        let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
+        if n >= 0 {
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) | Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::ENOBUFS) => {
+                return Ok(false)
+            }
+            _ => return Err(e),
+        }
+    }
+}
+
 /// An eventfd used to wake the data-path thread (stop, new session, ...).
 pub struct EventFd(OwnedFd);
 
