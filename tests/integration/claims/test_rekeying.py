@@ -35,6 +35,11 @@ def test_keys_are_updated_under_load_without_losing_a_ping(make_topology, link):
     client = sessions_of(status_when(tun.client_sock, sessions_of))[0]
     server = sessions_of(status_when(tun.server_sock, sessions_of))[0]
 
+    print(
+        f"{link}: {r['mbit_s']:.0f} Mbit/s, pings {r['ping_received']}/{r['ping_sent']} "
+        f"p50/p99 {r['ping_p50']:.1f}/{r['ping_p99']:.1f} ms, key updates client "
+        f"{client['rekeys']} server {server['rekeys']}"
+    )
     assert r["mbit_s"] > 5, f"the upload did not load the tunnel: {r}"
     assert r["ping_sent"] > 50 and r["ping_received"] == r["ping_sent"], (
         f"pings lost across key updates: {r['ping_received']}/{r['ping_sent']}"

@@ -197,8 +197,9 @@ pub fn stretch_secret_for(secret: &[u8], network: &str) -> Result<[u8; 32], Hand
     Ok(out)
 }
 
-/// The two packet keys of a session, as seen from one side.
-#[derive(Clone, PartialEq, Eq)]
+/// The two packet keys of a session, as seen from one side (wiped when
+/// dropped).
+#[derive(Clone, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct SessionKeys {
     pub send: [u8; 32],
     pub recv: [u8; 32],
@@ -535,6 +536,12 @@ impl std::fmt::Debug for Responder {
             .field("identity", &self.identity)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.psk);
     }
 }
 

@@ -169,12 +169,32 @@ pub fn local_ips() -> (Vec<std::net::IpAddr>, Vec<std::net::IpAddr>) {
     while !cur.is_null() {
         // SAFETY: `cur` is a node of the list getifaddrs returned.
         let ifa = unsafe { &*cur };
-        // SAFETY: ifa_addr / ifa_netmask point at sockaddrs of the family
-        // they name (or are null); sockaddr_from reads only that much.
+        // ifa_addr / ifa_netmask point at sockaddrs of the family they name
+        // (or are null), sized and aligned for that family only: copy just
+        // that many bytes into an aligned sockaddr_storage (a reference to
+        // a sockaddr_storage there would be misaligned and too long).
         let sa = |p: *mut libc::sockaddr| {
-            (!p.is_null())
-                .then(|| udp::sockaddr_from(unsafe { &*(p as *const libc::sockaddr_storage) }))
-                .flatten()
+            if p.is_null() {
+                return None;
+            }
+            // SAFETY: every sockaddr starts with its family; read unaligned.
+            let family = unsafe { std::ptr::addr_of!((*p).sa_family).read_unaligned() };
+            let len = match family as i32 {
+                libc::AF_INET => std::mem::size_of::<libc::sockaddr_in>(),
+                libc::AF_INET6 => std::mem::size_of::<libc::sockaddr_in6>(),
+                _ => return None,
+            };
+            // SAFETY: an all-zero sockaddr_storage is valid; `p` holds `len`
+            // bytes of its family's sockaddr, which fits the storage.
+            let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    p as *const u8,
+                    (&mut ss as *mut libc::sockaddr_storage).cast::<u8>(),
+                    len,
+                )
+            };
+            udp::sockaddr_from(&ss)
         };
         if let Some(a) = sa(ifa.ifa_addr) {
             out.push(a.ip());
