@@ -67,6 +67,12 @@ class Unconfirmed:
     mtu: int
 
 
+def _is_client(c: Client | Unconfirmed, cid: str, remote: str) -> bool:
+    """Whether session `c` is of the client `cid` at `remote`: the same
+    non-empty id, or the same address and port (one socket has one session)."""
+    return bool(cid and c.client_id == cid) or c.remote == remote
+
+
 def _fmt_addr(addr: tuple[str, int]) -> str:
     host, port = addr[0], addr[1]
     if host.startswith("::ffff:"):
@@ -226,11 +232,12 @@ class Server:
             self._refuse(req, f"the server could not set up this client ({type(e).__name__})")
 
     def _same_client(self, cid: str, remote: str) -> list[Client]:
-        """Live sessions a new one of this client replaces: the same non-empty
-        id, or the same address and port (one socket has one session)."""
-        return [
-            c for c in self.clients.values() if (cid and c.client_id == cid) or c.remote == remote
-        ]
+        """Live sessions a new one of this client replaces."""
+        return [c for c in self.clients.values() if _is_client(c, cid, remote)]
+
+    def _unconfirmed_of(self, cid: str, remote: str) -> list[Unconfirmed]:
+        """Answered, unconfirmed sessions of this client."""
+        return [u for u in self.unconfirmed.values() if _is_client(u, cid, remote)]
 
     def _decide(self, req: _engine.HandshakeRequest) -> None:
         """Answers an authenticated message 1. The session it starts is only
@@ -253,13 +260,10 @@ class Server:
         ip: str | None = None
         # A client that connects again keeps its address: shared with its
         # live session until the new one is confirmed and takes it over.
-        kept = {c.ip for c in olds if c.ip} | {
-            u.ip
-            for u in self.unconfirmed.values()
-            if u.ip and ((cid and u.client_id == cid) or u.remote == remote)
-        }
+        held: list[Client | Unconfirmed] = [*olds, *self._unconfirmed_of(cid, remote)]
+        kept = {c.ip for c in held if c.ip}
         if mode == IP_MODE_SERVER:
-            ip = next(iter(sorted(kept)), None) if kept else None
+            ip = min(kept, default=None)
             if ip is None:
                 try:
                     ip = self.pool.allocate()
@@ -352,11 +356,7 @@ class Server:
                 self._hand_over_address(old)
         # Earlier attempts of the same client that were answered but never
         # confirmed (their answers were lost) end here too.
-        for other in [
-            o
-            for o in self.unconfirmed.values()
-            if o is not u and ((u.client_id and o.client_id == u.client_id) or o.remote == u.remote)
-        ]:
+        for other in [o for o in self._unconfirmed_of(u.client_id, u.remote) if o is not u]:
             log.info(
                 "client %s handshook again from %s; forgetting its unconfirmed session",
                 u.client_id or "(no id)",

@@ -8,6 +8,7 @@
 //! that went in (but for IPv4 ids and checksums, recomputed), and every
 //! packet comes out once, merged or as it was.
 use arbitrary::{Arbitrary, Unstructured};
+use kcpvpn_tunnel::checksum;
 use kcpvpn_tunnel::offload::{self, Coalescer, VnetHdr, VNET_HDR_LEN};
 
 #[derive(Arbitrary, Debug)]
@@ -72,11 +73,11 @@ fn build(i: &Input) -> (VnetHdr, Vec<u8>) {
         put16(&mut p, l4 + 4, (len - l4) as u16);
     }
     if !i.v6 {
-        let c = !offload::fold(offload::sum(&p[..20], 0));
+        let c = !checksum::fold(checksum::sum(&p[..20]));
         put16(&mut p, 10, c);
     }
     let addrs = if i.v6 { &p[8..40] } else { &p[12..20] };
-    let pseudo = offload::fold(offload::sum(addrs, proto as u64 + (len - l4) as u64));
+    let pseudo = checksum::fold(proto as u64 + (len - l4) as u64 + checksum::sum(addrs));
     let at = l4 + if i.udp { 6 } else { 16 };
     put16(&mut p, at, pseudo);
     let gso_type = match (i.udp, i.v6) {
@@ -120,12 +121,11 @@ fn valid_l4(p: &[u8], udp: bool) -> bool {
     let l4 = if v6 { 40 } else { ((p[0] & 15) as usize) * 4 };
     let addrs = if v6 { &p[8..40] } else { &p[12..20] };
     let proto = if udp { 17 } else { 6 };
-    let ip_ok = v6 || offload::fold(offload::sum(&p[..l4], 0)) == 0xffff;
+    let ip_ok = v6 || checksum::fold(checksum::sum(&p[..l4])) == 0xffff;
     ip_ok
-        && offload::fold(offload::sum(
-            &p[l4..],
-            offload::sum(addrs, proto + (p.len() - l4) as u64),
-        )) == 0xffff
+        && checksum::fold(
+            proto + (p.len() - l4) as u64 + checksum::sum(addrs) + checksum::sum(&p[l4..]),
+        ) == 0xffff
 }
 
 pub fn run(data: &[u8]) {

@@ -71,16 +71,20 @@ def _transfer(sender, receiver, address: str) -> str:
     return digest
 
 
-def test_offload_is_on_and_carries_tcp_intact_both_ways(topo):
-    srv = start_server(topo.server, *SERVER_FLAGS)
-    cli = start_client(topo.client(1), topo.server)
-    ip = client_address(cli)
+def _carries_tcp_intact_both_ways(topo, ip: str) -> None:
+    """iperf3 each way, then a checksummed blob each way."""
     for reverse in (False, True):
         res = _iperf(topo, reverse)
         assert res["sum_received"]["bytes"] > 1_000_000, res["sum_received"]
     want = _blob_sha()
     assert _transfer(topo.client(1), topo.server, "192.168.88.1") == want
     assert _transfer(topo.server, topo.client(1), ip) == want
+
+
+def test_offload_is_on_and_carries_tcp_intact_both_ways(topo):
+    srv = start_server(topo.server, *SERVER_FLAGS)
+    cli = start_client(topo.client(1), topo.server)
+    _carries_tcp_intact_both_ways(topo, client_address(cli))
 
     cdoc = read_status(status_path(cli))
     sdoc = read_status(status_path(srv))
@@ -107,13 +111,7 @@ def test_no_tun_offload_reads_packet_by_packet(topo):
     # The server offloads, the client does not: the wire is the same.
     srv = start_server(topo.server, *SERVER_FLAGS)
     cli = start_client(topo.client(1), topo.server, "--no-tun-offload")
-    ip = client_address(cli)
-    for reverse in (False, True):
-        res = _iperf(topo, reverse)
-        assert res["sum_received"]["bytes"] > 1_000_000, res["sum_received"]
-    want = _blob_sha()
-    assert _transfer(topo.client(1), topo.server, "192.168.88.1") == want
-    assert _transfer(topo.server, topo.client(1), ip) == want
+    _carries_tcp_intact_both_ways(topo, client_address(cli))
 
     cdoc = read_status(status_path(cli))
     assert cdoc["tun_offload"] is False, cdoc

@@ -83,36 +83,7 @@ pub struct Segment {
     pub payload: std::ops::Range<usize>,
 }
 
-/// The ones'-complement sum of `data` as big-endian 16-bit words (an odd
-/// last byte padded with zero), not yet folded or inverted.
-pub fn sum(data: &[u8]) -> u64 {
-    // Native-endian words summed with end-around carry give the byte-swapped
-    // big-endian sum (RFC 1071 §2(B)); swapped back once at the end.
-    let mut acc: u64 = 0;
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_ne_bytes(c.try_into().unwrap());
-        acc += (w >> 32) + (w & 0xffff_ffff);
-    }
-    let rest = chunks.remainder();
-    let mut tail = [0u8; 8];
-    tail[..rest.len()].copy_from_slice(rest);
-    let w = u64::from_ne_bytes(tail);
-    acc += (w >> 32) + (w & 0xffff_ffff);
-    let folded = fold(acc);
-    if cfg!(target_endian = "little") {
-        folded.swap_bytes() as u64
-    } else {
-        folded as u64
-    }
-}
-
-fn fold(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
+use crate::checksum::{fold, sum};
 
 fn pseudo_sum(src: IpAddr, dst: IpAddr, tcp_len: usize) -> u64 {
     let mut acc = 6u64 + tcp_len as u64;

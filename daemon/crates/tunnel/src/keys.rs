@@ -188,13 +188,9 @@ impl Keys {
         };
         let epoch = rk.epoch;
         let opened = rk.opener.open_in_place(datagram)?;
-        if let Update::Answered { epoch: e, .. } = &self.update {
-            if *e == epoch {
-                let Update::Answered { keys, .. } =
-                    std::mem::replace(&mut self.update, Update::Idle)
-                else {
-                    unreachable!()
-                };
+        if matches!(&self.update, Update::Answered { epoch: e, .. } if *e == epoch) {
+            if let Update::Answered { keys, .. } = std::mem::replace(&mut self.update, Update::Idle)
+            {
                 self.switch_sending(epoch, &keys.s2c, now, true);
             }
         }
@@ -313,17 +309,14 @@ impl Keys {
     }
 
     fn on_response(&mut self, epoch: u32, public: [u8; 32], now: u32) {
-        match &self.update {
-            Update::Asked { epoch: e, .. } if *e == epoch => {}
-            _ => {
-                // A repeated answer after the switch, or junk.
-                self.stats.rekey_ignored += 1;
-                return;
-            }
+        if !matches!(&self.update, Update::Asked { epoch: e, .. } if *e == epoch) {
+            // A repeated answer after the switch, or junk.
+            self.stats.rekey_ignored += 1;
+            return;
         }
         let Update::Asked { ephemeral, .. } = std::mem::replace(&mut self.update, Update::Idle)
         else {
-            unreachable!()
+            return;
         };
         let Ok(shared) = ephemeral.agree(&public) else {
             // A bad key: start over at the next retry.

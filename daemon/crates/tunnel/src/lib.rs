@@ -1,6 +1,7 @@
 //! kcpvpn's tunnel: the sans-IO protocol (sessions, the endpoint that
 //! demultiplexes and handshakes, their parameters) and the thin I/O driver
 //! that runs it between a transport and TUN/TAP devices.
+pub mod checksum;
 pub mod driver;
 pub mod endpoint;
 pub mod faketcp;

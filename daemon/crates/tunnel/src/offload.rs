@@ -81,29 +81,7 @@ pub struct Malformed(pub &'static str);
 
 // ------------------------------------------------------------ checksums
 
-/// One's-complement sum of `data` as big-endian 16-bit words, added to
-/// `acc` (unfolded; 8 bytes at a time, which the fold makes equivalent).
-pub fn sum(data: &[u8], mut acc: u64) -> u64 {
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let v = u64::from_be_bytes(c.try_into().expect("8 bytes"));
-        let (s, carry) = acc.overflowing_add(v);
-        acc = s + carry as u64;
-    }
-    let rest = chunks.remainder();
-    let mut tail = [0u8; 8];
-    tail[..rest.len()].copy_from_slice(rest);
-    let (s, carry) = acc.overflowing_add(u64::from_be_bytes(tail));
-    s + carry as u64
-}
-
-/// Folds a sum to 16 bits (end-around carry).
-pub fn fold(mut acc: u64) -> u16 {
-    while acc >> 16 != 0 {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
+use crate::checksum::{fold, sum};
 
 /// The pseudo-header's sum for transport `proto` of `len` bytes in `ip`
 /// (an IPv4 or IPv6 header; the version is read from it).
@@ -113,13 +91,13 @@ fn pseudo_sum(ip: &[u8], proto: u8, len: usize) -> u64 {
     } else {
         &ip[8..40]
     };
-    sum(addrs, proto as u64 + len as u64)
+    proto as u64 + len as u64 + sum(addrs)
 }
 
 fn ipv4_header_checksum(ip: &mut [u8], ihl: usize) {
     ip[10] = 0;
     ip[11] = 0;
-    let c = !fold(sum(&ip[..ihl], 0));
+    let c = !fold(sum(&ip[..ihl]));
     ip[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
@@ -270,7 +248,7 @@ fn transport_checksum(pkt: &mut [u8], l4: usize, proto: u8) {
     pkt[at] = 0;
     pkt[at + 1] = 0;
     let len = pkt.len() - l4;
-    let acc = sum(&pkt[l4..], pseudo_sum(pkt, proto, len));
+    let acc = pseudo_sum(pkt, proto, len) + sum(&pkt[l4..]);
     let c = finish(acc);
     pkt[at..at + 2].copy_from_slice(&c);
 }
@@ -283,7 +261,7 @@ fn complete_checksum(hdr: &VnetHdr, pkt: &mut [u8]) -> Result<(), Malformed> {
     if start >= pkt.len() || at + 2 > pkt.len() {
         return Err(Malformed("checksum offsets beyond the packet"));
     }
-    let c = finish(sum(&pkt[start..], 0));
+    let c = finish(sum(&pkt[start..]));
     pkt[at..at + 2].copy_from_slice(&c);
     Ok(())
 }
@@ -367,7 +345,7 @@ fn parse_tcp(pkt: &[u8]) -> Option<Tcp> {
 /// same holds for the IPv4 header's, checked by the caller).
 fn tcp_checksum_ok(pkt: &[u8], t: &Tcp) -> bool {
     let len = pkt.len() - t.l4;
-    fold(sum(&pkt[t.l4..], pseudo_sum(pkt, PROTO_TCP, len))) == 0xffff
+    fold(pseudo_sum(pkt, PROTO_TCP, len) + sum(&pkt[t.l4..])) == 0xffff
 }
 
 /// Whether two segments of one flow have headers that may be merged: the
@@ -452,7 +430,7 @@ impl Coalescer {
         let mergeable = payload > 0
             && t.flags & (TCP_SYN | TCP_FIN | TCP_RST | TCP_URG | TCP_CWR) == 0
             && t.flags & TCP_ACK != 0
-            && (t.v6 || fold(sum(&pkt[..t.l4], 0)) == 0xffff)
+            && (t.v6 || fold(sum(&pkt[..t.l4])) == 0xffff)
             && tcp_checksum_ok(pkt, &t);
         if let Some(i) = found {
             let it = &self.items[i];

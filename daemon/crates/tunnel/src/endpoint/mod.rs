@@ -631,12 +631,13 @@ impl Endpoint {
             return;
         }
         let confirmed = was_waiting && !slot.session.awaiting_peer();
+        let id = slot.id;
         // Follow the peer to a new address on the newest authenticated
         // datagram only, so a delayed old one can't pull it back.
         if slot.session.last_was_newest() && from != slot.addr {
             slot.addr = from;
             self.events.push_back(Event::PeerMoved {
-                session_id: slot.id,
+                session_id: id,
                 to: from,
             });
         }
@@ -644,7 +645,7 @@ impl Endpoint {
         if confirmed {
             if self.server.is_some() {
                 self.events.push_back(Event::SessionConfirmed {
-                    session_id: self.slots[idx].as_ref().map_or(0, |s| s.id),
+                    session_id: id,
                     handle: h,
                 });
             }

@@ -46,10 +46,15 @@ pub fn read_packet(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
 /// (e.g. while it is down) is reported as `Ok(false)`: the caller counts a drop,
 /// like a full NIC ring would, rather than blocking the whole data path.
 pub fn write_packet(fd: RawFd, pkt: &[u8]) -> io::Result<bool> {
+    // SAFETY: pkt is a valid readable slice.
+    retry_write(|| unsafe { libc::write(fd, pkt.as_ptr().cast(), pkt.len()) })
+}
+
+/// Runs one write-like call until it is not interrupted, sorting its
+/// errors as [`write_packet`] says.
+fn retry_write(mut call: impl FnMut() -> isize) -> io::Result<bool> {
     loop {
-        // SAFETY: pkt is a valid readable slice.
-        let n = unsafe { libc::write(fd, pkt.as_ptr().cast(), pkt.len()) };
-        if n >= 0 {
+        if call() >= 0 {
             return Ok(true);
         }
         let e = io::Error::last_os_error();
@@ -92,21 +97,8 @@ pub fn write_vnet_packet(fd: RawFd, hdr: &[u8], pkt: &[u8]) -> io::Result<bool> 
             iov_len: pkt.len(),
         },
     ];
-    loop {
-        // SAFETY: both iovecs point at valid readable slices of their length.
-        let n = unsafe { libc::writev(fd, iov.as_ptr(), 2) };
-        if n >= 0 {
-            return Ok(true);
-        }
-        let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) | Some(libc::EIO) | Some(libc::EINVAL) | Some(libc::ENOBUFS) => {
-                return Ok(false)
-            }
-            _ => return Err(e),
-        }
-    }
+    // SAFETY: both iovecs point at valid readable slices of their length.
+    retry_write(|| unsafe { libc::writev(fd, iov.as_ptr(), 2) })
 }
 
 /// An eventfd used to wake the data-path thread (stop, new session, ...).
