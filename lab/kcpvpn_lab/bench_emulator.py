@@ -21,6 +21,7 @@ import json
 import time
 from typing import Any
 
+from . import iperf
 from .topology import Topology
 
 PAYLOAD = 1372  # + 8 UDP + 20 IP = 1400-byte packets
@@ -30,7 +31,7 @@ IPERF_UDP = ["iperf3", "-u", "-l", str(PAYLOAD), "-w", "4M", "-c"]
 def _iperf_udp(topo: Topology, rate: str, seconds: float) -> dict[str, Any]:
     server = topo.server.popen(["iperf3", "-s", "-1", "-J"], name="iperf3-s")
     try:
-        time.sleep(0.3)
+        iperf.wait_listening(topo.server)
         before = topo.emulator_stats()["to_server"]
         t0 = time.monotonic()
         r = topo.client(1).run(
@@ -63,7 +64,7 @@ def _iperf_udp(topo: Topology, rate: str, seconds: float) -> dict[str, Any]:
 def _rate_accuracy(topo: Topology, seconds: float) -> dict[str, Any]:
     server = topo.server.popen(["iperf3", "-s", "-1", "-J"], name="iperf3-s")
     try:
-        time.sleep(0.3)
+        iperf.wait_listening(topo.server)
         client = topo.client(1).popen(
             [*IPERF_UDP, str(topo.server.address), "-b", "150M", "-t", str(seconds + 2)],
             name="iperf3-c",

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 
+from . import iperf
 from .topology import Topology
 from .vpn import start_client, start_server
 
@@ -30,15 +31,14 @@ def run(seconds: int, streams: int, flags: list[str], reverse: bool) -> dict:
     with Topology(clients=1, wan=False) as topo:
         srv = start_server(topo.server, *server_flags, *flags)
         cli = start_client(topo.client(1), topo.server, *flags)
-        topo.server.popen(["iperf3", "-s", "-1", "-B", "192.168.88.1"], name="iperf3-s")
-        topo.server.run(["sleep", "0.5"])
+        iperf.serve(topo.server, "192.168.88.1")
         before = cpu_seconds(srv.pid) + cpu_seconds(cli.pid)
         args = ["iperf3", "-c", "192.168.88.1", "-t", str(seconds), "-P", str(streams), "-J"]
         if reverse:
             args.append("-R")
         r = topo.client(1).run(args, timeout=seconds + 30)
         cpu = cpu_seconds(srv.pid) + cpu_seconds(cli.pid) - before
-        res = json.loads(r.stdout)["end"]
+        res = iperf.report(r.stdout)["end"]
         received = res["sum_received"]["bytes"]
         return {
             "flags": flags,

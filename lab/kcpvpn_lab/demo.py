@@ -26,6 +26,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from . import iperf
 from .probes import percentile
 from .process import HostProcess
 from .topology import Host, Topology, lab_namespaces
@@ -203,7 +204,8 @@ class Demo:
         for c in self.clients:
             port = str(IPERF_PORT + c.index)
             t.server.popen(["iperf3", "-s", "-p", port, "-B", SERVER_IP], name=f"iperf3-s{c.index}")
-        time.sleep(0.5)  # the iperf3 servers bind
+        for c in self.clients:
+            iperf.wait_listening(t.server, IPERF_PORT + c.index)
         for c in self.clients:
             port = str(IPERF_PORT + c.index)
             c.iperf = c.host.popen(

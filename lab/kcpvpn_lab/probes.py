@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import iperf
+
 if TYPE_CHECKING:
     import subprocess
 
@@ -551,16 +553,13 @@ class IperfResult:
 
 
 def iperf3_json(r: subprocess.CompletedProcess) -> dict:
-    """iperf3 -J's report from a finished run; RuntimeError (with iperf3's own
+    """iperf3 -J's report from a finished run; IperfError (with iperf3's own
     words) when it gave none or reports an error."""
     try:
-        j = json.loads(r.stdout)
-    except json.JSONDecodeError:
-        said = (r.stderr or r.stdout or "").strip()[-500:]
-        raise RuntimeError(f"iperf3 gave no result (exit {r.returncode}): {said}") from None
-    if "error" in j:
-        raise RuntimeError(f"iperf3 failed: {j['error']}")
-    return j
+        return iperf.report(r.stdout or "")
+    except (iperf.IperfError, json.JSONDecodeError) as e:
+        said = (r.stderr or "").strip()[-300:]
+        raise iperf.IperfError(f"{e} (exit {r.returncode}) {said}") from None
 
 
 def iperf3(

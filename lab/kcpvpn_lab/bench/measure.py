@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .. import probes
+from .. import iperf, probes
 from ..topology import Host, Topology
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -29,19 +29,6 @@ def cpu_seconds(pid: int) -> float:
 
 def cpu_total(pids: Sequence[int]) -> float:
     return sum(cpu_seconds(p) for p in pids)
-
-
-def _wait_listening(host: Host, port: int, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        r = host.run(["ss", "-Hltn", f"sport = :{port}"], check=False, timeout=5)
-        if r.stdout.strip():
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"iperf3 -s in {host.name} is not listening on {port} after {timeout} s"
-            )
-        time.sleep(0.05)
 
 
 def iperf_tcp(
@@ -77,7 +64,7 @@ def iperf_tcp(
         argv.append("-R")
     sampler = None
     try:
-        _wait_listening(server, IPERF_PORT)
+        iperf.wait_listening(server, IPERF_PORT)
         emu0 = topo.emulator_stats() if topo is not None else None
         cpu0 = cpu_total(cpu_pids)
         t0 = time.monotonic()
@@ -282,7 +269,7 @@ def ping_under_load(
         "-P", str(streams), "-J", "-C", cc, "-O", f"{warmup:g}", "--connect-timeout", "5000",
     ]  # fmt: skip
     try:
-        _wait_listening(server, IPERF_PORT)
+        iperf.wait_listening(server, IPERF_PORT)
         bulk = client.popen(argv, name="iperf3-c")
         try:
             time.sleep(warmup)

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from kcpvpn_lab import iperf
 from kcpvpn_lab.topology import SERVER_ADDR
 from kcpvpn_lab.vpn import (
     daemon_status,
@@ -30,15 +31,14 @@ SECONDS = 8
 
 
 def _iperf(topo, seconds: int) -> float:
-    topo.server.popen(["iperf3", "-s", "-1", "-B", SERVER_IP], name="iperf3-s")
-    time.sleep(0.3)
+    iperf.serve(topo.server, SERVER_IP)
     r = topo.client(1).run(
         ["iperf3", "-c", SERVER_IP, "-t", str(seconds), "-b", "100M", "-J"],
         timeout=seconds + 30,
         check=False,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    return json.loads(r.stdout)["end"]["sum_received"]["bits_per_second"] / 1e6
+    return iperf.received_mbit(iperf.report(r.stdout))
 
 
 def _flood(topo, spoof: bool):

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
-import time
 
 import pytest
 from rich.console import Console
 
 from kcpvpn.status_view import render
+from kcpvpn_lab import iperf
 from kcpvpn_lab.vpn import client_address, read_status, start_client, start_server, status_path
 
 pytestmark = pytest.mark.netns
@@ -23,14 +22,13 @@ BLOB = 8 * 1024 * 1024
 
 
 def _iperf(topo, reverse: bool, seconds: int = 2) -> dict:
-    topo.server.popen(["iperf3", "-s", "-1", "-B", "192.168.88.1"], name="iperf3-s")
-    time.sleep(0.5)
+    iperf.serve(topo.server, "192.168.88.1")
     args = ["iperf3", "-c", "192.168.88.1", "-t", str(seconds), "-J"]
     if reverse:
         args.append("-R")
     r = topo.client(1).run(args, timeout=40, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
-    return json.loads(r.stdout)["end"]
+    return iperf.report(r.stdout)["end"]
 
 
 # Sends BLOB pseudo-random bytes over one TCP connection and prints the

@@ -3,12 +3,12 @@ joined by the lab's (unimpaired) emulated link. Real daemons, real devices."""
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 
 import pytest
 
+from kcpvpn_lab import iperf
 from kcpvpn_lab.vpn import (
     client_address,
     connected_since,
@@ -48,14 +48,13 @@ def test_ping_both_ways(tunnel):
 
 
 def _iperf(client_host, server_host, address: str, reverse: bool) -> dict:
-    server_host.popen(["iperf3", "-s", "-1", "-B", "192.168.88.1"], name="iperf3-s")
-    time.sleep(0.5)
+    iperf.serve(server_host, "192.168.88.1")
     args = ["iperf3", "-c", address, "-t", "2", "-J"]
     if reverse:
         args.append("-R")
     r = client_host.run(args, timeout=40, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
-    return json.loads(r.stdout)
+    return iperf.report(r.stdout)
 
 
 @pytest.mark.parametrize("reverse", [False, True], ids=["client-to-server", "server-to-client"])
