@@ -505,6 +505,8 @@ class KcpStats:
     def early_deliveries(self) -> int: ...
     @property
     def cc_queue_corrections(self) -> int: ...
+    @property
+    def cc_queue_drains(self) -> int: ...
     def to_dict(self) -> dict[str, int]: ...
 
 @final
@@ -556,6 +558,9 @@ class SessionStats:
     @property
     def parity_out(self) -> int:
         """FEC parity shards sent."""
+    @property
+    def protected_groups(self) -> int:
+        """Full FEC groups that carried interactive traffic and got strict parity."""
     @property
     def heap_bytes(self) -> int:
         """Heap bytes the session's buffers hold (they shrink when it idles)."""

@@ -4,7 +4,6 @@ report uses."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import statistics
@@ -246,6 +245,23 @@ def jain(values: Sequence[float]) -> float | None:
     return sum(values) ** 2 / (len(values) * sum(v * v for v in values))
 
 
+def queue_wait_percentile(
+    hist: Sequence[int], bounds_ms: Sequence[float], p: float
+) -> float | None:
+    """The p-th percentile of a bottleneck's queue waits, read from the
+    emulator's histogram as the upper bound of the bucket it falls in (the
+    overflow bucket: twice the highest bound); None without samples."""
+    total = sum(hist)
+    if not total:
+        return None
+    need, seen = total * p / 100.0, 0
+    for i, n in enumerate(hist):
+        seen += n
+        if seen >= need:
+            return float(bounds_ms[i]) if i < len(bounds_ms) else 2.0 * bounds_ms[-1]
+    return 2.0 * bounds_ms[-1]
+
+
 def ping_under_load(
     client: Host,
     server: Host,
@@ -255,12 +271,16 @@ def ping_under_load(
     streams: int = 1,
     warmup: float = 3.0,
     ping_interval: float = 0.1,
+    topo: Topology | None = None,
 ) -> dict[str, Any]:
     """A bulk iperf3 TCP upload (`streams` flows, `cc`) from `client` to
     `server_ip` for `seconds`, and pings every `ping_interval` s over the
     same path once the upload has had `warmup` s to fill the queues: ping
     delivery and RTT percentiles while loaded, the upload's goodput over the
-    same seconds and, with several flows, Jain's index of their goodputs."""
+    same seconds and, with several flows, Jain's index of their goodputs.
+    With `topo` (an emulated link), also how long frames waited in the
+    upload's bottleneck queue while the pings ran: what the tunnel's pacing
+    left standing where its scheduler cannot reorder it."""
     srv = server.popen(
         ["iperf3", "-s", "-1", "-J", "-B", server_ip, "-p", str(IPERF_PORT)], name="iperf3-s"
     )
@@ -274,16 +294,16 @@ def ping_under_load(
         try:
             time.sleep(warmup)
             count = max(1, int((seconds - 1.0) / ping_interval))
+            emu0 = topo.emulator_stats()["to_server"] if topo is not None else None
             pings = sparse_ping(client, server_ip, count, ping_interval)
+            emu1 = topo.emulator_stats()["to_server"] if topo is not None else None
             bulk.wait(timeout=seconds + warmup + 40)
         finally:
             bulk.stop(timeout=2)
         out = bulk.log_path.read_text()
     finally:
         srv.stop(timeout=2)
-    j = json.loads(out[out.index("{") :]) if "{" in out else {}
-    if "end" not in j:
-        raise RuntimeError(f"iperf3 gave no result: {out[-500:]}")
+    j = iperf.report(out)
     per_flow = [s["receiver"]["bits_per_second"] / 1e6 for s in j["end"].get("streams", [])]
     res: dict[str, Any] = {
         "command": " ".join(argv),
@@ -294,6 +314,12 @@ def ping_under_load(
         "jain": jain(per_flow) if len(per_flow) > 1 else None,
         "sender_cc": j["end"].get("sender_tcp_congestion"),
     }
+    if emu0 is not None and emu1 is not None and "queue_wait" in emu1:
+        hist = [b - a for a, b in zip(emu0["queue_wait"], emu1["queue_wait"], strict=True)]
+        bounds = emu1["queue_wait_bounds_ms"]
+        res["bottleneck_wait_hist"] = hist
+        res["bottleneck_wait_p50"] = queue_wait_percentile(hist, bounds, 50)
+        res["bottleneck_wait_p99"] = queue_wait_percentile(hist, bounds, 99)
     if res["sender_cc"] not in (None, cc):
         raise RuntimeError(f"asked for -C {cc} but the sender used {res['sender_cc']}")
     return res

@@ -93,7 +93,8 @@ def summarize(res: dict) -> dict[str, Any]:
     for r in res.get("load", []):
         keep = {k: r.get(k) for k in ("loss", "cc", "streams", "ok", "mbit_s", "jain", "error",
                                       "ping_sent", "ping_received", "ping_p50", "ping_p99",
-                                      "ping_max")}  # fmt: skip
+                                      "ping_max", "bottleneck_wait_p50",
+                                      "bottleneck_wait_p99")}  # fmt: skip
         load.setdefault(r["system"], {})[_load_key(r)] = keep
     return {"clean": clean, "lossy_tcp": tcp, "lossy_ping": ping, "load": load}
 
@@ -262,7 +263,7 @@ def _load_rows(res: dict, summary: dict, labels: dict) -> list[list[str]]:
     for s in _systems(res, res.get("load", [])):
         for key, g in summary["load"].get(s, {}).items():
             if not g.get("ok"):
-                rows.append([labels.get(s, s), key, "failed", "", "", ""])
+                rows.append([labels.get(s, s), key, "failed", "", "", "", ""])
                 continue
             rows.append(
                 [
@@ -272,12 +273,23 @@ def _load_rows(res: dict, summary: dict, labels: dict) -> list[list[str]]:
                     f"{g['ping_received']}/{g['ping_sent']}",
                     _f(g["mbit_s"]),
                     _f(g["jain"], ".3f") if g.get("jain") is not None else "",
+                    _wait(g),
                 ]
             )
     return rows
 
 
-LOAD_HEADER = ["system", "bulk upload", "ping p50 / p99 ms", "pings", "bulk Mbit/s", "Jain"]
+LOAD_HEADER = [
+    "system", "bulk upload", "ping p50 / p99 ms", "pings", "bulk Mbit/s", "Jain",
+    "bottleneck wait p50 / p99 ms",
+]  # fmt: skip
+
+
+def _wait(g: dict) -> str:
+    """The upload's bottleneck queue wait, as histogram bucket bounds (≤)."""
+    if g.get("bottleneck_wait_p50") is None:
+        return ""
+    return f"≤{g['bottleneck_wait_p50']:g} / ≤{g['bottleneck_wait_p99']:g}"
 
 
 def _delivered(text: str, ping: dict, loss: float) -> dict[str, Any]:

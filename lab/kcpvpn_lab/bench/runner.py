@@ -329,6 +329,7 @@ class Bench:
                     streams=b["streams"],
                     warmup=cfg.load_warmup,
                     ping_interval=cfg.ping_interval,
+                    topo=topo,
                 ),  # fmt: skip
             )
 

@@ -79,6 +79,9 @@ def test_bench_smoke(tmp_path):
         assert row["cc"] == "cubic" and row["streams"] == 1, row
         assert row["mbit_s"] > 0 and 0 < row["ping_received"] <= row["ping_sent"], row
         assert row["ping_p50"] >= 39, row  # the pings crossed the 40 ms loaded link
+        # The emulator timed the upload's frames in its bottleneck queue.
+        assert sum(row["bottleneck_wait_hist"]) > 0, row
+        assert row["bottleneck_wait_p50"] <= row["bottleneck_wait_p99"], row
 
     assert {t["target"] for t in res["targets"]}, "no targets evaluated"
     report = (out / "report.md").read_text()

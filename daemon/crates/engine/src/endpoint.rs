@@ -727,6 +727,7 @@ counters!(
         cc_restarts: u64,
         early_deliveries: u64,
         cc_queue_corrections: u64,
+        cc_queue_drains: u64,
     }
 );
 
@@ -761,6 +762,9 @@ pub struct SessionStats {
     pub fec_recovered: u64,
     /// FEC parity shards sent.
     pub parity_out: u64,
+    /// Full FEC groups that carried interactive traffic and got the strict
+    /// parity of a group closed early.
+    pub protected_groups: u64,
     /// Heap bytes the session's buffers hold (they shrink when it idles).
     pub heap_bytes: u64,
     /// Flow queueing: bytes waiting, CoDel's drops and ECN marks, drops at
@@ -829,6 +833,7 @@ impl SessionStats {
             feedback_out,
             fec_recovered,
             parity_out,
+            protected_groups,
             heap_bytes,
             queued_bytes,
             codel_drops,
@@ -916,6 +921,7 @@ fn session_stats(s: &SessionSnapshot) -> SessionStats {
         feedback_out: st.feedback_out,
         fec_recovered: s.fec_recovered,
         parity_out: s.parity_out,
+        protected_groups: s.protected_groups,
         heap_bytes: s.heap_bytes,
         queued_bytes: s.queued_bytes,
         codel_drops: s.scheduler.codel_drops,
@@ -961,6 +967,7 @@ fn session_stats(s: &SessionSnapshot) -> SessionStats {
             cc_restarts: k.cc_restarts,
             early_deliveries: k.early_deliveries,
             cc_queue_corrections: k.cc_queue_corrections,
+            cc_queue_drains: k.cc_queue_drains,
         },
     }
 }

@@ -737,3 +737,39 @@ proptest! {
         prop_assert_eq!(sorted(feed(&mut dec, &shards)), sorted(sent));
     }
 }
+
+/// A full group that carries interactive traffic gets the strict parity of
+/// a group closed early; the groups after it go back to the adaptive count.
+#[test]
+fn a_protected_group_gets_strict_parity_then_the_next_does_not() {
+    let mut enc = FecEncoder::new(10, 8, 1400);
+    enc.set_loss_with_target(Some(0.05), 0.05);
+    assert_eq!(enc.parity(), 1);
+    let strict = parity_for_loss(10, 8, 0.05, PARTIAL_GROUP_FAILURE);
+    assert!(strict >= 4, "strict parity {strict}");
+    let mut per_group = Vec::new();
+    let mut n = 0;
+    for i in 0..30 {
+        // The ping rides in the middle of the second group.
+        if i == 14 {
+            enc.protect_group();
+        }
+        enc.encode(&datagram(i, 100), &mut |s| n += is_parity(s) as usize);
+        if (i + 1) % 10 == 0 {
+            per_group.push(std::mem::take(&mut n));
+        }
+    }
+    assert!(per_group[0] <= 2, "{per_group:?}");
+    assert_eq!(per_group[1], strict, "{per_group:?}");
+    assert!(per_group[2] <= 2, "{per_group:?}");
+    assert_eq!(enc.stats().protected_groups, 1);
+    // On a link measured clean, protection costs nothing.
+    enc.set_loss_with_target(Some(0.0), 0.05);
+    enc.protect_group();
+    let mut parity = 0;
+    for i in 0..10 {
+        enc.encode(&datagram(i, 100), &mut |s| parity += is_parity(s) as usize);
+    }
+    assert_eq!(parity, 0);
+    assert_eq!(enc.stats().protected_groups, 1);
+}

@@ -213,6 +213,9 @@ pub struct Kcp {
     dead: bool,
     /// Model-based congestion control and pacing (`KcpConfig::bbr`).
     cc: Option<Bbr>,
+    /// The caller holds more data for this conversation than it has queued
+    /// (see `set_backlog_upstream`).
+    backlog_upstream: bool,
     /// What a segment costs on the path beyond itself (see `set_path_cost`).
     path_extra: usize,
     path_factor: f64,
@@ -285,6 +288,7 @@ impl Kcp {
             ts_flush: 0,
             dead: false,
             cc: c.bbr.then(|| Bbr::new(c.mtu)),
+            backlog_upstream: false,
             path_extra: 0,
             path_factor: 1.0,
             rcv_nxt: 0,
@@ -329,11 +333,20 @@ impl Kcp {
         MAX_FRAGMENTS.min(self.rcv_wnd as usize)
     }
 
-    /// Segments queued or in flight (not yet acknowledged).
     /// Segments queued and never sent: non-zero when the windows or pacing,
     /// not the application, limit the rate.
     pub fn queued(&self) -> u32 {
         self.snd_end.wrapping_sub(self.snd_nxt)
+    }
+
+    /// Tells the path model whether the caller holds more data than it has
+    /// queued here (a scheduler that feeds KCP a few ms at a time). Running
+    /// out of queued segments is then not the application limiting the rate:
+    /// pacing stays on. Otherwise each flush that drained the short queue
+    /// would switch pacing off for a round trip, and the next round's data
+    /// would reach the bottleneck as one burst.
+    pub fn set_backlog_upstream(&mut self, more: bool) {
+        self.backlog_upstream = more;
     }
 
     /// With `bbr`: the bottleneck rate estimate in bytes per ms (0 before a
@@ -391,6 +404,7 @@ impl Kcp {
             s.min_rtt = cc.min_rtt().unwrap_or(0);
             s.cc_restarts = cc.restarts();
             s.cc_queue_corrections = cc.queue_corrections();
+            s.cc_queue_drains = cc.queue_drains();
         }
         s.rmt_wnd = self.rmt_wnd;
         s.snd_queue = self.snd_end.wrapping_sub(self.snd_nxt);
@@ -1050,9 +1064,25 @@ impl Kcp {
         Some(cc.next_send_time(now).unwrap_or(now))
     }
 
+    fn pacing_allows(&mut self, now: u32) -> bool {
+        self.cc.as_mut().is_none_or(|cc| cc.pacing_allows(now))
+    }
+
+    /// Retransmissions are waiting (fast ones, or timeouts that expired).
+    fn resends_due(&self, now: u32) -> bool {
+        !self.fast_queue.is_empty() || (self.head.is_some() && tdiff(now, self.resend_lb) >= 0)
+    }
+
+    /// When pacing lets a waiting retransmission leave (`now` if it may).
+    fn resend_time(&self, now: u32) -> u32 {
+        self.cc
+            .as_ref()
+            .and_then(|cc| cc.next_send_time(now))
+            .unwrap_or(now)
+    }
+
     fn timer_due(&self, now: u32) -> bool {
-        !self.fast_queue.is_empty()
-            || (self.head.is_some() && tdiff(now, self.resend_lb) >= 0)
+        (self.resends_due(now) && tdiff(now, self.resend_time(now)) >= 0)
             || self.pacing_wakeup(now).is_some_and(|t| tdiff(now, t) >= 0)
     }
 
@@ -1070,7 +1100,10 @@ impl Kcp {
             return now;
         }
         let mut minimal = tdiff(ts_flush, now) as u32;
-        if self.head.is_some() {
+        if self.resends_due(now) {
+            // Held back by pacing (else `timer_due` said now).
+            minimal = minimal.min(tdiff(self.resend_time(now), now).max(0) as u32);
+        } else if self.head.is_some() {
             minimal = minimal.min(tdiff(self.resend_lb, now) as u32);
         }
         if let Some(at) = self.pacing_wakeup(now) {
@@ -1199,7 +1232,11 @@ impl Kcp {
 
         // Fast retransmissions. A segment whose RTO also expired is left to the
         // timeout scan below, as in the reference where the timeout wins.
-        while let Some(sn) = self.fast_queue.pop_front() {
+        // With bbr, as many as pacing allows; the rest wait for the next flush.
+        while !self.fast_queue.is_empty() && self.pacing_allows(now) {
+            let Some(sn) = self.fast_queue.pop_front() else {
+                break;
+            };
             if !self.in_flight(sn) {
                 continue;
             }
@@ -1227,10 +1264,20 @@ impl Kcp {
             let mut earliest: Option<u32> = None;
             let cap = self.backoff_cap();
             let mut cur = self.head;
+            let mut paced = true;
             while let Some(sn) = cur {
                 let s = self.ring.seg(sn);
                 cur = s.next;
-                if tdiff(now, s.resendts) >= 0 {
+                let due = tdiff(now, s.resendts) >= 0;
+                if due && paced && !self.pacing_allows(now) {
+                    paced = false;
+                }
+                let s = self.ring.seg(sn);
+                if due && !paced {
+                    // Held back by pacing: due again at once (`timer_due` waits
+                    // for the pacer's time).
+                    earliest = Some(now);
+                } else if due {
                     s.xmit += 1;
                     s.rto = if self.nodelay {
                         s.rto.saturating_add(s.rto / 2)
@@ -1285,7 +1332,7 @@ impl Kcp {
             self.note_resend(ts);
             self.emit(sn, now, wnd, p);
         }
-        if self.snd_nxt == self.snd_end {
+        if self.snd_nxt == self.snd_end && !self.backlog_upstream {
             if let Some(cc) = &mut self.cc {
                 if cc.window_open() {
                     // Out of data, not of window: the rate seen is the application's.

@@ -17,7 +17,7 @@ mod kcp;
 pub mod wire;
 
 pub use kcp::Kcp;
-pub use wire::{CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, OVERHEAD};
+pub use wire::{carries_segment, CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, OVERHEAD};
 
 /// Smallest receive window, as in the reference: a peer may send messages of
 /// up to 127 fragments, which must all fit in our window to be reassembled.
@@ -198,9 +198,11 @@ pub struct KcpStats {
     pub bandwidth_kbit: u64,
     pub min_rtt: u32,
     /// With `bbr`: times the model started over for want of rate samples,
-    /// and times a standing queue shrank the estimate.
+    /// times a standing queue shrank the estimate, and rounds paced below
+    /// the estimate to drain a standing queue.
     pub cc_restarts: u64,
     pub cc_queue_corrections: u64,
+    pub cc_queue_drains: u64,
     /// Messages handed out before a gap before them was filled (`unordered`).
     pub early_deliveries: u64,
 }

@@ -65,6 +65,23 @@ impl Header {
     }
 }
 
+/// Whether the datagram `d` (segments as [`Kcp::flush`](crate::Kcp::flush)
+/// emits them) carries the data segment `sn`. Stops at the first header
+/// that does not fit, so any bytes are safe to pass.
+pub fn carries_segment(d: &[u8], sn: u32) -> bool {
+    let mut at = 0usize;
+    while let Some(h) = d.get(at..).and_then(Header::decode) {
+        if h.cmd == CMD_PUSH && h.sn == sn {
+            return true;
+        }
+        at = match at.checked_add(OVERHEAD + h.len as usize) {
+            Some(next) => next,
+            None => return false,
+        };
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +109,45 @@ mod tests {
         );
         assert_eq!(Header::decode(&v), Some(h));
         assert_eq!(Header::decode(&v[..23]), None);
+    }
+
+    #[test]
+    fn finds_a_data_segment_among_several() {
+        let mut d = Vec::new();
+        let ack = Header {
+            cmd: CMD_ACK,
+            sn: 9,
+            ..Header::default()
+        };
+        ack.encode(&mut d);
+        let push = |sn, len: u32, d: &mut Vec<u8>| {
+            Header {
+                cmd: CMD_PUSH,
+                sn,
+                len,
+                ..Header::default()
+            }
+            .encode(d);
+            d.extend(std::iter::repeat_n(0xAA, len as usize));
+        };
+        push(7, 100, &mut d);
+        push(8, 3, &mut d);
+        assert!(carries_segment(&d, 7));
+        assert!(carries_segment(&d, 8));
+        // An ACK for sn 9 is not the segment.
+        assert!(!carries_segment(&d, 9));
+        // Truncated: the second data header no longer fits.
+        assert!(!carries_segment(&d[..24 + 24 + 100 + 10], 8));
+        // A length field pointing past the end ends the walk.
+        let mut bad = Vec::new();
+        Header {
+            cmd: CMD_PUSH,
+            sn: 1,
+            len: u32::MAX,
+            ..Header::default()
+        }
+        .encode(&mut bad);
+        assert!(carries_segment(&bad, 1));
+        assert!(!carries_segment(&bad, 2));
     }
 }

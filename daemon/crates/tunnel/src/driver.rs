@@ -87,6 +87,8 @@ pub struct SessionSnapshot {
     pub fec_recovered: u64,
     /// FEC parity shards sent (0 with FEC off).
     pub parity_out: u64,
+    /// Full FEC groups given strict parity for interactive traffic.
+    pub protected_groups: u64,
     /// Heap bytes the session's buffers hold.
     pub heap_bytes: u64,
     /// The flow scheduler's counters (default without flow queueing), and
@@ -752,6 +754,10 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
                 kcp: v.session.kcp_stats(),
                 fec_recovered: v.session.fec_recovered(),
                 parity_out: v.session.fec_encoder_stats().map_or(0, |e| e.parity_shards),
+                protected_groups: v
+                    .session
+                    .fec_encoder_stats()
+                    .map_or(0, |e| e.protected_groups),
                 heap_bytes,
                 scheduler: v.session.scheduler_stats().unwrap_or_default(),
                 queued_bytes: v.session.queued_bytes() as u64,

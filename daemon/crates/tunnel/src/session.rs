@@ -202,9 +202,10 @@ pub struct Session {
     /// A message being built (header and packet) for KCP.
     tx_msg: Vec<u8>,
     /// The last segment of a sparse flow's packet put into KCP (None: none
-    /// waiting): once it has left, its FEC group gets its parity at once
-    /// instead of when it fills, so interactive packets sharing the tunnel
-    /// with a download are protected as well as when alone.
+    /// waiting). Its FEC group gets the strict parity of interactive
+    /// traffic, and with rapid FEC that parity leaves as soon as the segment
+    /// has, instead of when the group fills: interactive packets sharing the
+    /// tunnel with a download are protected as well as when alone.
     sparse_sn: Option<u32>,
     /// A packet went in or out since the last `poll`; when the quiet began;
     /// whether the buffers were trimmed since (an idle session gives back
@@ -615,6 +616,7 @@ impl Session {
     /// short.
     fn fill(&mut self, now: u32) {
         if self.sched.as_ref().is_none_or(|s| s.is_empty()) {
+            self.kcp.set_backlog_upstream(false);
             return;
         }
         let target = self.kcp_queue_target();
@@ -631,6 +633,7 @@ impl Session {
             }
             sched.give_back(pkt);
         }
+        self.kcp.set_backlog_upstream(!sched.is_empty());
         self.sched = Some(sched);
     }
 
@@ -926,6 +929,7 @@ impl Session {
             keys,
             stats,
             last_send,
+            sparse_sn,
             ..
         } = self;
         // Past the message budget nothing leaves until the keys are updated.
@@ -943,7 +947,17 @@ impl Session {
             }
         };
         match fec_enc {
-            Some(enc) => kcp.flush(now, &mut |d: &[u8]| enc.encode(d, &mut seal)),
+            Some(enc) => {
+                // The group that takes a sparse flow's packet (a ping, a
+                // keystroke) gets strict parity: see `protect_group`.
+                let sparse = *sparse_sn;
+                kcp.flush(now, &mut |d: &[u8]| {
+                    if sparse.is_some_and(|sn| kcpvpn_kcp::carries_segment(d, sn)) {
+                        enc.protect_group();
+                    }
+                    enc.encode(d, &mut seal)
+                })
+            }
             None => kcp.flush(now, &mut seal),
         }
         if sent == 0 {

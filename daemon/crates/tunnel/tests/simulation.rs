@@ -901,3 +901,74 @@ fn huge_loss_reports_keep_the_measured_loss_in_range() {
     }
     assert_eq!(a.stats.loss_ppm, 1_000_000);
 }
+
+/// An IPv4/UDP packet from `port` (its own flow for the scheduler).
+fn udp_from(port: u16, len: usize) -> Vec<u8> {
+    let mut p = vec![0u8; len.max(28)];
+    p[0] = 0x45;
+    let total = p.len() as u16;
+    p[2..4].copy_from_slice(&total.to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
+    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
+    p[20..22].copy_from_slice(&port.to_be_bytes());
+    p[22..24].copy_from_slice(&9u16.to_be_bytes());
+    p
+}
+
+/// A download and, with `ping`, a packet of a sparse flow every 100 ms,
+/// through flow queueing over a link losing 5% one way; returns the
+/// sender's FEC counters and the parity it chose for full groups.
+fn download_beside(ping: bool) -> (EncoderStats, f64) {
+    let mut cfg = config("fast", Some((10, 3)), false);
+    cfg.flow_queueing = true;
+    let mut a = Session::new(cfg.clone(), 7, &KEY_AB, &KEY_BA, 2, 0).unwrap();
+    let mut b = Session::new(cfg, 7, &KEY_BA, &KEY_AB, 1, 0).unwrap();
+    let mut rng = SmallRng::seed_from_u64(5);
+    for now in 0..4000u32 {
+        for _ in 0..3 {
+            a.send_packet(&mut udp_from(5000, 1200), now);
+        }
+        if ping && now % 100 == 50 {
+            a.send_packet(&mut udp_from(6000, 84), now);
+        }
+        let mut tx = VecTransmit::default();
+        a.flush(now, &mut tx);
+        a.poll(now, &mut tx);
+        for mut d in tx.datagrams {
+            if rng.random::<f64>() >= 0.05 {
+                b.input(&mut d, now, &mut |_p: &[u8]| {});
+            }
+        }
+        let mut back = VecTransmit::default();
+        b.flush(now, &mut back);
+        b.poll(now, &mut back);
+        for mut d in back.datagrams {
+            a.input(&mut d, now, &mut |_p: &[u8]| {});
+        }
+    }
+    (a.fec_encoder_stats().unwrap(), a.stats.fec_parity)
+}
+
+/// The group that takes a ping sharing the tunnel with a download gets the
+/// strict parity of a group closed early (3 shards at 5% loss), not the 1-2
+/// that full groups get there, so it almost never waits for a retransmission;
+/// the download's own groups keep the adaptive count.
+#[test]
+fn a_sparse_flows_packet_gets_strict_parity_in_a_full_group() {
+    let (with, parity) = download_beside(true);
+    let (without, _) = download_beside(false);
+    assert!(
+        parity < 2.5,
+        "full groups got {parity} parity shards at 5% loss"
+    );
+    assert_eq!(without.protected_groups, 0, "{without:?}");
+    // 40 pings; a few land in groups rapid FEC would close anyway or that
+    // already had 3.
+    assert!(
+        (30..=40).contains(&with.protected_groups),
+        "protected {} groups for 40 pings: {with:?}",
+        with.protected_groups
+    );
+}

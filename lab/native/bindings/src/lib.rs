@@ -5,7 +5,7 @@
 //! `LoadDriver` runs many client sessions of the product's endpoint in one
 //! process (`kcpvpn lab load`).
 use kcpvpn_emulator::emulator::{DirStats, Direction, Emulator};
-use kcpvpn_emulator::LinkParams;
+use kcpvpn_emulator::{LinkParams, QUEUE_WAIT_BOUNDS_MS};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -72,6 +72,8 @@ fn stats_dict<'py>(py: Python<'py>, s: &DirStats) -> PyResult<Bound<'py, PyDict>
     ] {
         d.set_item(k, v)?;
     }
+    d.set_item("queue_wait", l.queue_wait.to_vec())?;
+    d.set_item("queue_wait_bounds_ms", QUEUE_WAIT_BOUNDS_MS.to_vec())?;
     Ok(d)
 }
 

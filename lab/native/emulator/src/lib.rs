@@ -14,5 +14,5 @@ pub mod emulator;
 #[cfg(target_os = "linux")]
 mod sys;
 
-pub use link::{Link, LinkParams, LinkStats, ParamError, Verdict, NS_PER_MS};
+pub use link::{Link, LinkParams, LinkStats, ParamError, Verdict, NS_PER_MS, QUEUE_WAIT_BOUNDS_MS};
 pub use rng::Rng;

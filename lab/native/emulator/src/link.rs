@@ -187,6 +187,23 @@ pub struct LinkStats {
     pub duplicated: u64,
     /// Frames held right now.
     pub queued: u64,
+    /// How long accepted frames waited in the rate queue before their
+    /// serialisation began: counts per bucket of [`QUEUE_WAIT_BOUNDS_MS`]
+    /// (bucket i: below bound i and at least bound i-1; the last: the rest).
+    /// What a scheduler upstream of the bottleneck left standing there.
+    pub queue_wait: [u64; QUEUE_WAIT_BUCKETS],
+}
+
+/// Upper bounds (ms, exclusive) of the queue-wait buckets; a last bucket
+/// holds the waits above the highest bound.
+pub const QUEUE_WAIT_BOUNDS_MS: [u64; 10] = [1, 2, 5, 10, 15, 20, 30, 50, 100, 200];
+pub const QUEUE_WAIT_BUCKETS: usize = QUEUE_WAIT_BOUNDS_MS.len() + 1;
+
+fn queue_wait_bucket(wait_ns: u64) -> usize {
+    QUEUE_WAIT_BOUNDS_MS
+        .iter()
+        .position(|&b| wait_ns < b * NS_PER_MS)
+        .unwrap_or(QUEUE_WAIT_BOUNDS_MS.len())
 }
 
 /// What happened to one input frame.
@@ -311,6 +328,7 @@ impl Link {
                 self.stats.dropped_queue += 1;
                 return Verdict::QueueFull;
             }
+            self.stats.queue_wait[queue_wait_bucket(start - now)] += 1;
             let serialise =
                 (frame.len() as u128 * 8 * NS_PER_SEC as u128 / p.rate_bps as u128) as u64;
             self.busy_until = start + serialise;
@@ -545,6 +563,8 @@ mod tests {
         assert_eq!(l.stats().dropped_queue, 40);
         // Once the queue drains, frames are accepted again.
         assert_eq!(l.input(10 * MS, &frame(99, 1000)), Verdict::Queued);
+        // Waits before serialisation: 0..=9 ms for the first ten, 0 for the last.
+        assert_eq!(l.stats().queue_wait, [2, 1, 3, 5, 0, 0, 0, 0, 0, 0, 0]);
         check_accounting(&l);
     }
 
