@@ -822,6 +822,68 @@ mod tests {
         assert!((0.25..=0.6).contains(&ratio), "estimate scaled by {ratio}");
     }
 
+    /// The bottleneck slows from 10 to 8 segments per ms while the rate
+    /// estimate (a max over ~10 rounds) still says 10: pacing at it would
+    /// queue 2 segments per ms until the old samples expire. The rounds
+    /// whose lowest RTT shows the queue standing pace below the estimate
+    /// instead, so the queue stays short.
+    #[test]
+    fn a_standing_queue_slows_pacing_until_it_drains() {
+        let seg = 1000;
+        let rtt = 40;
+        let mut b = Bbr::new(seg);
+        let mut in_flight: std::collections::VecDeque<(u32, Sent)> = Default::default();
+        let mut free_at = 0.0f64;
+        let mut peak_after = 0.0f64;
+        for now in 0..6_000u32 {
+            let rate = if now < 3_000 { 10.0 } else { 8.0 };
+            while let Some(&(due, s)) = in_flight.front() {
+                if due > now {
+                    break;
+                }
+                in_flight.pop_front();
+                b.on_ack(now, s, Some(now - s.time));
+            }
+            while b.can_send(now) {
+                let s = b.on_send(now, seg, None);
+                let start = free_at.max(now as f64);
+                if now >= 3_500 {
+                    peak_after = peak_after.max(start - now as f64);
+                }
+                free_at = start + 1.0 / rate;
+                in_flight.push_back((free_at.ceil() as u32 + rtt, s));
+            }
+        }
+        assert!(b.queue_drains() > 0, "never paced below the estimate");
+        assert_eq!(b.restarts(), 0);
+        // Half a second after the change the queue is held to a few ms
+        // above the 4 ms target, not the tens of ms a 25% high estimate
+        // builds over its window.
+        assert!(peak_after <= 15.0, "queue reached {peak_after} ms");
+    }
+
+    /// Once a backlog has measured the path, a sender that runs dry stays
+    /// paced: its next burst leaves at the path's rate, not at line rate.
+    #[test]
+    fn pacing_stays_on_through_gaps_once_the_path_was_measured() {
+        let mut b = drive(10.0, 40, 3_000);
+        b.on_app_limited();
+        let rate = b.pacing_rate().expect("unpaced in a gap") / 1000.0;
+        assert!((5.0..=15.0).contains(&rate), "pacing {rate} segments/ms");
+        // A sender that never had a backlog is not paced at its own average.
+        let mut idle = Bbr::new(1000);
+        let mut t = 0;
+        for _ in 0..200 {
+            idle.on_app_limited();
+            let s = idle.on_send(t, 1000, None);
+            idle.on_ack(t + 10, s, Some(10));
+            t += 10;
+        }
+        idle.on_app_limited();
+        assert!(idle.bandwidth() > 0.0);
+        assert!(idle.pacing_rate().is_none());
+    }
+
     #[test]
     fn a_queue_that_drains_leaves_the_estimate_alone() {
         let b = drive(10.0, 40, 10_000);
