@@ -254,12 +254,13 @@ def queue_wait_percentile(
     total = sum(hist)
     if not total:
         return None
+    upper = [float(b) for b in bounds_ms] + [2.0 * bounds_ms[-1]]
     need, seen = total * p / 100.0, 0
-    for i, n in enumerate(hist):
+    for n, bound in zip(hist, upper, strict=True):
         seen += n
         if seen >= need:
-            return float(bounds_ms[i]) if i < len(bounds_ms) else 2.0 * bounds_ms[-1]
-    return 2.0 * bounds_ms[-1]
+            return bound
+    return upper[-1]
 
 
 def ping_under_load(

@@ -331,11 +331,7 @@ impl Bbr {
     /// Whether a new segment may leave now.
     pub fn can_send(&mut self, now: u32) -> bool {
         self.restart_if_blind(now);
-        if !self.window_open() {
-            return false;
-        }
-        self.refill(now);
-        self.pacing_rate().is_none() || self.tokens > 0.0
+        self.window_open() && self.pacing_allows(now)
     }
 
     /// Whether pacing lets a retransmission leave now. Retransmissions
@@ -667,6 +663,12 @@ mod tests {
 
     /// [`drive`], with what is still in flight and how the queue fared.
     fn drive_run(rate_seg_per_ms: f64, rtt: u32, ms: u32) -> Run {
+        drive_path(|_| rate_seg_per_ms, rtt, ms, 0)
+    }
+
+    /// A sender on a path whose bottleneck serves `rate_at(now)` segments
+    /// per ms; `peak_queue_ms` counts segments sent from `measure_from` on.
+    fn drive_path(rate_at: impl Fn(u32) -> f64, rtt: u32, ms: u32, measure_from: u32) -> Run {
         let seg = 1000;
         let mut b = Bbr::new(seg);
         let mut in_flight: std::collections::VecDeque<(u32, Sent)> = Default::default();
@@ -689,8 +691,10 @@ mod tests {
                 let s = b.on_send(now, seg, None);
                 // Queue at the bottleneck, then propagate.
                 let start = bottleneck_free_at.max(now as f64);
-                peak_queue_ms = peak_queue_ms.max(start - now as f64);
-                bottleneck_free_at = start + 1.0 / rate_seg_per_ms;
+                if now >= measure_from {
+                    peak_queue_ms = peak_queue_ms.max(start - now as f64);
+                }
+                bottleneck_free_at = start + 1.0 / rate_at(now);
                 let due = bottleneck_free_at.ceil() as u32 + rtt;
                 in_flight.push_back((due, s));
                 if in_flight.len() > 100_000 {
@@ -829,31 +833,11 @@ mod tests {
     /// instead, so the queue stays short.
     #[test]
     fn a_standing_queue_slows_pacing_until_it_drains() {
-        let seg = 1000;
-        let rtt = 40;
-        let mut b = Bbr::new(seg);
-        let mut in_flight: std::collections::VecDeque<(u32, Sent)> = Default::default();
-        let mut free_at = 0.0f64;
-        let mut peak_after = 0.0f64;
-        for now in 0..6_000u32 {
-            let rate = if now < 3_000 { 10.0 } else { 8.0 };
-            while let Some(&(due, s)) = in_flight.front() {
-                if due > now {
-                    break;
-                }
-                in_flight.pop_front();
-                b.on_ack(now, s, Some(now - s.time));
-            }
-            while b.can_send(now) {
-                let s = b.on_send(now, seg, None);
-                let start = free_at.max(now as f64);
-                if now >= 3_500 {
-                    peak_after = peak_after.max(start - now as f64);
-                }
-                free_at = start + 1.0 / rate;
-                in_flight.push_back((free_at.ceil() as u32 + rtt, s));
-            }
-        }
+        let Run {
+            b,
+            peak_queue_ms: peak_after,
+            ..
+        } = drive_path(|now| if now < 3_000 { 10.0 } else { 8.0 }, 40, 6_000, 3_500);
         assert!(b.queue_drains() > 0, "never paced below the estimate");
         assert_eq!(b.restarts(), 0);
         // Half a second after the change the queue is held to a few ms

@@ -1264,20 +1264,18 @@ impl Kcp {
             let mut earliest: Option<u32> = None;
             let cap = self.backoff_cap();
             let mut cur = self.head;
-            let mut paced = true;
             while let Some(sn) = cur {
                 let s = self.ring.seg(sn);
                 cur = s.next;
                 let due = tdiff(now, s.resendts) >= 0;
-                if due && paced && !self.pacing_allows(now) {
-                    paced = false;
+                if due && !self.pacing_allows(now) {
+                    // Held back by pacing: due again at once (`timer_due` waits
+                    // for the pacer's time), so nothing later can be earlier.
+                    earliest = Some(now);
+                    break;
                 }
                 let s = self.ring.seg(sn);
-                if due && !paced {
-                    // Held back by pacing: due again at once (`timer_due` waits
-                    // for the pacer's time).
-                    earliest = Some(now);
-                } else if due {
+                if due {
                     s.xmit += 1;
                     s.rto = if self.nodelay {
                         s.rto.saturating_add(s.rto / 2)

@@ -746,24 +746,24 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
                 }
                 (v, seen.3)
             })
-            .map(|(v, heap_bytes)| SessionSnapshot {
-                session_id: v.session_id,
-                peer: v.peer,
-                attached: v.attached,
-                stats: v.session.stats.clone(),
-                kcp: v.session.kcp_stats(),
-                fec_recovered: v.session.fec_recovered(),
-                parity_out: v.session.fec_encoder_stats().map_or(0, |e| e.parity_shards),
-                protected_groups: v
-                    .session
-                    .fec_encoder_stats()
-                    .map_or(0, |e| e.protected_groups),
-                heap_bytes,
-                scheduler: v.session.scheduler_stats().unwrap_or_default(),
-                queued_bytes: v.session.queued_bytes() as u64,
-                flow_waits: v.session.flow_waits(),
-                keys: v.session.key_stats().clone(),
-                offload: matches!(tuns.get(v.handle.0), Some(Some(t)) if t.vnet),
+            .map(|(v, heap_bytes)| {
+                let fec = v.session.fec_encoder_stats().unwrap_or_default();
+                SessionSnapshot {
+                    session_id: v.session_id,
+                    peer: v.peer,
+                    attached: v.attached,
+                    stats: v.session.stats.clone(),
+                    kcp: v.session.kcp_stats(),
+                    fec_recovered: v.session.fec_recovered(),
+                    parity_out: fec.parity_shards,
+                    protected_groups: fec.protected_groups,
+                    heap_bytes,
+                    scheduler: v.session.scheduler_stats().unwrap_or_default(),
+                    queued_bytes: v.session.queued_bytes() as u64,
+                    flow_waits: v.session.flow_waits(),
+                    keys: v.session.key_stats().clone(),
+                    offload: matches!(tuns.get(v.handle.0), Some(Some(t)) if t.vnet),
+                }
             })
             .collect();
         let mut snap = self.shared.snapshot.lock().unwrap();

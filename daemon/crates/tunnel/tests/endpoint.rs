@@ -18,6 +18,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
 
+mod common;
+use common::flow_packet;
+
 const PSK: [u8; 32] = [0x5a; 32];
 const OTHER_PSK: [u8; 32] = [0xa5; 32];
 /// Wall clock at the start of every simulation.
@@ -482,24 +485,6 @@ impl Sim {
 /// `seq`: one flow's packets must arrive in order.
 fn packet(who: usize, seq: u32, len: usize) -> Vec<u8> {
     flow_packet(who, 5000, seq, len)
-}
-
-fn flow_packet(who: usize, port: u16, seq: u32, len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; len.max(32)];
-    p[0] = 0x45;
-    let total = p.len() as u16;
-    p[2..4].copy_from_slice(&total.to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&[10, 1, (who >> 8) as u8, who as u8]);
-    p[16..20].copy_from_slice(&[10, 2, 0, 1]);
-    p[20..22].copy_from_slice(&port.to_be_bytes());
-    p[22..24].copy_from_slice(&53u16.to_be_bytes());
-    p[28..32].copy_from_slice(&seq.to_le_bytes());
-    for (k, b) in p.iter_mut().enumerate().skip(32) {
-        *b = (k as u32 ^ seq) as u8;
-    }
-    p
 }
 
 /// Every client sends `n` packets to the server, paced; the server's

@@ -13,6 +13,9 @@ use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
+mod common;
+use common::flow_packet;
+
 const KEY_AB: [u8; 32] = [0x11; 32];
 const KEY_BA: [u8; 32] = [0x22; 32];
 
@@ -902,21 +905,6 @@ fn huge_loss_reports_keep_the_measured_loss_in_range() {
     assert_eq!(a.stats.loss_ppm, 1_000_000);
 }
 
-/// An IPv4/UDP packet from `port` (its own flow for the scheduler).
-fn udp_from(port: u16, len: usize) -> Vec<u8> {
-    let mut p = vec![0u8; len.max(28)];
-    p[0] = 0x45;
-    let total = p.len() as u16;
-    p[2..4].copy_from_slice(&total.to_be_bytes());
-    p[8] = 64;
-    p[9] = 17;
-    p[12..16].copy_from_slice(&[10, 0, 0, 1]);
-    p[16..20].copy_from_slice(&[10, 0, 0, 2]);
-    p[20..22].copy_from_slice(&port.to_be_bytes());
-    p[22..24].copy_from_slice(&9u16.to_be_bytes());
-    p
-}
-
 /// A download and, with `ping`, a packet of a sparse flow every 100 ms,
 /// through flow queueing over a link losing 5% one way; returns the
 /// sender's FEC counters and the parity it chose for full groups.
@@ -928,10 +916,10 @@ fn download_beside(ping: bool) -> (EncoderStats, f64) {
     let mut rng = SmallRng::seed_from_u64(5);
     for now in 0..4000u32 {
         for _ in 0..3 {
-            a.send_packet(&mut udp_from(5000, 1200), now);
+            a.send_packet(&mut flow_packet(0, 5000, 0, 1200), now);
         }
         if ping && now % 100 == 50 {
-            a.send_packet(&mut udp_from(6000, 84), now);
+            a.send_packet(&mut flow_packet(0, 6000, 0, 84), now);
         }
         let mut tx = VecTransmit::default();
         a.flush(now, &mut tx);
