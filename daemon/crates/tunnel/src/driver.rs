@@ -515,6 +515,7 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
         }
         if !self.endpoint.wants_packets(h) {
             // Back-pressure: leave packets in the interface queue until KCP drains.
+            self.endpoint.pause_reading(h);
             self.set_reading(h, false);
         }
     }

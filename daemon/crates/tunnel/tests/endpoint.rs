@@ -1178,3 +1178,54 @@ fn forged_reject_hints_never_end_an_attempt() {
     sim.run_for(200);
     assert!(sim.session(c).is_some(), "the client did not connect");
 }
+
+/// The driver's reading contract: read while the session wants packets;
+/// when it stops, tell the endpoint (`pause_reading`) and read again only
+/// once `poll_resumed` names the session. A bulk of small packets from many
+/// flows (each one a whole KCP segment once scheduled, so a session can
+/// stop wanting packets without taking one) must never leave the interface
+/// unread for good: every packet offered arrives.
+#[test]
+fn a_paused_interface_is_always_resumed() {
+    let mut sim = Sim::new(7);
+    let s = sim.server(params(), Link::clean(5));
+    let c = sim.client(s, Link::clean(5));
+    sim.run_for(2000);
+    let (_, h) = sim.session(c).expect("connected");
+    let mut reading = true;
+    let mut sent = 0u32;
+    let total = 40_000u32;
+    let mut idle_ms = 0;
+    while sent < total && idle_ms < 5_000 {
+        if !reading {
+            let mut resumed = false;
+            while let Some(r) = sim.nodes[c].ep.poll_resumed() {
+                resumed |= r == h;
+            }
+            reading = resumed;
+        }
+        if reading {
+            idle_ms = 0;
+            let mut budget = 256;
+            while budget > 0 && sent < total && sim.nodes[c].ep.wants_packets(h) {
+                let flow = (sent % 64) as usize;
+                let len = if sent % 8 == 0 { 1200 } else { 60 };
+                sim.send(c, h, packet(flow, sent, len));
+                sent += 1;
+                budget -= 1;
+            }
+            if !sim.nodes[c].ep.wants_packets(h) {
+                sim.nodes[c].ep.pause_reading(h);
+                reading = false;
+            }
+        } else {
+            idle_ms += 1;
+        }
+        sim.run_for(1);
+    }
+    assert_eq!(sent, total, "reading stopped for good after {sent} packets");
+    sim.run_for(3000);
+    let (sid, _) = sim.server_session(s, sim.nodes[c].addr).unwrap();
+    let got = sim.nodes[s].delivered.get(&sid).map_or(0, |v| v.len());
+    assert_eq!(got, total as usize);
+}

@@ -1256,6 +1256,17 @@ impl Endpoint {
             .is_some_and(|s| s.attached && s.session.wants_packets())
     }
 
+    /// The driver stops reading session `h`'s interface (it wants no more
+    /// packets): `poll_resumed` names it once it does. Needed besides
+    /// `send_packet`'s own note: a session can stop wanting packets without
+    /// taking one (its scheduler handing packets to KCP counts each as a
+    /// whole segment), and a pause nobody noted was never resumed.
+    pub fn pause_reading(&mut self, h: Handle) {
+        if let Some(slot) = self.slots.get_mut(h.0).and_then(|s| s.as_mut()) {
+            slot.blocked = true;
+        }
+    }
+
     // ------------------------------------------------------------ time
 
     /// Sends what the sessions touched since the last call have ready
@@ -1278,7 +1289,7 @@ impl Endpoint {
         let Some(slot) = self.slots[idx].as_mut() else {
             return;
         };
-        if slot.blocked && slot.session.wants_packets() {
+        if slot.blocked && slot.attached && slot.session.wants_packets() {
             slot.blocked = false;
             self.resumed.push(Handle(idx));
         }
