@@ -16,9 +16,6 @@ from . import _engine
 
 log = logging.getLogger("kcpvpn")
 
-# Fake TCP's datagrams are this much shorter than UDP's at one --udp-mtu.
-TCP_EXTRA = 12
-
 # SO_RCVBUFFORCE / SO_SNDBUFFORCE let root exceed net.core.{r,w}mem_max.
 SO_SNDBUFFORCE = 32
 SO_RCVBUFFORCE = 33
@@ -31,8 +28,9 @@ def engine_params(cfg) -> _engine.SessionParams:
     udp_mtu = t.udp_mtu
     if t.tcp:
         # The same IP packet size as UDP mode: a TCP header (20 bytes, no
-        # options on data segments) is 12 bytes larger than a UDP one.
-        udp_mtu = max(_engine.UDP_MTU_RANGE[0], udp_mtu - TCP_EXTRA)
+        # options on data segments) is 12 bytes larger than a UDP one, and
+        # each segment frames its datagram with a 2-byte length.
+        udp_mtu = max(_engine.UDP_MTU_RANGE[0], udp_mtu - _engine.TCP_EXTRA_OVER_UDP)
     return _engine.SessionParams(
         mss_clamp=cfg.mss_clamp,
         kcp_mode=t.kcp_mode,

@@ -622,6 +622,10 @@ class WireRecord:
 
     def packets(self) -> list[Any]:
         """The IP packets recorded (scapy), Ethernet stripped."""
+        # The IP layers must be loaded before dissection, or Ethernet's
+        # payload stays raw bytes.
+        import scapy.layers.inet
+        import scapy.layers.inet6  # noqa: F401
         from scapy.layers.l2 import Ether
         from scapy.utils import rdpcap
 

@@ -338,8 +338,9 @@ def test_file_supplies_values_and_flags_override(tmp_path):
 
 def test_tcp_from_the_file_and_the_engine_datagram_size(tmp_path):
     """`tcp = true` in the file is --tcp; in TCP mode the engine's datagrams
-    are 12 bytes shorter (a TCP header is 12 bytes larger than a UDP one), so
-    IP packets keep the size --udp-mtu gives them in UDP mode."""
+    are 14 bytes shorter (a TCP header is 12 bytes larger than a UDP one, and
+    each segment frames its datagram with a 2-byte length), so IP packets
+    keep the size --udp-mtu gives them in UDP mode."""
     from kcpvpn.supervisor import engine_params
 
     f = write(
@@ -347,7 +348,7 @@ def test_tcp_from_the_file_and_the_engine_datagram_size(tmp_path):
     )
     s = build_config("server", {}, config_file=f, env=NOENV)
     assert s.transport.tcp is True
-    assert engine_params(s).udp_mtu == s.transport.udp_mtu - 12
+    assert engine_params(s).udp_mtu == s.transport.udp_mtu - 14
     u = build_config("server", {"port": 1300}, env={"KCPVPN_KEY": "correct horse battery staple"})
     assert u.transport.tcp is False
     assert engine_params(u).udp_mtu == u.transport.udp_mtu

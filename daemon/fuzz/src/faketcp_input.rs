@@ -5,10 +5,12 @@
 //! header and payload, with a valid checksum; control segments never carry
 //! data; the flow tables stay within their bounds; forged segments (raw
 //! bytes, or headers of any content with a valid checksum) are delivered
-//! by the server only from a flow that proved itself.
+//! by the server only from a flow that proved itself; the frames of a data
+//! segment give back its datagram, and frames of any bytes stay in bounds.
 use arbitrary::{Arbitrary, Unstructured};
 use kcpvpn_tunnel::faketcp::{
-    parse_ipv4, parse_tcp, FakeTcp, Header, Input, Side, IPV6_HEADER, MAX_FLOWS, MAX_HEADER,
+    frames, parse_ipv4, parse_tcp, FakeTcp, Header, Input, Side, FRAME_HEADER, IPV6_HEADER,
+    MAX_FLOWS, MAX_HEADER,
 };
 use std::net::SocketAddr;
 
@@ -43,6 +45,8 @@ enum Op {
     Time(u16),
     /// The client opens a new connection from `port`.
     Connect(u16),
+    /// Bytes read as a data segment's frames.
+    Frames(Vec<u8>),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -56,6 +60,15 @@ fn wire(h: &Header, payload: &[u8]) -> Vec<u8> {
     let n = h.write(payload, 0, &mut out);
     out.truncate(n);
     out.extend_from_slice(payload);
+    out
+}
+
+/// A data segment as the transport sends it: one frame.
+fn framed(h: &Header, datagram: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; MAX_HEADER + FRAME_HEADER];
+    let n = h.write_frame(datagram, 0, &mut out);
+    out.truncate(n);
+    out.extend_from_slice(datagram);
     out
 }
 
@@ -132,14 +145,17 @@ pub fn run(data: &[u8]) {
                 } else {
                     (&mut s, &mut c)
                 };
-                let payload: Vec<u8> = (0..len % 1500).map(|i| i as u8).collect();
-                let Some(h) = from.data_header(&remote, payload.len()) else {
+                let payload: Vec<u8> = (0..len % 1500 + 1).map(|i| i as u8).collect();
+                let Some(h) = from.data_header(&remote, FRAME_HEADER + payload.len()) else {
                     continue;
                 };
                 assert_eq!(h.local, from_addr);
-                let mut pkt = wire(&h, &payload);
+                let mut pkt = framed(&h, &payload);
                 let seg = parse(&pkt, v6, h.local, h.remote).expect("own segment parses");
-                assert_eq!(&pkt[seg.payload.clone()], &payload[..]);
+                let mut got = Vec::new();
+                assert!(frames(&pkt, seg.payload.clone(), &mut got));
+                assert_eq!(got.len(), 1);
+                assert_eq!(&pkt[got[0].clone()], &payload[..]);
                 if lose {
                     continue;
                 }
@@ -217,6 +233,18 @@ pub fn run(data: &[u8]) {
                     client.set_port(port.max(1));
                     c.connect(now, client, server);
                 }
+            }
+            Op::Frames(bytes) => {
+                let start = bytes.first().map_or(0, |&b| b as usize % 4).min(bytes.len());
+                let mut got = Vec::new();
+                let whole = frames(&bytes, start..bytes.len(), &mut got);
+                let mut at = start;
+                for r in &got {
+                    assert_eq!(r.start, at + FRAME_HEADER, "frames are back to back");
+                    assert!(!r.is_empty() && r.end <= bytes.len());
+                    at = r.end;
+                }
+                assert_eq!(whole, at == bytes.len());
             }
         }
         assert!(s.connections() <= MAX_FLOWS);

@@ -16,6 +16,8 @@ __version__: str
 # --- bounds and defaults (the one owner of each; config.py reads them) ------
 
 UDP_MTU_RANGE: Final[tuple[int, int]]
+# Bytes fake TCP adds over a UDP datagram (TCP header, frame length).
+TCP_EXTRA_OVER_UDP: Final[int]
 """Largest UDP payload either side may set: 576 .. 8972 (9000 minus IPv4 and UDP)."""
 VNI_MTU_RANGE: Final[tuple[int, int]]
 IPV6_MIN_MTU: Final[int]
@@ -453,6 +455,10 @@ class EndpointStats:
     def tcp_connections(self) -> int: ...
     @property
     def tcp_pending_dropped(self) -> int: ...
+    @property
+    def tcp_merged_in(self) -> int: ...
+    @property
+    def tcp_offload_out(self) -> int: ...
     @property
     def sessions(self) -> int: ...
     @property

@@ -20,6 +20,7 @@ from kcpvpn_lab import probes
 from kcpvpn_lab.topology import MBOX_ADDR
 from kcpvpn_lab.vpn import (
     add_ipv6_underlay,
+    client_address,
     connected_since,
     daemon_status,
     ping,
@@ -263,7 +264,7 @@ def test_dual_stack_server_takes_ipv4_and_ipv6_clients(make_topology):
     v6 = add_ipv6_underlay(topo)
     srv = start_server(topo.server, *SERVER_FLAGS)  # no --ip: every address, both families
     start_client(topo.client(1), topo.server, "--tcp")
-    start_client(topo.client(2), v6["server"], "--tcp")
+    cli6 = start_client(topo.client(2), v6["server"], "--tcp")
     remotes = [c["remote"] for c in server_clients(srv)]
     assert remotes[0].startswith(f"{topo.client(1).address}:"), remotes
     assert remotes[1].startswith(f"[{v6['client2']}]:"), remotes
@@ -273,3 +274,91 @@ def test_dual_stack_server_takes_ipv4_and_ipv6_clients(make_topology):
     assert t.intact, t
     ep = daemon_status(srv)["endpoint"]
     assert ep["tcp_connections"] == 2 and ep["tcp_bad"] == 0, ep
+    # The IPv6 client's segments left in runs the kernel cut, too.
+    assert daemon_status(cli6)["endpoint"]["tcp_offload_out"] > 0
+
+
+def test_runs_the_kernel_cuts_reach_the_wire_as_plain_segments(make_topology):
+    """Where the host tracks no connections, each daemon hands runs of
+    segments to the kernel through a packet socket for it to cut (TSO). On
+    the wire they are ordinary segments: continuous sequence numbers, valid
+    checksums, no reset, nothing the strict firewall finds invalid; and the
+    bytes carried arrive intact both ways."""
+    topo = make_topology(clients=1, middlebox=True, seed=23)
+    c, s = topo.client(1), topo.server
+    before = topo.middlebox_counters()
+    wire = probes.WireRecord(s, "eth0")
+    tun = open_tun(topo, TCP, TCP)
+    for src, dst, ip in ((c, s, tun.server_ip), (s, c, tun.client_ip)):
+        t = probes.tcp_transfer(src, dst, dst_ip=ip, nbytes=2 << 20)
+        assert t.intact, t
+    check = probes.check_tcp_wire(wire.packets(), PORT)
+    print(check.packets, "segments recorded")
+    assert check.packets > 2000, check
+    assert check.clean, check
+    after = topo.middlebox_counters()
+    assert after["invalid"] - before.get("invalid", 0) == 0, after
+    for proc in (tun.client, tun.server):
+        ep = daemon_status(proc)["endpoint"]
+        print(proc.ns, ep["tcp_offload_out"], ep["gso_messages"], ep["datagrams_out"])
+        # Most datagrams left in runs, and runs of more than one.
+        assert ep["tcp_offload_out"] > ep["datagrams_out"] // 2, ep
+        assert ep["gso_messages"] < ep["tcp_offload_out"], ep
+
+
+def test_a_run_delivered_whole_is_split_back_into_its_datagrams(make_topology):
+    """On virtual links with segmentation offload on (a kernel bridge, no
+    emulator), a run crosses whole: the receiver reads one packet holding
+    many frames, and splits it back into its datagrams by their lengths.
+    Bytes arrive intact both ways."""
+    topo = make_topology(clients=1, wan=False)
+    s, c = topo.server, topo.client(1)
+    srv = start_server(s, *SERVER_FLAGS)
+    cli = start_client(c, s, "--tcp")
+    for src, dst in ((c, s), (s, c)):
+        ip = SERVER_IP if dst is s else client_address(cli)
+        t = probes.tcp_transfer(src, dst, dst_ip=ip, nbytes=8 << 20)
+        assert t.intact, t
+    for proc in (srv, cli):
+        ep = daemon_status(proc)["endpoint"]
+        print(proc.ns, ep["tcp_merged_in"], ep["tcp_offload_out"], ep["tcp_bad"])
+        assert ep["tcp_merged_in"] > 0, ep
+        assert ep["tcp_bad"] == 0, ep
+
+
+def test_where_the_host_tracks_connections_every_segment_crosses_its_hooks(topo):
+    """A client host whose firewall tracks connections and drops what it
+    finds invalid (as firewalld or ufw do): segments sent past its hooks
+    would make it judge the server's acknowledgements invalid. So the packet
+    path stays off there, and the tunnel carries traffic as before."""
+    s, c = topo.server, topo.client(1)
+    c.run(["nft", "-f", "-"], input=HOST_FIREWALL.encode())
+    try:
+        srv = start_server(s, *SERVER_FLAGS)
+        cli = start_client(c, s, "--tcp")
+        ping(c, SERVER_IP, count=10, interval=0.05)
+        for src, dst in ((c, s), (s, c)):
+            ip = SERVER_IP if dst is s else client_address(cli)
+            t = probes.tcp_transfer(src, dst, dst_ip=ip, nbytes=2 << 20)
+            assert t.intact, t
+        client_ep = daemon_status(cli)["endpoint"]
+        assert client_ep["tcp_offload_out"] == 0, client_ep
+        assert client_ep["datagrams_out"] > 1000, client_ep
+        # The server's host tracks nothing: its side uses the packet path.
+        assert daemon_status(srv)["endpoint"]["tcp_offload_out"] > 0
+        dropped = c.run(["nft", "list", "counter", "inet", "hostfw", "invalid"]).stdout
+        assert "packets 0 " in dropped, dropped
+    finally:
+        c.run(["nft", "delete", "table", "inet", "hostfw"], check=False)
+
+
+HOST_FIREWALL = """
+table inet hostfw {
+    counter invalid { }
+    chain input {
+        type filter hook input priority 0; policy accept;
+        ct state invalid counter name invalid drop
+        ct state established,related accept
+    }
+}
+"""

@@ -682,7 +682,9 @@ counters!(
         /// SYNs out and in, keepalive probes, malformed or mis-checksummed
         /// segments, segments of no connection, far outside the window,
         /// datagrams with no connection to carry them, peers refused for a
-        /// full flow table, connections now, datagrams dropped while connecting.
+        /// full flow table, connections now, datagrams dropped while
+        /// connecting, packets that arrived holding several datagrams,
+        /// datagrams sent in runs the kernel segments (the packet path).
         tcp_connects: u64,
         tcp_reconnects: u64,
         tcp_resets_in: u64,
@@ -696,6 +698,8 @@ counters!(
         tcp_table_full: u64,
         tcp_connections: u64,
         tcp_pending_dropped: u64,
+        tcp_merged_in: u64,
+        tcp_offload_out: u64,
         sessions: u64,
         sessions_started: u64,
         /// Turns of the data path's loop.
@@ -1034,6 +1038,8 @@ fn engine_stats(s: &Snapshot) -> EngineStats {
             tcp_table_full: t.table_full,
             tcp_connections: t.connections,
             tcp_pending_dropped: t.pending_dropped,
+            tcp_merged_in: t.merged_in,
+            tcp_offload_out: t.offload_out,
             sessions: e.sessions,
             sessions_started: e.sessions_started,
             loop_iterations: s.turns,

@@ -13,6 +13,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<SessionParams>()?;
     m.add("UDP_MTU_RANGE", p::UDP_MTU_RANGE)?;
+    m.add(
+        "TCP_EXTRA_OVER_UDP",
+        kcpvpn_tunnel::faketcp::EXTRA_OVER_UDP as u16,
+    )?;
     m.add("VNI_MTU_RANGE", p::VNI_MTU_RANGE)?;
     m.add("IPV6_MIN_MTU", p::IPV6_MIN_MTU)?;
     m.add("FRAME_MTU_MAX", p::FRAME_MTU_MAX)?;

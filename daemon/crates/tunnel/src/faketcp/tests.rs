@@ -280,3 +280,149 @@ fn ipv6_handshake_and_data() {
     let (_, r) = send_data(1, &mut s, &mut c, cli, b"over v6");
     assert_eq!(r, Input::Data);
 }
+
+#[test]
+fn frames_split_a_merged_payload_and_stop_at_a_malformed_one() {
+    let mut buf = vec![9u8; 3]; // bytes before the payload
+    for (len, fill) in [(5usize, 1u8), (5, 2), (3, 3)] {
+        buf.extend_from_slice(&(len as u16).to_be_bytes());
+        buf.extend(std::iter::repeat_n(fill, len));
+    }
+    let mut out = Vec::new();
+    assert!(frames(&buf, 3..buf.len(), &mut out));
+    let got: Vec<&[u8]> = out.iter().map(|r| &buf[r.clone()]).collect();
+    assert_eq!(got, [&[1u8; 5][..], &[2; 5], &[3; 3]]);
+    // A length past the end, or zero: what came before is kept.
+    for bad in [[0u8, 9], [0, 0]] {
+        let mut b = buf.clone();
+        b.extend_from_slice(&bad);
+        b.push(4);
+        out.clear();
+        assert!(!frames(&b, 3..b.len(), &mut out));
+        assert_eq!(out.len(), 3);
+    }
+    // A lone byte of a length, and a range beyond the buffer.
+    out.clear();
+    assert!(!frames(&[1u8], 0..1, &mut out));
+    assert!(!frames(&buf, 0..buf.len() + 1, &mut out));
+    assert!(out.is_empty());
+}
+
+/// What the transport's raw path sends: headers, the frame's length, the
+/// datagram.
+fn framed_packet(h: &Header, datagram: &[u8]) -> Vec<u8> {
+    let mut out = vec![0u8; MAX_HEADER + FRAME_HEADER];
+    let n = h.write_frame(datagram, 0, &mut out);
+    out.truncate(n);
+    out.extend_from_slice(datagram);
+    out
+}
+
+#[test]
+fn a_framed_segment_carries_its_datagram_under_a_valid_checksum() {
+    for (local, remote) in [
+        (v4("10.0.0.1:4000"), v4("10.0.0.2:55555")),
+        (v4("[fd00::1]:4000"), v4("[fd00::2]:1234")),
+    ] {
+        let h = Header {
+            local,
+            remote,
+            seq: 7,
+            ack: 9,
+            flags: ACK | PSH,
+            window: 0xffff,
+            syn: None,
+        };
+        let d: Vec<u8> = (0..1201).map(|i| (i * 7) as u8).collect();
+        let pkt = framed_packet(&h, &d);
+        let s = parse(&pkt, &h).unwrap();
+        assert!(!s.offloaded);
+        assert_eq!(s.payload.len(), FRAME_HEADER + d.len());
+        let mut out = Vec::new();
+        assert!(frames(&pkt, s.payload, &mut out));
+        assert_eq!(out.len(), 1);
+        assert_eq!(&pkt[out[0].clone()], &d[..]);
+        let mut bad = pkt.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        assert_eq!(parse(&bad, &h), Err(Bad::Checksum));
+    }
+}
+
+/// A run written for the kernel to segment, as a receiver gets it when it
+/// crossed virtual links whole (or GRO merged it back): one packet whose
+/// checksum field holds only the pseudo-header's sum. It parses as
+/// offloaded, its frames give back every datagram, and the IPv4 header is
+/// complete (nothing fills it in on the packet path).
+#[test]
+fn an_offloaded_run_parses_whole_into_its_datagrams() {
+    for (local, remote) in [
+        (v4("10.0.0.1:4000"), v4("10.0.0.2:55555")),
+        (v4("[fd00::1]:4000"), v4("[fd00::2]:1234")),
+    ] {
+        let datagrams: Vec<Vec<u8>> = [700usize, 700, 700, 123]
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| vec![k as u8 + 1; n])
+            .collect();
+        let bytes: usize = datagrams.iter().map(|d| FRAME_HEADER + d.len()).sum();
+        let h = Header {
+            local,
+            remote,
+            seq: 0xffff_fff0,
+            ack: 1,
+            flags: ACK | PSH,
+            window: 0xffff,
+            syn: None,
+        };
+        let mut pkt = vec![0u8; MAX_HEADER];
+        let n = h.write_offloaded(bytes, 0, 0x1234, &mut pkt);
+        pkt.truncate(n);
+        for d in &datagrams {
+            pkt.extend_from_slice(&(d.len() as u16).to_be_bytes());
+            pkt.extend_from_slice(d);
+        }
+        if local.is_ipv4() {
+            assert_eq!(
+                fold(sum(&pkt[..IPV4_HEADER])),
+                0xffff,
+                "IPv4 header checksum"
+            );
+            assert_eq!(&pkt[4..6], &0x1234u16.to_be_bytes());
+        }
+        let s = parse(&pkt, &h).unwrap();
+        assert!(s.offloaded);
+        assert_eq!(s.seq, h.seq);
+        let mut out = Vec::new();
+        assert!(frames(&pkt, s.payload.clone(), &mut out));
+        let got: Vec<Vec<u8>> = out.iter().map(|r| pkt[r.clone()].to_vec()).collect();
+        assert_eq!(got, datagrams);
+        // The receiving side moves its acknowledgement past the whole run.
+        let mut c = FakeTcp::new(Side::Client, 1400);
+        c.connect(0, remote, local);
+        let syn = c.take_control().next().unwrap();
+        let synack = Header {
+            local,
+            remote,
+            seq: h.seq.wrapping_sub(1),
+            ack: syn.seq.wrapping_add(1),
+            flags: SYN | ACK,
+            window: 0xffff,
+            syn: Some((1400, Some(WSCALE))),
+        };
+        let p = packet(&synack, &[]);
+        assert_eq!(c.input(1, &parse(&p, &synack).unwrap()), Input::None);
+        assert_eq!(c.input(2, &s), Input::Data);
+        let next = c.data_header(&local, 10).unwrap();
+        assert_eq!(next.ack, h.seq.wrapping_add(bytes as u32));
+        // A checksum field that is neither valid nor the offload's is refused.
+        let ip = if local.is_ipv4() {
+            IPV4_HEADER
+        } else {
+            IPV6_HEADER
+        };
+        let mut bad = pkt.clone();
+        bad[ip + 17] ^= 0x40;
+        assert_eq!(parse(&bad, &h), Err(Bad::Checksum));
+    }
+}

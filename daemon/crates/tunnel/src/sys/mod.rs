@@ -2,6 +2,8 @@
 //! batched UDP (recvmmsg/sendmmsg) and TUN/TAP reads and writes. Nothing here
 //! knows about the protocol.
 pub mod epoll;
+pub mod nexthop;
+pub mod packet;
 pub mod raw;
 pub mod udp;
 

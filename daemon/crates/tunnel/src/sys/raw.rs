@@ -249,9 +249,11 @@ pub struct RawRecv {
 }
 
 impl RawRecv {
-    pub fn new(max_packet: usize) -> RawRecv {
+    /// Room for `slots` packets (at most BATCH) of `max_packet` bytes each.
+    pub fn new(slots: usize, max_packet: usize) -> RawRecv {
+        let slots = slots.clamp(1, BATCH);
         RawRecv {
-            bufs: (0..BATCH).map(|_| vec![0u8; max_packet]).collect(),
+            bufs: (0..slots).map(|_| vec![0u8; max_packet]).collect(),
             // SAFETY: an all-zero sockaddr_storage is a valid (AF_UNSPEC) value.
             addrs: vec![unsafe { zeroed() }; BATCH],
             cmsgs: vec![PktInfoCmsg([0; 64]); BATCH],
@@ -266,9 +268,11 @@ impl RawRecv {
     /// One recvmmsg; how many packets arrived (0: none, or an error about
     /// one packet, counted).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        // SAFETY: all-zero iovec / mmsghdr arrays are valid values.
         let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        for i in 0..BATCH {
+        let slots = self.bufs.len();
+        for i in 0..slots {
             iovs[i] = libc::iovec {
                 iov_base: self.bufs[i].as_mut_ptr().cast(),
                 iov_len: self.bufs[i].len(),
@@ -286,7 +290,7 @@ impl RawRecv {
             libc::recvmmsg(
                 fd,
                 hdrs.as_mut_ptr(),
-                BATCH as _,
+                slots as _,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
             )
