@@ -1,7 +1,7 @@
 //! The UDP transport: batched receive (recvmmsg) and send (sendmmsg with
 //! UDP GSO runs) on one socket.
 use super::{Inbound, InboundStats, Outbound, OutboundStats, Transport};
-use crate::sys::udp::{RecvBatch, SendQueue, BATCH};
+use crate::sys::udp::{RecvBatch, SendQueue};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -10,6 +10,7 @@ use std::sync::Arc;
 pub struct Udp {
     fd: Arc<OwnedFd>,
     max_datagram: usize,
+    gro: bool,
 }
 
 impl Udp {
@@ -17,9 +18,11 @@ impl Udp {
     /// and counted as oversize.
     pub fn new(fd: OwnedFd, max_datagram: usize) -> io::Result<Udp> {
         crate::sys::set_nonblocking(fd.as_raw_fd())?;
+        let gro = crate::sys::udp::enable_gro(fd.as_raw_fd());
         Ok(Udp {
             fd: Arc::new(fd),
             max_datagram,
+            gro,
         })
     }
 }
@@ -31,7 +34,7 @@ impl Transport for Udp {
         (
             UdpIn {
                 fd: self.fd.clone(),
-                rx: RecvBatch::new(self.max_datagram),
+                rx: RecvBatch::new(self.max_datagram, self.gro),
                 received: 0,
             },
             UdpOut {
@@ -54,14 +57,14 @@ impl Inbound for UdpIn {
     }
     fn recv(&mut self) -> io::Result<usize> {
         let n = self.rx.recv(self.fd.as_raw_fd())?;
-        self.received += n as u64;
+        self.received += self.rx.datagrams() as u64;
         Ok(n)
     }
     fn get(&mut self, i: usize) -> Option<(&mut [u8], SocketAddr)> {
         self.rx.get_mut(i)
     }
     fn batch(&self) -> usize {
-        BATCH
+        self.rx.capacity()
     }
     fn stats(&self) -> InboundStats {
         InboundStats {
