@@ -19,13 +19,15 @@ from .topology import Host
 PORT = 5201
 
 
+def _listening(host: Host, port: int) -> bool:
+    r = host.run(["ss", "-Hltn", f"sport = :{port}"], check=False, timeout=5)
+    return bool(r.stdout.strip())
+
+
 def wait_listening(host: Host, port: int = PORT, timeout: float = 5.0) -> None:
     """Returns once something in `host` listens on TCP `port`."""
     deadline = time.monotonic() + timeout
-    while True:
-        r = host.run(["ss", "-Hltn", f"sport = :{port}"], check=False, timeout=5)
-        if r.stdout.strip():
-            return
+    while not _listening(host, port):
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"iperf3 -s in {host.name} is not listening on {port} after {timeout} s"
@@ -34,16 +36,33 @@ def wait_listening(host: Host, port: int = PORT, timeout: float = 5.0) -> None:
 
 
 def serve(
-    host: Host, bind: str | None = None, port: int = PORT, json_output: bool = False
+    host: Host,
+    bind: str | None = None,
+    port: int = PORT,
+    json_output: bool = False,
+    timeout: float = 15.0,
 ) -> HostProcess:
-    """A one-shot `iperf3 -s` in `host`, listening when this returns."""
+    """A one-shot `iperf3 -s` in `host`, listening when this returns. Started
+    again while it exits at once: a tunnel address it binds to may not be on
+    its interface yet when the tunnel has just come up."""
     argv = ["iperf3", "-s", "-1", "-p", str(port)]
     if bind:
         argv += ["-B", bind]
     if json_output:
         argv.append("-J")
+    deadline = time.monotonic() + timeout
     proc = host.popen(argv, name="iperf3-s")
-    wait_listening(host, port)
+    while not _listening(host, port):
+        if time.monotonic() > deadline:
+            proc.stop()
+            raise RuntimeError(
+                f"iperf3 -s in {host.name} is not listening on {port} after {timeout} s: "
+                f"{proc.log()[-300:]}"
+            )
+        if not proc.alive():
+            time.sleep(0.2)
+            proc = host.popen(argv, name="iperf3-s")
+        time.sleep(0.05)
     return proc
 
 
