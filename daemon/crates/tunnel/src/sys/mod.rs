@@ -18,6 +18,68 @@ pub(crate) fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+/// Sets an int-valued socket option.
+pub(crate) fn setsockopt_int(fd: RawFd, level: i32, opt: i32, v: i32) -> io::Result<()> {
+    // SAFETY: passes a pointer to a local c_int of the stated size.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&v as *const i32).cast(),
+            std::mem::size_of::<i32>() as _,
+        )
+    })?;
+    Ok(())
+}
+
+/// Socket buffers of `bytes` (past net.core.*mem_max when privileged);
+/// `receive` / `send`: which ones.
+pub(crate) fn socket_buffers(fd: RawFd, bytes: i32, receive: bool, send: bool) {
+    let wanted = [
+        (receive, libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (send, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ];
+    for (_, force, plain) in wanted.into_iter().filter(|w| w.0) {
+        if setsockopt_int(fd, libc::SOL_SOCKET, force, bytes).is_err() {
+            let _ = setsockopt_int(fd, libc::SOL_SOCKET, plain, bytes);
+        }
+    }
+}
+
+/// Sends every message of `hdrs` with sendmmsg. A message the kernel
+/// refuses is skipped and counted by reason; `sent` hears the index ranges
+/// that left. Only an unusable socket is an error.
+pub(crate) fn sendmmsg_all(
+    fd: RawFd,
+    hdrs: &mut [libc::mmsghdr],
+    errors: &mut udp::IoErrors,
+    mut sent: impl FnMut(std::ops::Range<usize>),
+) -> io::Result<()> {
+    let mut start = 0;
+    while start < hdrs.len() {
+        // SAFETY: the caller's headers point at buffers live for the call.
+        let r =
+            unsafe { libc::sendmmsg(fd, hdrs[start..].as_mut_ptr(), (hdrs.len() - start) as _, 0) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            let errno = e.raw_os_error().unwrap_or(0);
+            match errno {
+                libc::EINTR => continue,
+                libc::EBADF | libc::EFAULT | libc::ENOTSOCK => return Err(e),
+                _ => {
+                    errors.count(errno, 1);
+                    start += 1;
+                }
+            }
+        } else {
+            sent(start..start + r as usize);
+            start += r as usize;
+        }
+    }
+    Ok(())
+}
+
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on a caller-owned descriptor; no memory is passed.
     unsafe {

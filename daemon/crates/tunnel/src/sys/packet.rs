@@ -8,8 +8,8 @@
 //! traffic). Frames skip the host's IP output path (routing, netfilter):
 //! the transport looks the route and the next hop up itself, and uses this
 //! path only where the host tracks no connections (see transport::tcp).
-use super::cvt;
 use super::udp::IoErrors;
+use super::{cvt, sendmmsg_all, setsockopt_int, socket_buffers};
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -35,32 +35,8 @@ pub fn packet_socket(sndbuf: i32) -> io::Result<OwnedFd> {
         )
     })?;
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let one: i32 = 1;
-    // SAFETY: passes a pointer to a local c_int of the stated size.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            PACKET_VNET_HDR,
-            (&one as *const i32).cast(),
-            size_of::<i32>() as _,
-        )
-    })?;
-    for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
-        // SAFETY: as above.
-        let r = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&sndbuf as *const i32).cast(),
-                size_of::<i32>() as _,
-            )
-        };
-        if r == 0 {
-            break;
-        }
-    }
+    setsockopt_int(fd.as_raw_fd(), libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
+    socket_buffers(fd.as_raw_fd(), sndbuf, false, true);
     Ok(fd)
 }
 
@@ -106,11 +82,11 @@ pub fn frame_prefix(
     e[12..14].copy_from_slice(&ethertype.to_be_bytes());
 }
 
-/// One frame to send: its parts in order (prefix, headers, payloads) and
-/// the interface it leaves by.
-pub struct Frame<'a> {
+/// One frame to send: the interface it leaves by, and which of the
+/// shared parts (prefix, headers, payloads) make it, in order.
+pub struct Frame {
     pub ifindex: u32,
-    pub parts: Vec<&'a [u8]>,
+    pub parts: std::ops::Range<usize>,
 }
 
 /// Sends frames with sendmmsg; refusals are counted by reason (per frame),
@@ -118,26 +94,22 @@ pub struct Frame<'a> {
 /// frame `i` left.
 pub fn send_frames(
     fd: RawFd,
-    frames: &[Frame<'_>],
+    frames: &[Frame],
+    parts: &[&[u8]],
     errors: &mut IoErrors,
     left: &mut Vec<bool>,
 ) -> io::Result<()> {
     left.clear();
     left.resize(frames.len(), false);
+    let mut iovs: Vec<libc::iovec> = parts
+        .iter()
+        .map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut _,
+            iov_len: p.len(),
+        })
+        .collect();
     for (c, chunk) in frames.chunks(CHUNK).enumerate() {
         let base = c * CHUNK;
-        let mut iovs: Vec<Vec<libc::iovec>> = chunk
-            .iter()
-            .map(|f| {
-                f.parts
-                    .iter()
-                    .map(|p| libc::iovec {
-                        iov_base: p.as_ptr() as *mut _,
-                        iov_len: p.len(),
-                    })
-                    .collect()
-            })
-            .collect();
         let mut addrs: Vec<libc::sockaddr_ll> = chunk
             .iter()
             .map(|f| {
@@ -150,40 +122,16 @@ pub fn send_frames(
             .collect();
         // SAFETY: an all-zero mmsghdr is a valid value.
         let mut hdrs: Vec<libc::mmsghdr> = vec![unsafe { zeroed() }; chunk.len()];
-        for (i, h) in hdrs.iter_mut().enumerate() {
+        for ((h, a), f) in hdrs.iter_mut().zip(addrs.iter_mut()).zip(chunk) {
             let m = &mut h.msg_hdr;
-            m.msg_name = (&mut addrs[i] as *mut libc::sockaddr_ll).cast();
+            m.msg_name = (a as *mut libc::sockaddr_ll).cast();
             m.msg_namelen = size_of::<libc::sockaddr_ll>() as _;
-            m.msg_iov = iovs[i].as_mut_ptr();
-            m.msg_iovlen = iovs[i].len() as _;
+            m.msg_iov = iovs[f.parts.clone()].as_mut_ptr();
+            m.msg_iovlen = f.parts.len() as _;
         }
-        let mut start = 0;
-        while start < chunk.len() {
-            // SAFETY: the headers point at live buffers for the whole call.
-            let r = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    hdrs[start..].as_mut_ptr(),
-                    (chunk.len() - start) as _,
-                    0,
-                )
-            };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                let errno = e.raw_os_error().unwrap_or(0);
-                match errno {
-                    libc::EINTR => continue,
-                    libc::EBADF | libc::EFAULT | libc::ENOTSOCK => return Err(e),
-                    _ => {
-                        errors.count(errno, 1);
-                        start += 1;
-                    }
-                }
-            } else {
-                left[base + start..base + start + r as usize].fill(true);
-                start += r as usize;
-            }
-        }
+        sendmmsg_all(fd, &mut hdrs, errors, |r| {
+            left[base + r.start..base + r.end].fill(true)
+        })?;
     }
     Ok(())
 }

@@ -2,8 +2,8 @@
 //! (a classic BPF filter keeps only our port, so the kernel does not copy
 //! every TCP packet of the host to us), one IPPROTO_RAW socket per family
 //! sends segments whose IP and TCP headers we wrote. Batched both ways.
-use super::cvt;
 use super::udp::{sockaddr_from, sockaddr_to, IoErrors, BATCH};
+use super::{cvt, sendmmsg_all, setsockopt_int, socket_buffers};
 use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -25,32 +25,6 @@ fn socket(family: i32, proto: i32) -> io::Result<OwnedFd> {
         )
     })?;
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn setsockopt_int(fd: RawFd, level: i32, opt: i32, v: i32) -> io::Result<()> {
-    // SAFETY: passes a pointer to a local c_int of the stated size.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&v as *const i32).cast(),
-            size_of::<i32>() as _,
-        )
-    })?;
-    Ok(())
-}
-
-/// Socket buffers of `bytes` (past net.core.*mem_max when privileged).
-fn buffers(fd: RawFd, bytes: i32) {
-    for (force, plain) in [
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-    ] {
-        if setsockopt_int(fd, libc::SOL_SOCKET, force, bytes).is_err() {
-            let _ = setsockopt_int(fd, libc::SOL_SOCKET, plain, bytes);
-        }
-    }
 }
 
 /// Which port the filter matches on.
@@ -127,7 +101,7 @@ pub fn recv_socket(ipv6: bool, port: PortMatch, bufsize: i32) -> io::Result<Owne
             1,
         )?;
     }
-    buffers(fd.as_raw_fd(), bufsize);
+    socket_buffers(fd.as_raw_fd(), bufsize, true, true);
     // Whatever queued before the filter was attached is not ours: drop it.
     let mut scratch = [0u8; 64];
     // SAFETY: reads into a local buffer of its stated size.
@@ -154,7 +128,7 @@ pub fn send_socket(ipv6: bool, bufsize: i32) -> io::Result<OwnedFd> {
         const IPV6_HDRINCL: i32 = 36;
         setsockopt_int(fd.as_raw_fd(), libc::IPPROTO_IPV6, IPV6_HDRINCL, 1)?;
     }
-    buffers(fd.as_raw_fd(), bufsize);
+    socket_buffers(fd.as_raw_fd(), bufsize, true, true);
     Ok(fd)
 }
 
@@ -382,33 +356,7 @@ pub fn send_batch(
             m.msg_iov = iovs[i].as_mut_ptr();
             m.msg_iovlen = 2;
         }
-        let mut start = 0;
-        while start < chunk.len() {
-            // SAFETY: headers point at live buffers for the duration of the call.
-            let r = unsafe {
-                libc::sendmmsg(
-                    fd,
-                    hdrs[start..].as_mut_ptr(),
-                    (chunk.len() - start) as _,
-                    0,
-                )
-            };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                let errno = e.raw_os_error().unwrap_or(0);
-                match errno {
-                    libc::EINTR => continue,
-                    libc::EBADF | libc::EFAULT | libc::ENOTSOCK => return Err(e),
-                    _ => {
-                        errors.count(errno, 1);
-                        start += 1;
-                    }
-                }
-            } else {
-                sent += r as u64;
-                start += r as usize;
-            }
-        }
+        sendmmsg_all(fd, &mut hdrs, errors, |r| sent += r.len() as u64)?;
     }
     Ok(sent)
 }

@@ -157,17 +157,7 @@ struct GroCmsg([u8; 32]);
 /// Turns on UDP GRO for `fd`; false where the kernel refuses it (then each
 /// message is one datagram, as without it).
 pub fn enable_gro(fd: RawFd) -> bool {
-    let one: libc::c_int = 1;
-    // SAFETY: passes a pointer to a local c_int of the stated size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            SOL_UDP,
-            UDP_GRO,
-            (&one as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as _,
-        ) == 0
-    }
+    super::setsockopt_int(fd, SOL_UDP, UDP_GRO, 1).is_ok()
 }
 
 impl RecvBatch {

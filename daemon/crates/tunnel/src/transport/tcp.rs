@@ -694,9 +694,12 @@ impl TcpOut {
                 *p = (b.len() as u16).to_be_bytes();
             }
         }
+        // Every frame's parts in one list: its headers, then each datagram's
+        // length and bytes.
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(runs.len() + 2 * self.meta.len());
         let mut frames = Vec::with_capacity(runs.len());
         for (r, run) in runs.iter().enumerate() {
-            let mut parts: Vec<&[u8]> = Vec::with_capacity(1 + 2 * run.count);
+            let from = parts.len();
             parts.push(&heads[r][..head_lens[r]]);
             let span = run.first..run.first + run.count;
             for (p, b) in prefixes[span.clone()].iter().zip(&self.bufs[span]) {
@@ -705,11 +708,17 @@ impl TcpOut {
             }
             frames.push(Frame {
                 ifindex: run.hop.ifindex,
-                parts,
+                parts: from..parts.len(),
             });
         }
         let mut left = Vec::new();
-        packet::send_frames(pp.fd.as_raw_fd(), &frames, &mut self.errors, &mut left)?;
+        packet::send_frames(
+            pp.fd.as_raw_fd(),
+            &frames,
+            &parts,
+            &mut self.errors,
+            &mut left,
+        )?;
         if left.contains(&false) {
             // An interface or neighbour may have changed: look again.
             pp.hops.clear();
