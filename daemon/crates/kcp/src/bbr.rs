@@ -285,7 +285,12 @@ impl Bbr {
     pub fn pacing_rate(&self) -> Option<f64> {
         let bw = self.bw.get();
         let paced = bw > 0.0 && (self.app_limited_until == 0 || self.bw_from_backlog);
-        paced.then_some(bw * self.pacing_gain * self.queue_factor)
+        // Never slower than the smallest window per round trip: below that
+        // the estimate is no longer the path's (a starved or lossy stretch
+        // measured next to nothing), and a retransmission paced at it
+        // would wait for good.
+        let floor = (MIN_CWND_SEGMENTS * self.seg_bytes) as f64 / self.phase_ms() as f64;
+        paced.then_some((bw * self.pacing_gain * self.queue_factor).max(floor))
     }
 
     fn phase_ms(&self) -> u32 {
