@@ -60,3 +60,7 @@ def test_a_ping_does_not_wait_behind_a_bulk_upload(make_topology):
     # the lab negotiates ECN) or CoDel drops, counted in status.
     signals = fq_status["ecn_marks"] + fq_status["codel_drops"]
     assert signals > 0, {k: fq_status[k] for k in ("ecn_marks", "codel_drops", "overflow_drops")}
+    # Each ping left behind a padding message (docs/protocol.md, 3.5), so
+    # the peer could hand it out even when the upload's segment before it
+    # was lost.
+    assert fq_status["sparse_markers"] > 0, fq_status

@@ -757,6 +757,8 @@ pub struct SessionStats {
     pub keepalives_in: u64,
     pub keepalives_out: u64,
     pub rapid_fec_flushes: u64,
+    /// Padding messages sent in front of sparse flows' packets.
+    pub sparse_markers: u64,
     /// Parity shards full groups get now (adaptive).
     pub fec_parity: f64,
     /// The smoothed loss estimate parity follows, parts per million.
@@ -832,6 +834,7 @@ impl SessionStats {
             keepalives_in,
             keepalives_out,
             rapid_fec_flushes,
+            sparse_markers,
             fec_loss_ppm,
             feedback_in,
             feedback_out,
@@ -919,6 +922,7 @@ fn session_stats(s: &SessionSnapshot) -> SessionStats {
         keepalives_in: st.keepalives_in,
         keepalives_out: st.keepalives_out,
         rapid_fec_flushes: st.rapid_fec_flushes,
+        sparse_markers: st.sparse_markers,
         fec_parity: st.fec_parity,
         fec_loss_ppm: st.fec_loss_ppm,
         feedback_in: st.feedback_in,

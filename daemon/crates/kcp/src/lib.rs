@@ -17,7 +17,9 @@ mod kcp;
 pub mod wire;
 
 pub use kcp::Kcp;
-pub use wire::{carries_segment, CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, OVERHEAD};
+pub use wire::{
+    carries_any_segment, carries_segment, CMD_ACK, CMD_PUSH, CMD_WASK, CMD_WINS, OVERHEAD,
+};
 
 /// Smallest receive window, as in the reference: a peer may send messages of
 /// up to 127 fragments, which must all fit in our window to be reassembled.

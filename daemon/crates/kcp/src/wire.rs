@@ -69,9 +69,15 @@ impl Header {
 /// emits them) carries the data segment `sn`. Stops at the first header
 /// that does not fit, so any bytes are safe to pass.
 pub fn carries_segment(d: &[u8], sn: u32) -> bool {
+    carries_any_segment(d, &[sn])
+}
+
+/// Whether the datagram `d` carries any of the data segments `sns`; as
+/// [`carries_segment`], safe for any bytes.
+pub fn carries_any_segment(d: &[u8], sns: &[u32]) -> bool {
     let mut at = 0usize;
     while let Some(h) = d.get(at..).and_then(Header::decode) {
-        if h.cmd == CMD_PUSH && h.sn == sn {
+        if h.cmd == CMD_PUSH && sns.contains(&h.sn) {
             return true;
         }
         at = match at.checked_add(OVERHEAD + h.len as usize) {

@@ -106,6 +106,9 @@ pub struct SessionStats {
     pub keepalives_out: u64,
     pub keepalives_in: u64,
     pub rapid_fec_flushes: u64,
+    /// Empty messages sent in front of sparse flows' packets
+    /// (`mark_before_sparse`).
+    pub sparse_markers: u64,
     /// Parity shards our full FEC groups get now (adaptive, 0..=ps).
     pub fec_parity: f64,
     /// The peer's smoothed report of our datagram loss, parts per million.
@@ -201,12 +204,12 @@ pub struct Session {
     reorder: Reorder,
     /// A message being built (header and packet) for KCP.
     tx_msg: Vec<u8>,
-    /// The last segment of a sparse flow's packet put into KCP (None: none
-    /// waiting). Its FEC group gets the strict parity of interactive
-    /// traffic, and with rapid FEC that parity leaves as soon as the segment
-    /// has, instead of when the group fills: interactive packets sharing the
-    /// tunnel with a download are protected as well as when alone.
-    sparse_sn: Option<u32>,
+    /// The last segments of sparse flows' packets put into KCP and not yet
+    /// sent. Their FEC groups get the strict parity of interactive
+    /// traffic, and with rapid FEC that parity leaves as soon as they
+    /// have, instead of when the group fills: interactive packets sharing
+    /// the tunnel with a download are protected as well as when alone.
+    sparse: SparseSns,
     /// A packet went in or out since the last `poll`; when the quiet began;
     /// whether the buffers were trimmed since (an idle session gives back
     /// what a burst grew).
@@ -214,6 +217,51 @@ pub struct Session {
     quiet_since: u32,
     trimmed: bool,
     pub stats: SessionStats,
+}
+
+/// Sequence numbers of sparse flows' segments waiting in KCP: a few at
+/// most (the scheduler serves such flows first and KCP's queue is short),
+/// each of which must find its way into a protected FEC group. One slot
+/// was not enough: a reply that queued behind the ACKs of a transfer lost
+/// its place to the next sparse packet and went out unprotected (1 in 50
+/// replies late by a retransmission at 10% loss).
+#[derive(Default)]
+struct SparseSns {
+    sns: [u32; SPARSE_SLOTS],
+    len: usize,
+}
+
+const SPARSE_SLOTS: usize = 8;
+
+impl SparseSns {
+    fn push(&mut self, sn: u32) {
+        if self.len == SPARSE_SLOTS {
+            // Full: the oldest has most likely left already.
+            self.sns.copy_within(1.., 0);
+            self.len -= 1;
+        }
+        self.sns[self.len] = sn;
+        self.len += 1;
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        &self.sns[..self.len]
+    }
+
+    /// Forgets the segments before `snd_nxt` (sent); true if there were any.
+    fn remove_sent(&mut self, snd_nxt: u32) -> bool {
+        let before_len = self.len;
+        let mut kept = 0;
+        for i in 0..self.len {
+            let sn = self.sns[i];
+            if !before(sn, snd_nxt) {
+                self.sns[kept] = sn;
+                kept += 1;
+            }
+        }
+        self.len = kept;
+        kept < before_len
+    }
 }
 
 /// A session without packets for this long (ms) gives back its buffers.
@@ -504,7 +552,7 @@ impl Session {
             links: FlowLinks::default(),
             reorder: Reorder::default(),
             tx_msg: Vec::new(),
-            sparse_sn: None,
+            sparse: SparseSns::default(),
             active: false,
             quiet_since: now,
             trimmed: false,
@@ -625,16 +673,39 @@ impl Session {
             let Some(pkt) = sched.dequeue(now) else {
                 break;
             };
+            let sparse = sched.last_from_sparse_flow();
+            if sparse {
+                self.mark_before_sparse();
+            }
             if !self.push_to_kcp(&pkt) {
                 self.stats.oversize_packets += 1;
             }
-            if sched.last_from_sparse_flow() {
-                self.sparse_sn = Some(self.kcp.next_sn().wrapping_sub(1));
+            if sparse {
+                self.sparse.push(self.kcp.next_sn().wrapping_sub(1));
             }
             sched.give_back(pkt);
         }
         self.kcp.set_backlog_upstream(!sched.is_empty());
         self.sched = Some(sched);
+    }
+
+    /// The peer hands out a one-segment message ahead of a gap only when
+    /// the segment before it is there and ends a message (kcp.rs,
+    /// `find_early`): a message's last fragment looks like a whole one.
+    /// So a ping whose preceding segment (a download's, in a group FEC
+    /// could not rebuild) was lost waited a round trip for that segment's
+    /// retransmission, although its own datagram arrived: 1-2% of replies
+    /// at 5-10% loss. Unless everything before it is acknowledged, a sparse
+    /// flow's packet therefore follows an empty message, a padding segment
+    /// the peer discards, that leaves with it under the same strict parity.
+    fn mark_before_sparse(&mut self) {
+        if self.kcp.next_sn() == self.kcp.snd_una() {
+            return;
+        }
+        if self.kcp.send(&[0u8; order::HEADER]).is_ok() {
+            self.sparse.push(self.kcp.next_sn().wrapping_sub(1));
+            self.stats.sparse_markers += 1;
+        }
     }
 
     /// One packet into KCP as a message, behind the header that links it
@@ -888,6 +959,11 @@ impl Session {
                 malformed += 1;
                 continue;
             }
+            if n == order::HEADER {
+                // Padding in front of a sparse flow's packet
+                // (`mark_before_sparse`): it carries nothing.
+                continue;
+            }
             let delta = u16::from_le_bytes([msg_buf[0], msg_buf[1]]);
             let body = &mut msg_buf[order::HEADER..n];
             if let Some(mtu) = cfg.mss_clamp_mtu {
@@ -929,7 +1005,7 @@ impl Session {
             keys,
             stats,
             last_send,
-            sparse_sn,
+            sparse,
             ..
         } = self;
         // Past the message budget nothing leaves until the keys are updated.
@@ -950,9 +1026,9 @@ impl Session {
             Some(enc) => {
                 // The group that takes a sparse flow's packet (a ping, a
                 // keystroke) gets strict parity: see `protect_group`.
-                let sparse = *sparse_sn;
+                let sparse = sparse.as_slice();
                 kcp.flush(now, &mut |d: &[u8]| {
-                    if sparse.is_some_and(|sn| kcpvpn_kcp::carries_segment(d, sn)) {
+                    if !sparse.is_empty() && kcpvpn_kcp::carries_any_segment(d, sparse) {
                         enc.protect_group();
                     }
                     enc.encode(d, &mut seal)
@@ -967,14 +1043,12 @@ impl Session {
         stats.datagrams_out += sent;
         stats.wire_bytes_out += wire;
         let recent = self.count_flow(now, sent);
-        let sparse_left = self
-            .sparse_sn
-            .is_some_and(|sn| before(sn, self.kcp.snd_nxt()));
-        if sparse_left {
-            self.sparse_sn = None;
-            if self.cfg.rapid_fec && self.fec_enc.as_ref().is_some_and(|e| e.has_partial()) {
-                self.rapid_deadline = Some(now.wrapping_add(RAPID_SPARSE_DELAY_MS));
-            }
+        let sparse_left = self.sparse.remove_sent(self.kcp.snd_nxt());
+        if sparse_left
+            && self.cfg.rapid_fec
+            && self.fec_enc.as_ref().is_some_and(|e| e.has_partial())
+        {
+            self.rapid_deadline = Some(now.wrapping_add(RAPID_SPARSE_DELAY_MS));
         }
         if self.cfg.rapid_fec && self.rapid_deadline.is_none() {
             if let Some(enc) = &self.fec_enc {
