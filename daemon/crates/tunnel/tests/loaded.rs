@@ -233,10 +233,43 @@ fn a_ping_reply_never_waits_for_a_download_s_lost_segment() {
             r.back.len(),
             r.pings
         );
-        let late: Vec<_> = r.back.iter().filter(|&&ms| ms > 30).collect();
+        // A wait for a retransmission costs at least a round trip (40 ms)
+        // on top of the path's 20; pacing and FEC's parity cost a few ms.
+        let late: Vec<_> = r.back.iter().filter(|&&ms| ms > 50).collect();
         assert!(
             late.is_empty(),
             "loss {loss}, seed {seed}: replies took {late:?} ms one way (the path: 20 ms)"
+        );
+    }
+}
+
+/// The tunnel's pacing keeps the path's own queue short, and a ping waits
+/// in whatever queue it leaves: BBR's probe at 1.25 with 1.5 BDPs in flight
+/// and 4 ms tolerated had the one-way p99 at 41-47 ms here (20 ms of path);
+/// the gentler probe that stops once the path queues, 1.25 BDPs and 2 ms
+/// keep it at 34-38.
+#[test]
+fn a_download_leaves_little_queue_in_the_path_ahead_of_a_ping() {
+    // Each case with the least bulk rate it keeps (4% under what it moves):
+    // the link carries 100 Mbit/s, FEC's parity and the headers take their
+    // share.
+    for (loss, seed, bulk) in [
+        (0.0, 1, 87.5),
+        (0.05, 1, 76.5),
+        (0.1, 1, 72.5),
+        (0.05, 2, 76.5),
+        (0.1, 3, 72.5),
+    ] {
+        let r = loaded(loss, 25, seed);
+        let p99 = pct(&r.there, 99.0);
+        assert!(
+            p99 <= 40.0,
+            "loss {loss}, seed {seed}: pings took {p99} ms one way at p99 (path 20 ms)"
+        );
+        assert!(
+            r.bulk_mbit >= bulk,
+            "loss {loss}, seed {seed}: bulk {:.1} Mbit/s, less than {bulk}",
+            r.bulk_mbit
         );
     }
 }
