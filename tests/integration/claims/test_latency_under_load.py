@@ -64,3 +64,7 @@ def test_a_ping_does_not_wait_behind_a_bulk_upload(make_topology):
     # the peer could hand it out even when the upload's segment before it
     # was lost.
     assert fq_status["sparse_markers"] > 0, fq_status
+    # The pacing trim (docs/architecture.md) is shown, and held above what
+    # the path's 2% loss (as the FEC's smoothed estimate reads it) explains.
+    trim = fq_status["kcp"]["cc_trim_pct"]
+    assert 80 <= trim <= 100, fq_status["kcp"]

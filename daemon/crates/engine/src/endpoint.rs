@@ -732,6 +732,7 @@ counters!(
         early_deliveries: u64,
         cc_queue_corrections: u64,
         cc_queue_drains: u64,
+        cc_trim_pct: u64,
     }
 );
 
@@ -976,6 +977,7 @@ fn session_stats(s: &SessionSnapshot) -> SessionStats {
             early_deliveries: k.early_deliveries,
             cc_queue_corrections: k.cc_queue_corrections,
             cc_queue_drains: k.cc_queue_drains,
+            cc_trim_pct: k.cc_trim_pct,
         },
     }
 }

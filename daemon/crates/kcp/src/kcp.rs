@@ -377,6 +377,14 @@ impl Kcp {
         }
     }
 
+    /// With `bbr`: the path's loss rate (0..1), which bounds how far
+    /// pacing may be trimmed below the rate estimate (`Bbr::set_path_loss`).
+    pub fn set_path_loss(&mut self, loss: f64) {
+        if let Some(cc) = &mut self.cc {
+            cc.set_path_loss(loss);
+        }
+    }
+
     /// True once a segment has been transmitted `dead_link` times.
     /// The longest a segment's backed-off RTO may grow.
     fn backoff_cap(&self) -> u32 {
@@ -405,6 +413,7 @@ impl Kcp {
             s.cc_restarts = cc.restarts();
             s.cc_queue_corrections = cc.queue_corrections();
             s.cc_queue_drains = cc.queue_drains();
+            s.cc_trim_pct = (cc.trim() * 100.0).round() as u64;
         }
         s.rmt_wnd = self.rmt_wnd;
         s.snd_queue = self.snd_end.wrapping_sub(self.snd_nxt);

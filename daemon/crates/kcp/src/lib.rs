@@ -205,6 +205,9 @@ pub struct KcpStats {
     pub cc_restarts: u64,
     pub cc_queue_corrections: u64,
     pub cc_queue_drains: u64,
+    /// With `bbr`: the pacing trim in percent (100: none; lower while the
+    /// estimate runs above what the path carries).
+    pub cc_trim_pct: u64,
     /// Messages handed out before a gap before them was filled (`unordered`).
     pub early_deliveries: u64,
 }

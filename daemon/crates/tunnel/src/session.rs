@@ -576,6 +576,7 @@ impl Session {
             (e.data_shards() as f64 + e.parity_average()) / e.data_shards() as f64
         });
         self.kcp.set_path_cost(extra, factor);
+        self.kcp.set_path_loss(self.loss_estimate);
     }
 
     pub fn config(&self) -> &SessionConfig {

@@ -19,10 +19,20 @@ const KEY_BA: [u8; 32] = [0x22; 32];
 /// Bytes each datagram costs the path beyond its payload (Ethernet, IP, UDP).
 const FRAME_EXTRA: usize = 42;
 
-/// One direction: random loss, then a drop-tail FIFO served at the
-/// bottleneck rate, then propagation.
+/// Where the random loss strikes: before the bottleneck (a lost datagram
+/// never takes its turn there) or after it (it does, as on a lossy last
+/// hop behind the bottleneck). A sender cannot tell the two apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LossAt {
+    Before,
+    After,
+}
+
+/// One direction: a drop-tail FIFO served at the bottleneck rate, random
+/// loss before or after it, then propagation.
 struct Bottleneck {
     loss: f64,
+    loss_at: LossAt,
     bytes_per_us: f64,
     delay_us: u64,
     queue_limit: usize,
@@ -37,9 +47,10 @@ struct Bottleneck {
 }
 
 impl Bottleneck {
-    fn new(loss: f64, seed: u64) -> Bottleneck {
+    fn new(loss: f64, loss_at: LossAt, seed: u64) -> Bottleneck {
         Bottleneck {
             loss,
+            loss_at,
             bytes_per_us: 100.0 / 8.0,
             delay_us: 20_000,
             queue_limit: 2_500_000,
@@ -52,7 +63,8 @@ impl Bottleneck {
     }
 
     fn push(&mut self, now_us: u64, d: Vec<u8>) {
-        if self.rng.random::<f64>() < self.loss {
+        let lost = self.rng.random::<f64>() < self.loss;
+        if lost && self.loss_at == LossAt::Before {
             return;
         }
         while let Some(&(t, n)) = self.queued.front() {
@@ -70,7 +82,9 @@ impl Bottleneck {
         self.busy_until_us = done;
         self.queued.push_back((done, wire));
         self.queued_bytes += wire;
-        self.flight.push_back((done + self.delay_us, d));
+        if !lost {
+            self.flight.push_back((done + self.delay_us, d));
+        }
     }
 
     fn pop_due(&mut self, now_us: u64) -> Option<Vec<u8>> {
@@ -130,10 +144,10 @@ struct Loaded {
 
 /// A bulk flow from A to B (a sender that keeps the tunnel's queue
 /// non-empty, as a TCP inside does) and a ping every 100 ms, for `seconds`.
-fn loaded(loss: f64, seconds: u32, seed: u64) -> Loaded {
+fn loaded(loss: f64, loss_at: LossAt, seconds: u32, seed: u64) -> Loaded {
     let (mut a, mut b) = session_pair();
-    let mut ab = Bottleneck::new(loss, seed);
-    let mut ba = Bottleneck::new(loss, seed ^ 0xbeef);
+    let mut ab = Bottleneck::new(loss, loss_at, seed);
+    let mut ba = Bottleneck::new(loss, loss_at, seed ^ 0xbeef);
     let mut sent_at: Vec<u32> = vec![];
     let mut at_b: Vec<Option<u32>> = vec![];
     let mut r = Loaded {
@@ -226,7 +240,7 @@ fn pct<T: Copy + PartialOrd + Into<f64>>(v: &[T], p: f64) -> f64 {
 #[test]
 fn a_ping_reply_never_waits_for_a_download_s_lost_segment() {
     for (loss, seed) in [(0.05, 1), (0.1, 1), (0.05, 2), (0.1, 3)] {
-        let r = loaded(loss, 25, seed);
+        let r = loaded(loss, LossAt::Before, 25, seed);
         assert!(
             r.back.len() == r.pings && r.pings >= 200,
             "{} of {} pings answered",
@@ -244,34 +258,55 @@ fn a_ping_reply_never_waits_for_a_download_s_lost_segment() {
 }
 
 /// The tunnel's pacing keeps the path's own queue short, and a ping waits
-/// in whatever queue it leaves: BBR's probe at 1.25 with 1.5 BDPs in flight
+/// in whatever queue it leaves. BBR's probe at 1.25 with 1.5 BDPs in flight
 /// and 4 ms tolerated had the one-way p99 at 41-47 ms here (20 ms of path);
-/// the gentler probe that stops once the path queues, 1.25 BDPs and 2 ms
-/// keep it at 34-38.
+/// the gentler probe that stops once the path queues and 1.25 BDPs took it
+/// to 30 at 0% loss but left 35-39 at 5-10%, where the estimate runs high;
+/// the pacing trim that remembers a standing queue brings those to 32-35.
+/// With the loss before the bottleneck and after it: the sender cannot
+/// tell which, and the trim must not starve the bulk flow in either case.
 #[test]
 fn a_download_leaves_little_queue_in_the_path_ahead_of_a_ping() {
-    // Each case with the least bulk rate it keeps (4% under what it moves):
-    // the link carries 100 Mbit/s, FEC's parity and the headers take their
-    // share.
-    for (loss, seed, bulk) in [
-        (0.0, 1, 87.5),
-        (0.05, 1, 76.5),
-        (0.1, 1, 72.5),
-        (0.05, 2, 76.5),
-        (0.1, 3, 72.5),
+    // Each case with the least bulk rate it keeps (4-6% under what it
+    // moves): the link carries 100 Mbit/s, FEC's parity and the headers
+    // take their share, and a datagram lost after the bottleneck took its
+    // share too.
+    let mut failed = vec![];
+    let mut lossy_p99 = vec![];
+    for (loss, at, seed, bulk) in [
+        (0.0, LossAt::Before, 1, 87.5),
+        (0.05, LossAt::Before, 1, 75.5),
+        (0.1, LossAt::Before, 1, 70.0),
+        (0.05, LossAt::Before, 2, 75.5),
+        (0.1, LossAt::Before, 3, 70.0),
+        (0.05, LossAt::After, 1, 72.0),
+        (0.1, LossAt::After, 3, 63.0),
     ] {
-        let r = loaded(loss, 25, seed);
+        let r = loaded(loss, at, 25, seed);
         let p99 = pct(&r.there, 99.0);
-        assert!(
-            p99 <= 40.0,
-            "loss {loss}, seed {seed}: pings took {p99} ms one way at p99 (path 20 ms)"
-        );
-        assert!(
-            r.bulk_mbit >= bulk,
-            "loss {loss}, seed {seed}: bulk {:.1} Mbit/s, less than {bulk}",
-            r.bulk_mbit
-        );
+        if loss > 0.0 {
+            lossy_p99.push(p99);
+        }
+        if p99 > if loss > 0.0 { 35.0 } else { 31.0 } {
+            failed.push(format!(
+                "loss {loss} {at:?}, seed {seed}: pings took {p99} ms one way at p99 (path 20 ms)"
+            ));
+        }
+        if r.bulk_mbit < bulk {
+            failed.push(format!(
+                "loss {loss} {at:?}, seed {seed}: bulk {:.1} Mbit/s, less than {bulk}",
+                r.bulk_mbit
+            ));
+        }
     }
+    // One case may land on its limit by chance; together they may not.
+    let mean = lossy_p99.iter().sum::<f64>() / lossy_p99.len() as f64;
+    if mean > 34.5 {
+        failed.push(format!(
+            "lossy cases: one-way p99 {mean:.1} ms on average, {lossy_p99:?}"
+        ));
+    }
+    assert!(failed.is_empty(), "{failed:#?}");
 }
 
 /// The figures behind the bench's "latency under load" rows, from the
@@ -280,10 +315,16 @@ fn a_download_leaves_little_queue_in_the_path_ahead_of_a_ping() {
 #[test]
 #[ignore]
 fn report() {
-    for loss in [0.0, 0.05, 0.1] {
-        let r = loaded(loss, 30, 1);
+    for (loss, at) in [
+        (0.0, LossAt::Before),
+        (0.05, LossAt::Before),
+        (0.1, LossAt::Before),
+        (0.05, LossAt::After),
+        (0.1, LossAt::After),
+    ] {
+        let r = loaded(loss, at, 30, 1);
         println!(
-            "loss {loss}: {} pings; there p50 {} p99 {} max {}; back p50 {} p99 {} max {}; \
+            "loss {loss} {at:?}: {} pings; there p50 {} p99 {} max {}; back p50 {} p99 {} max {}; \
              bulk {:.1} Mbit/s; path backlog p50 {:.1} p90 {:.1} p99 {:.1} ms",
             r.pings,
             pct(&r.there, 50.0),
