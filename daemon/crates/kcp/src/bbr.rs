@@ -512,6 +512,7 @@ impl Bbr {
                 let queued = min + (min / 4).max(STARTUP_QUEUE_MS);
                 let mean = if n > 0 { (sum / n as u64) as u32 } else { 0 };
                 queue_built = seen != u32::MAX && (seen >= queued || mean >= queued);
+                self.update_trim(seen, min);
                 self.update_queue_factor(seen, min);
             }
         }
@@ -650,13 +651,6 @@ impl Bbr {
     fn update_queue_factor(&mut self, seen: u32, min: u32) {
         let base = min.max(BDP_RTT_FLOOR_MS);
         let limit = base + QUEUE_TARGET_MS;
-        if self.mode == Mode::ProbeBw && seen != u32::MAX {
-            if seen > base + TRIM_QUEUE_MS {
-                self.trim = (self.trim * TRIM_DOWN).max(self.trim_floor);
-            } else if seen <= limit {
-                self.trim = (self.trim * TRIM_UP).min(1.0);
-            }
-        }
         if self.mode != Mode::ProbeBw || seen == u32::MAX || seen <= limit {
             self.queue_factor = 1.0;
             return;
@@ -664,6 +658,21 @@ impl Bbr {
         let queue = (seen - base) as f64;
         self.queue_factor = (1.0 - queue / (2.0 * base as f64)).clamp(0.5, 0.95);
         self.queue_drains += 1;
+    }
+
+    /// Once per round, from the round's lowest RTT: the trim (see `trim`)
+    /// steps down after a round that kept more than [`TRIM_QUEUE_MS`] of
+    /// queue, up after one within [`QUEUE_TARGET_MS`].
+    fn update_trim(&mut self, seen: u32, min: u32) {
+        if self.mode != Mode::ProbeBw || seen == u32::MAX {
+            return;
+        }
+        let base = min.max(BDP_RTT_FLOOR_MS);
+        if seen > base + TRIM_QUEUE_MS {
+            self.trim = (self.trim * TRIM_DOWN).max(self.trim_floor);
+        } else if seen <= base + QUEUE_TARGET_MS {
+            self.trim = (self.trim * TRIM_UP).min(1.0);
+        }
     }
 
     /// During a probe: once the samples have shown a queue for

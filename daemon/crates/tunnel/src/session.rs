@@ -1013,12 +1013,12 @@ impl Session {
         // let the pacer's allowance go unused until the next turn.
         for _ in 0..FILL_ROUNDS {
             if !self.send_once(now, tx) || self.kcp.queued() > 0 {
-                break;
-            }
-            if self.sched.as_ref().is_none_or(|s| s.is_empty()) {
-                break;
+                break; // nothing left, or the pacer or window holds the rest
             }
             self.fill(now);
+            if self.kcp.queued() == 0 {
+                break; // the scheduler had nothing more
+            }
         }
     }
 

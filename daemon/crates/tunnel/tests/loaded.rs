@@ -149,6 +149,24 @@ struct Loaded {
     backlog_ms: Vec<f64>,
 }
 
+/// One turn of a sender's loop: flush and timers, what leaves onto `link`.
+fn turn(s: &mut Session, now: u32, link: &mut Bottleneck) {
+    let mut tx = VecTransmit::default();
+    s.flush(now, &mut tx);
+    s.poll(now, &mut tx);
+    for d in tx.datagrams {
+        link.push(now as u64 * 1000, d);
+    }
+}
+
+/// The receiver's TCP: an ACK-sized packet back for every two bulk packets.
+fn send_acks(b: &mut Session, owed: &mut u32, now: u32) {
+    while *owed >= 2 {
+        *owed -= 2;
+        b.send_packet(&mut flow_packet(1, ACKS, 0, 52), now);
+    }
+}
+
 /// A bulk flow from A to B (a sender that keeps the tunnel's queue
 /// non-empty, as a TCP inside does) and a ping every 100 ms, for `seconds`.
 fn loaded(loss: f64, loss_at: LossAt, seconds: u32, seed: u64) -> Loaded {
@@ -179,12 +197,7 @@ fn loaded(loss: f64, loss_at: LossAt, seconds: u32, seed: u64) -> Loaded {
             sent_at.push(now);
             at_b.push(None);
         }
-        let mut tx = VecTransmit::default();
-        a.flush(now, &mut tx);
-        a.poll(now, &mut tx);
-        for d in tx.datagrams {
-            ab.push(now_us, d);
-        }
+        turn(&mut a, now, &mut ab);
         if now >= WARMUP_MS {
             r.backlog_ms.push(ab.backlog_ms(now_us));
         }
@@ -205,16 +218,8 @@ fn loaded(loss: f64, loss_at: LossAt, seconds: u32, seed: u64) -> Loaded {
             at_b[i as usize] = Some(now);
             b.send_packet(&mut flow_packet(1, PING, i, 84), now);
         }
-        while acks_owed >= 2 {
-            acks_owed -= 2;
-            b.send_packet(&mut flow_packet(1, ACKS, 0, 52), now);
-        }
-        let mut tx = VecTransmit::default();
-        b.flush(now, &mut tx);
-        b.poll(now, &mut tx);
-        for d in tx.datagrams {
-            ba.push(now_us, d);
-        }
+        send_acks(&mut b, &mut acks_owed, now);
+        turn(&mut b, now, &mut ba);
         while let Some(mut d) = ba.pop_due(now_us) {
             a.input(&mut d, now, &mut |p: &[u8]| {
                 if port(p) == PING {
@@ -344,12 +349,7 @@ fn a_flush_sends_what_the_pacer_allows_however_seldom_it_runs() {
                 a.send_packet(&mut flow_packet(0, BULK, bulk_seq, 1240), now);
                 bulk_seq += 1;
             }
-            let mut tx = VecTransmit::default();
-            a.flush(now, &mut tx);
-            a.poll(now, &mut tx);
-            for d in tx.datagrams {
-                ab.push(now_us, d);
-            }
+            turn(&mut a, now, &mut ab);
         }
         while let Some(mut d) = ab.pop_due(now_us) {
             b.input(&mut d, now, &mut |p: &[u8]| {
@@ -359,16 +359,8 @@ fn a_flush_sends_what_the_pacer_allows_however_seldom_it_runs() {
                 acks_owed += 1;
             });
         }
-        while acks_owed >= 2 {
-            acks_owed -= 2;
-            b.send_packet(&mut flow_packet(1, ACKS, 0, 52), now);
-        }
-        let mut tx = VecTransmit::default();
-        b.flush(now, &mut tx);
-        b.poll(now, &mut tx);
-        for d in tx.datagrams {
-            ba.push(now_us, d);
-        }
+        send_acks(&mut b, &mut acks_owed, now);
+        turn(&mut b, now, &mut ba);
         while let Some(mut d) = ba.pop_due(now_us) {
             a.input(&mut d, now, &mut |_: &[u8]| {});
         }
