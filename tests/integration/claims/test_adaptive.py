@@ -104,8 +104,9 @@ def test_parity_follows_the_loss_reports(make_topology):
     assert client["fec_loss_ppm"] < 5_000, client
 
     # 10% loss each way: a steady flow fills its groups, which may fail
-    # 5% of the time (KCP resends the rest): 3 of the default 8 parity
-    # shards. Read while the flow runs (reports only come with traffic).
+    # 10% of the time (KCP resends the rest): 2.1 of the default 8 parity
+    # shards on average (1.6 at 7%, 2.7 at 12%). Read while the flow runs
+    # (reports only come with traffic).
     topo.impair({"delay_ms": 10, "loss": 0.10})
     with _udp_flow_running(
         topo, tun, count=4000, size=300, interval=0.001, idle_timeout=3.0
@@ -114,7 +115,7 @@ def test_parity_follows_the_loss_reports(make_topology):
         client = _parity_when(tun.client_sock, lambda x: True)
         flow = running.result(timeout=60)
     assert flow.complete, f"lost {flow.lost} through the tunnel"
-    assert 2 <= client["fec_parity"] <= 4, client
+    assert 1.5 <= client["fec_parity"] <= 3.5, client
     assert 50_000 <= client["fec_loss_ppm"] <= 200_000, client
     server = _parity_when(tun.server_sock, lambda x: True)
     assert server["feedback_out"] > 0 and client["feedback_in"] > 0, (server, client)

@@ -644,16 +644,17 @@ fn parity_follows_the_loss_rate() {
     let high = bulk(0.05, 13);
     assert_exactly_once(&low, "1% loss");
     assert_exactly_once(&high, "5% loss");
-    // With 5% of full groups failing on average (binomial, section 6.7),
-    // 1% needs half a parity shard per 10 data shards (0 or 1) and 5% 1.63
-    // (1 or 2); the measured loss wanders around the true rate.
+    // With 10% of full groups failing on average (binomial, section 6.7),
+    // 1% needs no parity shard per 10 data shards (9.6% fail without) and
+    // 5% 1.02 (0 or 1, mostly 1); the measured loss wanders around the
+    // true rate.
     assert!(
-        (0.2..=0.9).contains(&low.a.fec_parity),
+        (0.0..=0.3).contains(&low.a.fec_parity),
         "1%: {}",
         low.a.fec_parity
     );
     assert!(
-        (1.3..=2.0).contains(&high.a.fec_parity),
+        (0.8..=1.5).contains(&high.a.fec_parity),
         "5%: {}",
         high.a.fec_parity
     );
@@ -712,15 +713,17 @@ fn bad_feedback_is_dropped_and_counted_good_feedback_adapts() {
     assert_eq!(a.stats.auth_failures, 2);
     assert_eq!((a.stats.feedback_in, a.stats.fec_parity), (0, 3.0));
 
-    // Genuine reports of a clean link bring parity down to zero (each moves
-    // the estimate a quarter of the way: 11 from the 10% prior)...
+    // Genuine reports of a clean link bring the estimate down to 0.5% and
+    // parity to zero (each moves the estimate a quarter of the way: 11
+    // from the 10% prior)...
     let mut c = 20;
-    while a.stats.fec_parity > 0.0 {
+    while a.stats.fec_loss_ppm > 5_000 {
         let mut d = as_b(c, MSG_FEEDBACK, &report(1000, 0));
         assert_eq!(a.input(&mut d, 10, &mut no), Received::Feedback);
         c += 1;
-        assert!(c < 35, "parity stuck at {}", a.stats.fec_parity);
+        assert!(c < 35, "loss estimate stuck at {} ppm", a.stats.fec_loss_ppm);
     }
+    assert_eq!(a.stats.fec_parity, 0.0);
     // ...and a trailing byte (a later version's field) is ignored.
     let mut longer = report(1000, 0);
     longer.push(0xAA);
@@ -953,9 +956,10 @@ fn a_sparse_flows_packet_gets_strict_parity_in_a_full_group() {
     );
     assert_eq!(without.protected_groups, 0, "{without:?}");
     // 40 pings; a few land in groups rapid FEC would close anyway or that
-    // already had 3.
+    // already had 3, and the padding in front of a ping (`sparse_markers`)
+    // may end the group before the ping's.
     assert!(
-        (30..=40).contains(&with.protected_groups),
+        (30..=80).contains(&with.protected_groups),
         "protected {} groups for 40 pings: {with:?}",
         with.protected_groups
     );
