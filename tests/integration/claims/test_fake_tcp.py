@@ -326,6 +326,17 @@ def test_a_run_delivered_whole_is_split_back_into_its_datagrams(make_topology):
         assert ep["tcp_bad"] == 0, ep
 
 
+def _endpoint_when(proc, cond, timeout: float = 3.0) -> dict:
+    """The daemon's endpoint counters once `cond` holds (or at the timeout):
+    status is published every 250 ms, and a transfer may end sooner."""
+    deadline = time.monotonic() + timeout
+    ep = daemon_status(proc)["endpoint"]
+    while not cond(ep) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        ep = daemon_status(proc)["endpoint"]
+    return ep
+
+
 def test_where_the_host_tracks_connections_every_segment_crosses_its_hooks(topo):
     """A client host whose firewall tracks connections and drops what it
     finds invalid (as firewalld or ufw do): segments sent past its hooks
@@ -341,11 +352,12 @@ def test_where_the_host_tracks_connections_every_segment_crosses_its_hooks(topo)
             ip = SERVER_IP if dst is s else client_address(cli)
             t = probes.tcp_transfer(src, dst, dst_ip=ip, nbytes=2 << 20)
             assert t.intact, t
-        client_ep = daemon_status(cli)["endpoint"]
+        client_ep = _endpoint_when(cli, lambda ep: ep["datagrams_out"] > 1000)
         assert client_ep["tcp_offload_out"] == 0, client_ep
         assert client_ep["datagrams_out"] > 1000, client_ep
         # The server's host tracks nothing: its side uses the packet path.
-        assert daemon_status(srv)["endpoint"]["tcp_offload_out"] > 0
+        server_ep = _endpoint_when(srv, lambda ep: ep["tcp_offload_out"] > 0)
+        assert server_ep["tcp_offload_out"] > 0, server_ep
         dropped = c.run(["nft", "list", "counter", "inet", "hostfw", "invalid"]).stdout
         assert "packets 0 " in dropped, dropped
     finally:
