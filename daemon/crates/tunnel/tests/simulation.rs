@@ -721,7 +721,11 @@ fn bad_feedback_is_dropped_and_counted_good_feedback_adapts() {
         let mut d = as_b(c, MSG_FEEDBACK, &report(1000, 0));
         assert_eq!(a.input(&mut d, 10, &mut no), Received::Feedback);
         c += 1;
-        assert!(c < 35, "loss estimate stuck at {} ppm", a.stats.fec_loss_ppm);
+        assert!(
+            c < 35,
+            "loss estimate stuck at {} ppm",
+            a.stats.fec_loss_ppm
+        );
     }
     assert_eq!(a.stats.fec_parity, 0.0);
     // ...and a trailing byte (a later version's field) is ignored.
