@@ -23,7 +23,8 @@ use crate::{KcpConfig, KcpError, KcpStats, MAX_FRAGMENTS};
 // Reference constants (ikcp.c).
 const RTO_NDL: u32 = 30;
 const RTO_MIN: u32 = 100;
-/// With bbr: RTO = srtt + max(this, 4 rttvar), at least `RTO_NDL`.
+/// With bbr: RTO = srtt + max(this, 4 rttvar), at least `RTO_NDL` (instead
+/// of the profile's `interval` and minimum).
 const BBR_RTO_SLACK_MS: u32 = 10;
 const RTO_DEF: u32 = 200;
 const RTO_MAX: u32 = 60_000;
@@ -282,7 +283,8 @@ impl Kcp {
             srtt: 0,
             rttval: 0,
             rx_rto: RTO_DEF,
-            minrto: if c.nodelay { RTO_NDL } else { RTO_MIN },
+            // With bbr, nodelay's floor whatever the profile: see `update_rtt`.
+            minrto: if c.nodelay || c.bbr { RTO_NDL } else { RTO_MIN },
             probe: 0,
             probe_wait: 0,
             ts_probe: 0,
@@ -549,13 +551,13 @@ impl Kcp {
         // minimum and doubling made every loss FEC could not rebuild at the
         // end of a burst stall its flow 130-250 ms (a TCP inside through 5%
         // loss: 19 Mbit/s with no parity for bulk groups, 64 with this).
-        let (slack, floor) = if self.cc.is_some() {
-            (BBR_RTO_SLACK_MS as i64, RTO_NDL)
+        let slack = if self.cc.is_some() {
+            BBR_RTO_SLACK_MS
         } else {
-            (self.interval as i64, self.minrto)
+            self.interval
         };
-        let rto = self.srtt + slack.max(4 * self.rttval);
-        self.rx_rto = rto.clamp(floor as i64, RTO_MAX as i64) as u32;
+        let rto = self.srtt + (slack as i64).max(4 * self.rttval);
+        self.rx_rto = rto.clamp(self.minrto as i64, RTO_MAX as i64) as u32;
     }
 
     /// The reference's fast-ACK count: every unacknowledged segment below the

@@ -2,7 +2,9 @@
 mod common;
 
 use common::*;
-use kcpvpn_kcp::{Kcp, KcpConfig, KcpError, CMD_PUSH, CMD_WASK, CMD_WINS};
+use kcpvpn_kcp::{
+    carries_segment, Kcp, KcpConfig, KcpError, KcpStats, CMD_PUSH, CMD_WASK, CMD_WINS,
+};
 use proptest::prelude::*;
 
 fn cfg(profile: &str, nc: bool) -> KcpConfig {
@@ -214,19 +216,25 @@ fn rto_backoff_matches_the_reference() {
     );
 }
 
+/// The sender's counters after 200 short messages over a clean link with
+/// `delay` ms each way (its RTT estimate settled).
+fn after_a_short_stream(c: KcpConfig, delay: u32) -> KcpStats {
+    let mut a = Kcp::new(1, c.clone());
+    let mut b = Kcp::new(1, c);
+    let mut sim = Sim::new(LinkCfg::clean(delay), LinkCfg::clean(delay), 3);
+    sim.on_demand = true;
+    let mut sa = Stream::fixed(3, 200, 100);
+    let mut sb = Stream::empty();
+    sim.run(&mut a, &mut b, &mut sa, &mut sb, 60_000, 0, &mut no_hook)
+        .unwrap();
+    a.stats()
+}
+
 /// Minimum RTO: 30 ms with nodelay, 100 ms without, whatever the RTT.
 #[test]
 fn minimum_rto_depends_on_nodelay() {
     for (profile, want) in [("fast3", 30), ("fast", 100)] {
-        let mut a = Kcp::new(1, cfg(profile, true));
-        let mut b = Kcp::new(1, cfg(profile, true));
-        let mut sim = Sim::new(LinkCfg::clean(1), LinkCfg::clean(1), 3);
-        sim.on_demand = true;
-        let mut sa = Stream::fixed(3, 200, 100);
-        let mut sb = Stream::empty();
-        sim.run(&mut a, &mut b, &mut sa, &mut sb, 60_000, 0, &mut no_hook)
-            .unwrap();
-        let s = a.stats();
+        let s = after_a_short_stream(cfg(profile, true), 1);
         assert!(s.srtt <= 3);
         // rto = srtt + max(interval, 4 rttvar), floored at the minimum.
         let interval = KcpConfig::profile(profile).unwrap().interval;
@@ -244,34 +252,12 @@ fn minimum_rto_depends_on_nodelay() {
 fn bbr_rto_follows_the_round_trip() {
     let mut c = cfg("fast", true);
     c.bbr = true;
-    let mut a = Kcp::new(1, c.clone());
-    let mut b = Kcp::new(1, c.clone());
-    let mut sim = Sim::new(LinkCfg::clean(20), LinkCfg::clean(20), 3);
-    sim.on_demand = true;
-    let mut sa = Stream::fixed(3, 200, 100);
-    let mut sb = Stream::empty();
-    sim.run(&mut a, &mut b, &mut sa, &mut sb, 60_000, 0, &mut no_hook)
-        .unwrap();
-    let s = a.stats();
+    let s = after_a_short_stream(c.clone(), 20);
     assert!((40..=42).contains(&s.srtt), "srtt {}", s.srtt);
     assert_eq!(s.rto, s.srtt + 10.max(4 * s.rttvar));
     // Nothing acknowledged: the initial 200 ms, +rto/8 for the first
     // deadline as without nodelay, then x1.5: 0, 225, 525, 975.
     assert_eq!(retransmit_times(c, 1000), [0, 225, 525, 975]);
-}
-
-/// Whether datagram `d` carries the PUSH segment `sn`.
-fn carries_push(d: &[u8], sn: u32) -> bool {
-    let mut at = 0;
-    while at + 24 <= d.len() {
-        let seg_sn = u32::from_le_bytes(d[at + 12..at + 16].try_into().unwrap());
-        let len = u32::from_le_bytes(d[at + 20..at + 24].try_into().unwrap()) as usize;
-        if d[at + 4] == CMD_PUSH && seg_sn == sn {
-            return true;
-        }
-        at += 24 + len;
-    }
-    false
 }
 
 /// Times at which a message of `a` reaches `b` over 20 ms each way, when a
@@ -306,7 +292,7 @@ fn tail_loss_repair(c: KcpConfig, count: u32) -> (u32, u32) {
         a.update(now, &mut |x| out_a.push(x.to_vec()));
         b.update(now, &mut |x| out_b.push(x.to_vec()));
         for d in out_a {
-            if !dropped && carries_push(&d, count - 1) {
+            if !dropped && carries_segment(&d, count - 1) {
                 dropped = true;
                 continue;
             }
