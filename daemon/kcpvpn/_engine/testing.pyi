@@ -153,7 +153,8 @@ class FecDecoder:
 # Errors: Truncated / Malformed for bad input, InvalidParameter for bad use
 # (each says what was wrong: "truncated KCP datagram ...", "message of N bytes ...").
 # stats() keys: messages_sent, messages_recv, datagrams_out, datagrams_in,
-# segments_sent, segments_recv, retransmits, fast_retransmits, dup_segments,
+# segments_sent, segments_recv, retransmits, fast_retransmits,
+# unneeded_retransmits, dup_segments,
 # out_of_window, acks_sent, acks_recv, probes_sent, probes_recv, wins_sent,
 # input_errors, srtt, rttvar, rto, cwnd, ssthresh, rmt_wnd, snd_queue,
 # snd_inflight, rcv_queue, rcv_buf.

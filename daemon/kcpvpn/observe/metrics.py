@@ -58,6 +58,7 @@ HELP = {
     "kcp_srtt": "KCP smoothed round-trip time",
     "kcp_retransmits": "KCP segments resent after a timeout",
     "kcp_fast_retransmits": "KCP segments resent after duplicate ACKs",
+    "kcp_unneeded_retransmits": "KCP segments resent although the peer had an earlier copy",
     "auth_failures": "Datagrams that failed authentication",
     "handshake_requests": "Handshake initiations received",
     "handshake_failures": "Handshakes refused or failed",

@@ -65,6 +65,10 @@ struct SndSeg {
     /// Queued in `fast_queue` (at most one live entry per segment).
     fast_pending: bool,
     xmit: u32,
+    /// When it was last transmitted (the `ts` that copy carried).
+    ts: u32,
+    /// Counted in `unneeded_retransmits` already.
+    unneeded: bool,
     resendts: u32,
     rto: u32,
     fastack: u32,
@@ -514,6 +518,28 @@ impl Kcp {
         }
     }
 
+    /// An ACK that echoes an earlier copy's timestamp than the segment's
+    /// last transmission: the peer had the segment (or rebuilt it with FEC)
+    /// before that retransmission reached it, so the retransmission was not
+    /// needed (the timestamp test of RFC 3522, on KCP's echoed `ts`). Counts
+    /// timeouts that fired too early as well as fast retransmissions of
+    /// segments that were only reordered. Copies sent in the same ms are
+    /// indistinguishable and not counted.
+    fn note_unneeded_retransmit(&mut self, sn: u32, ts: u32) {
+        // The ACK often arrives after the peer's `una` already released the
+        // segment; its slot keeps the last state until a segment one ring
+        // length later reuses it.
+        let age = tdiff(self.snd_nxt, sn);
+        if age <= 0 || age as usize > self.ring.cap() {
+            return;
+        }
+        let s = self.ring.seg(sn);
+        if s.xmit > 1 && !s.unneeded && tdiff(ts, s.ts) < 0 {
+            s.unneeded = true;
+            self.stats.unneeded_retransmits += 1;
+        }
+    }
+
     /// Everything before `una` is acknowledged; then slide `snd_una` past
     /// acknowledged segments. Each segment is passed once: amortized O(1).
     fn parse_una(&mut self, una: u32, now: u32) {
@@ -790,6 +816,7 @@ impl Kcp {
             match h.cmd {
                 CMD_ACK => {
                     self.stats.acks_recv += 1;
+                    self.note_unneeded_retransmit(h.sn, h.ts);
                     let rtt = tdiff(now, h.ts);
                     if rtt >= 0 {
                         self.update_rtt(rtt as i64);
@@ -1213,6 +1240,7 @@ impl Kcp {
     /// Writes one PUSH segment (header stamped now) into the packer.
     fn emit(&mut self, sn: u32, now: u32, wnd: u16, p: &mut Packer<'_>) {
         let i = self.ring.idx(sn);
+        self.ring.segs[i].ts = now;
         let s = &self.ring.segs[i];
         let h = Header {
             conv: self.conv,
@@ -1344,6 +1372,7 @@ impl Kcp {
             let rto = self.rx_rto;
             let s = self.ring.seg(sn);
             s.xmit = 1;
+            s.unneeded = false;
             s.rto = rto;
             s.resendts = now.wrapping_add(rto).wrapping_add(rtomin);
             s.fastack = 0;

@@ -167,6 +167,12 @@ pub struct KcpStats {
     pub retransmits: u64,
     /// Retransmissions after `resend` ACKs skipped a segment.
     pub fast_retransmits: u64,
+    /// Segments retransmitted although the peer turned out to have them: it
+    /// acknowledged an earlier copy (late, or rebuilt by FEC) after the last
+    /// retransmission left. Counted once per segment. A high share of
+    /// `retransmits + fast_retransmits` means the timeout fires too early for
+    /// the path's jitter, or FEC repairs what ARQ already resent.
+    pub unneeded_retransmits: u64,
     /// PUSH segments received that we already had.
     pub dup_segments: u64,
     /// PUSH segments beyond the receive window (dropped, not acknowledged).

@@ -172,6 +172,58 @@ fn single_loss_is_repaired_by_fast_retransmit() {
     for i in 0..10u32 {
         assert_eq!(b.recv_vec().unwrap(), message(1, i, 150));
     }
+    let mut acks = Vec::new();
+    b.flush(40, &mut |d| acks.push(d.to_vec()));
+    for ack in acks {
+        a.input(&ack, 50).unwrap();
+    }
+    assert_eq!(a.stats().unneeded_retransmits, 0, "it repaired a loss");
+}
+
+/// A segment retransmitted needlessly is counted (its ACK echoes the
+/// timestamp of a copy older than the last retransmission); a segment whose
+/// only retransmission repaired a loss is not, and a segment counts once
+/// however many copies arrive.
+#[test]
+fn unneeded_retransmissions_are_counted() {
+    for original_arrives in [true, false] {
+        let c = cfg("fast", true);
+        let mut a = Kcp::new(1, c.clone());
+        let mut b = Kcp::new(1, c);
+        a.send(&message(1, 0, 100)).unwrap();
+        let mut first = Vec::new();
+        a.flush(0, &mut |d| first.push(d.to_vec()));
+        // Nothing comes back in time: the timeout resends, twice.
+        let mut copies = Vec::new();
+        let mut now = 0;
+        while copies.len() < 2 {
+            now += 10;
+            a.update(now, &mut |d| {
+                if carries_segment(d, 0) {
+                    copies.push(d.to_vec());
+                }
+            });
+        }
+        assert_eq!(a.stats().retransmits, 2);
+        if original_arrives {
+            copies.insert(0, first[0].clone());
+        }
+        for d in copies {
+            b.input(&d, now + 1).unwrap();
+            let mut acks = Vec::new();
+            b.flush(now + 1, &mut |x| acks.push(x.to_vec()));
+            for ack in acks {
+                a.input(&ack, now + 2).unwrap();
+            }
+        }
+        assert_eq!(b.recv_vec().unwrap(), message(1, 0, 100));
+        // Lost: the first retransmission was needed, the second was not.
+        assert_eq!(
+            a.stats().unneeded_retransmits,
+            1,
+            "original arrived: {original_arrives}"
+        );
+    }
 }
 
 /// Times at which `a` transmits its one segment over a link that drops

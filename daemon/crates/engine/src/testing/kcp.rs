@@ -68,6 +68,7 @@ fn stats_dict<'py>(py: Python<'py>, s: &KcpStats) -> PyResult<Bound<'py, PyDict>
         segments_recv,
         retransmits,
         fast_retransmits,
+        unneeded_retransmits,
         dup_segments,
         out_of_window,
         acks_sent,
