@@ -574,6 +574,9 @@ class SessionStats:
     def protected_groups(self) -> int:
         """Full FEC groups that carried interactive traffic and got strict parity."""
     @property
+    def small_groups(self) -> int:
+        """Full FEC groups of small datagrams (ACKs) given parity for a 1% failure target."""
+    @property
     def heap_bytes(self) -> int:
         """Heap bytes the session's buffers hold (they shrink when it idles)."""
     @property

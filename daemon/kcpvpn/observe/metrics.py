@@ -53,6 +53,7 @@ HELP = {
     "wire_bytes_out": "UDP payload bytes sent for this session",
     "fec_recovered": "Datagrams rebuilt by FEC without a retransmission",
     "fec_parity": "Parity shards per full FEC group the sender currently adds (average)",
+    "small_groups": "Full FEC groups of small datagrams (ACKs) given parity for 1% failure",
     "fec_loss": "Loss estimate adaptive FEC follows (smoothed, from a cautious prior)",
     "loss": "Loss of our datagrams the peer measured in the last 5-10 s",
     "kcp_srtt": "KCP smoothed round-trip time",

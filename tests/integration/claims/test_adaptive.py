@@ -1,4 +1,4 @@
-"""Claims about the two feedback loops inside a session (docs/architecture.md):
+"""Claims about the feedback loops inside a session (docs/architecture.md):
 
 1. Congestion control: through a 20 Mbit/s bottleneck with a 20 ms delay, a
    bulk transfer offered at 60 Mbit/s with `--congestion bbr` (the default)
@@ -7,6 +7,8 @@
    emulator counts the drops, so this compares behaviour, not speed.
 2. Adaptive FEC: on a clean link the sender stops sending parity once the
    peer's loss reports arrive; at 10% loss it sends what that loss calls for.
+3. ACKs of bulk traffic on a lossy link leave in batches, with their FEC
+   groups' parity raised, so the sender seldom resends what the peer has.
 """
 
 from __future__ import annotations
@@ -119,3 +121,36 @@ def test_parity_follows_the_loss_reports(make_topology):
     assert 50_000 <= client["fec_loss_ppm"] <= 200_000, client
     server = _parity_when(tun.server_sock, lambda x: True)
     assert server["feedback_out"] > 0 and client["feedback_in"] > 0, (server, client)
+
+
+def test_a_bulk_receivers_acks_are_batched_and_protected(make_topology):
+    """ACKs of bulk traffic: at 5% loss each way the receiver of a 48 Mbit/s
+    flow acknowledges in batches, although a gap is open most of the time
+    (far fewer datagrams than segments), and its groups of small ACK
+    datagrams get the parity of a 1% failure target (`small_groups`). Each
+    ACK that stays lost makes the sender resend a segment the receiver
+    already has; those duplicates stay rare."""
+    topo = make_topology(clients=1, impair={"delay_ms": 10}, seed=9)
+    tun = open_tun(topo)
+    topo.impair({"delay_ms": 10, "loss": 0.05})
+    c, s = topo.client(1), topo.server
+    before = _parity_when(tun.server_sock, lambda x: True)
+    flow = probes.udp_flow(
+        c, s, dst_ip=tun.server_ip, count=10_000, size=1200, interval=0.0002, idle_timeout=3.0
+    )
+    after = _parity_when(tun.server_sock, lambda x: True)
+    assert flow.complete, f"lost {flow.lost} through the tunnel"
+
+    def grew(key: str, kcp: bool = False) -> int:
+        a, b = (after["kcp"], before["kcp"]) if kcp else (after, before)
+        return a[key] - b[key]
+
+    segments = grew("segments_recv", kcp=True)
+    assert segments >= 10_000, (before, after)
+    # Measured: 0.39 datagrams (ACKs and their parity) per segment; 0.86-0.91
+    # when ACKs did not wait while a gap was open.
+    assert grew("datagrams_out") < 0.6 * segments, (before, after)
+    assert grew("small_groups") > 0, (before, after)
+    # Measured: 0.08-0.16% of the segments arrived twice; 0.87% when ACKs
+    # were sent one per datagram and their groups had the adaptive parity.
+    assert grew("dup_segments", kcp=True) < 0.005 * segments, (before, after)

@@ -773,6 +773,9 @@ pub struct SessionStats {
     /// Full FEC groups that carried interactive traffic and got the strict
     /// parity of a group closed early.
     pub protected_groups: u64,
+    /// Full FEC groups of small datagrams (ACKs) given parity for a 1%
+    /// failure target.
+    pub small_groups: u64,
     /// Heap bytes the session's buffers hold (they shrink when it idles).
     pub heap_bytes: u64,
     /// Flow queueing: bytes waiting, CoDel's drops and ECN marks, drops at
@@ -843,6 +846,7 @@ impl SessionStats {
             fec_recovered,
             parity_out,
             protected_groups,
+            small_groups,
             heap_bytes,
             queued_bytes,
             codel_drops,
@@ -932,6 +936,7 @@ fn session_stats(s: &SessionSnapshot) -> SessionStats {
         fec_recovered: s.fec_recovered,
         parity_out: s.parity_out,
         protected_groups: s.protected_groups,
+        small_groups: s.small_groups,
         heap_bytes: s.heap_bytes,
         queued_bytes: s.queued_bytes,
         codel_drops: s.scheduler.codel_drops,

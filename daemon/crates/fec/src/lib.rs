@@ -41,7 +41,9 @@ mod wire;
 
 pub use adapt::{parity_for_loss, parity_mix_for_loss, GROUP_FAILURE};
 pub use decoder::{DecoderStats, FecDecoder};
-pub use encoder::{EncoderStats, FecEncoder, PARTIAL_GROUP_FAILURE};
+pub use encoder::{
+    EncoderStats, FecEncoder, PARTIAL_GROUP_FAILURE, SMALL_GROUP_FAILURE, SMALL_SHARE,
+};
 pub use wire::{
     group_count, HEADER_LEN, KIND_DATA, KIND_PARITY, MAX_DATAGRAM, MAX_TOTAL_SHARDS, OVERHEAD,
     SIZE_LEN,

@@ -642,7 +642,7 @@ fn mixed_parity_averages_out_over_groups() {
     let mut per_group = Vec::new();
     let mut n = 0;
     for i in 0..1000 {
-        enc.encode(&datagram(i, 100), &mut |s| n += is_parity(s) as usize);
+        enc.encode(&datagram(i, 1300), &mut |s| n += is_parity(s) as usize);
         if (i + 1) % 10 == 0 {
             per_group.push(std::mem::take(&mut n));
         }
@@ -756,7 +756,7 @@ fn a_protected_group_gets_strict_parity_then_the_next_does_not() {
         if i == 14 {
             enc.protect_group();
         }
-        enc.encode(&datagram(i, 100), &mut |s| n += is_parity(s) as usize);
+        enc.encode(&datagram(i, 1300), &mut |s| n += is_parity(s) as usize);
         if (i + 1) % 10 == 0 {
             per_group.push(std::mem::take(&mut n));
         }
@@ -770,8 +770,41 @@ fn a_protected_group_gets_strict_parity_then_the_next_does_not() {
     enc.protect_group();
     let mut parity = 0;
     for i in 0..10 {
-        enc.encode(&datagram(i, 100), &mut |s| parity += is_parity(s) as usize);
+        enc.encode(&datagram(i, 1300), &mut |s| parity += is_parity(s) as usize);
     }
     assert_eq!(parity, 0);
     assert_eq!(enc.stats().protected_groups, 1);
+}
+
+/// A full group of small datagrams (a bulk receiver's ACKs) gets parity for
+/// the 1% target instead of the adaptive count; one full-size datagram in
+/// the group, or no loss estimate yet (all parity anyway), and nothing
+/// changes.
+#[test]
+fn a_group_of_small_datagrams_gets_parity_for_one_percent() {
+    let mut enc = FecEncoder::new(10, 8, 1400);
+    enc.set_loss_with_target(Some(0.05), 0.10);
+    let adaptive = enc.parity();
+    let small = parity_for_loss(10, 8, 0.05, SMALL_GROUP_FAILURE);
+    assert!(small > adaptive + 1, "{small} vs {adaptive}");
+    let group = |enc: &mut FecEncoder, sizes: &dyn Fn(u32) -> usize| {
+        let mut n = 0;
+        for i in 0..10 {
+            enc.encode(&datagram(i, sizes(i)), &mut |s| n += is_parity(s) as usize);
+        }
+        n
+    };
+    // Just within a quarter (the coded region adds a 2-byte length).
+    assert_eq!(group(&mut enc, &|_| 1400 / SMALL_SHARE - 2), small);
+    assert_eq!(enc.stats().small_groups, 1);
+    assert!(group(&mut enc, &|i| if i == 7 { 1300 } else { 80 }) <= adaptive + 1);
+    assert!(group(&mut enc, &|_| 1400 / SMALL_SHARE - 1) <= adaptive + 1);
+    assert_eq!(enc.stats().small_groups, 1);
+    // Small groups on a clean link: no parity.
+    enc.set_loss_with_target(Some(0.0), 0.10);
+    assert_eq!(group(&mut enc, &|_| 80), 0);
+    // Before any estimate every group gets all parity, small or not.
+    enc.set_loss(None);
+    assert_eq!(group(&mut enc, &|_| 80), 8);
+    assert_eq!(enc.stats().small_groups, 1);
 }

@@ -1061,9 +1061,13 @@ impl Kcp {
     }
 
     /// True when a flush now would send nothing but pending ACKs: no tick or
-    /// timer due, no window probe, no new segment queued, and no segment
-    /// held beyond a gap (whose ACKs drive the peer's fast retransmission,
-    /// so they should not wait). Lets a caller batch ACKs.
+    /// timer due, no window probe and no new segment queued. Lets a caller
+    /// batch ACKs. Segments held beyond a gap do not stop it: on a lossy
+    /// link a gap is open nearly all the time, and answering each segment
+    /// at once sent one datagram per segment (5% loss, 100 Mbit/s: 100k
+    /// ACK datagrams per 92k segments, 30k when batched), every lost one
+    /// an ACK missing and its segment resent for nothing. The peer's fast
+    /// retransmission loses at most the caller's batching delay.
     pub fn only_acks_due(&self, now: u32) -> bool {
         self.updated
             && tdiff(now, self.ts_flush) < 0
@@ -1071,7 +1075,6 @@ impl Kcp {
             && self.probe == 0
             && self.rmt_wnd != 0
             && self.snd_nxt == self.snd_end
-            && self.nrcv_buf == 0
     }
 
     /// Reference `ikcp_update`: flushes when the interval tick is due. Also

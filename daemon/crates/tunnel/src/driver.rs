@@ -89,6 +89,8 @@ pub struct SessionSnapshot {
     pub parity_out: u64,
     /// Full FEC groups given strict parity for interactive traffic.
     pub protected_groups: u64,
+    /// Full FEC groups of small datagrams (ACKs) given parity for 1%.
+    pub small_groups: u64,
     /// Heap bytes the session's buffers hold.
     pub heap_bytes: u64,
     /// The flow scheduler's counters (default without flow queueing), and
@@ -758,6 +760,7 @@ impl<I: Inbound, O: Outbound> Driver<I, O> {
                     fec_recovered: v.session.fec_recovered(),
                     parity_out: fec.parity_shards,
                     protected_groups: fec.protected_groups,
+                    small_groups: fec.small_groups,
                     heap_bytes,
                     scheduler: v.session.scheduler_stats().unwrap_or_default(),
                     queued_bytes: v.session.queued_bytes() as u64,

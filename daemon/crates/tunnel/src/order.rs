@@ -21,10 +21,11 @@ fn before(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) < 0
 }
 
-/// Sender side: the last message of each flow.
+/// Sender side: the last message of each flow, as (first sn, the sn after
+/// its last segment).
 #[derive(Default)]
 pub struct FlowLinks {
-    last: HashMap<u64, u32>,
+    last: HashMap<u64, (u32, u32)>,
 }
 
 /// Flows remembered at most before the ones already acknowledged are
@@ -32,19 +33,23 @@ pub struct FlowLinks {
 const MAX_FLOWS: usize = 4096;
 
 impl FlowLinks {
-    /// The header of a message of `flow` whose first segment is `sn`, given
+    /// The header of a message of `flow` whose segments are `sn..end`, given
     /// the oldest unacknowledged segment `una`.
-    pub fn link(&mut self, flow: u64, sn: u32, una: u32) -> [u8; HEADER] {
+    pub fn link(&mut self, flow: u64, sn: u32, end: u32, una: u32) -> [u8; HEADER] {
+        // Acknowledged means received, and everything before `una` goes
+        // out in order at the peer: no link needed. All of the message, not
+        // its first segment: a message of several segments that is only
+        // partly acknowledged has not gone out, and a successor sent
+        // without a link overtook it.
+        let acked = |end: u32| !before(una, end);
         if self.last.len() >= MAX_FLOWS {
-            self.last.retain(|_, &mut p| !before(p, una));
+            self.last.retain(|_, &mut (_, e)| !acked(e));
             if self.last.len() >= MAX_FLOWS {
                 self.last.clear();
             }
         }
-        let delta = match self.last.insert(flow, sn) {
-            // Acknowledged means received, and everything before `una`
-            // goes out in order at the peer: no link needed.
-            Some(p) if !before(p, una) => sn.wrapping_sub(p),
+        let delta = match self.last.insert(flow, (sn, end)) {
+            Some((p, e)) if !acked(e) => sn.wrapping_sub(p),
             _ => 0,
         };
         let delta = if delta == 0 || delta > MAX_DISTANCE {
@@ -168,11 +173,22 @@ mod tests {
     #[test]
     fn links_point_to_the_flows_previous_message() {
         let mut l = FlowLinks::default();
-        assert_eq!(l.link(1, 10, 0), [0, 0], "first of its flow");
-        assert_eq!(l.link(2, 11, 0), [0, 0]);
-        assert_eq!(u16::from_le_bytes(l.link(1, 15, 0)), 5);
+        assert_eq!(l.link(1, 10, 11, 0), [0, 0], "first of its flow");
+        assert_eq!(l.link(2, 11, 12, 0), [0, 0]);
+        assert_eq!(u16::from_le_bytes(l.link(1, 15, 16, 0)), 5);
         // Acknowledged predecessor: no link.
-        assert_eq!(l.link(2, 20, 12), [0, 0]);
+        assert_eq!(l.link(2, 20, 21, 12), [0, 0]);
+    }
+
+    #[test]
+    fn a_message_of_several_segments_is_linked_until_all_are_acknowledged() {
+        let mut l = FlowLinks::default();
+        // 30..36: six fragments; the peer has 30..33 (una 33), not the rest.
+        assert_eq!(l.link(1, 30, 36, 30), [0, 0]);
+        assert_eq!(u16::from_le_bytes(l.link(1, 36, 37, 33)), 6);
+        assert_eq!(u16::from_le_bytes(l.link(1, 37, 38, 36)), 1);
+        // Once the whole message is acknowledged its successor needs no link.
+        assert_eq!(l.link(1, 40, 41, 38), [0, 0]);
     }
 
     #[test]

@@ -725,9 +725,11 @@ impl Session {
     /// to its flow's previous message.
     fn push_to_kcp(&mut self, pkt: &[u8]) -> bool {
         let flow = scheduler::flow_hash(pkt, self.cfg.ethernet);
-        let hdr = self
-            .links
-            .link(flow, self.kcp.next_sn(), self.kcp.snd_una());
+        let sn = self.kcp.next_sn();
+        // As many segments as `Kcp::send` will cut the message into.
+        let frags = (order::HEADER + pkt.len()).div_ceil(self.kcp.mss()).max(1);
+        let end = sn.wrapping_add(frags as u32);
+        let hdr = self.links.link(flow, sn, end, self.kcp.snd_una());
         self.tx_msg.clear();
         self.tx_msg.extend_from_slice(&hdr);
         self.tx_msg.extend_from_slice(pkt);
