@@ -971,3 +971,62 @@ fn a_sparse_flows_packet_gets_strict_parity_in_a_full_group() {
         with.protected_groups
     );
 }
+
+/// A message of several segments whose first segment the peer acknowledged
+/// and whose second it lost has not been delivered: the next message of its
+/// flow must name it and wait for it, not overtake it.
+#[test]
+fn a_partly_acknowledged_message_is_not_overtaken_by_the_next_of_its_flow() {
+    let cfg = config("fast", None, false);
+    let mut a = Session::new(cfg.clone(), 7, &KEY_AB, &KEY_BA, 2, 0).unwrap();
+    let mut b = Session::new(cfg, 7, &KEY_BA, &KEY_AB, 1, 0).unwrap();
+    let seq = |p: &[u8]| u32::from_le_bytes(p[28..32].try_into().unwrap());
+    let mut got = Vec::new();
+    let mut now = 0;
+    // Three segments; the datagram with the second is lost.
+    assert!(a.send_packet(&mut flow_packet(0, 5000, 1, 3000), now));
+    let mut tx = VecTransmit::default();
+    a.flush(now, &mut tx);
+    assert_eq!(tx.datagrams.len(), 3, "one segment per datagram");
+    for (i, mut d) in tx.datagrams.into_iter().enumerate() {
+        if i != 1 {
+            b.input(&mut d, now, &mut |p: &[u8]| got.push(seq(p)));
+        }
+    }
+    // B's ACKs reach A: the first segment is below `una`, the last acknowledged.
+    now += 5;
+    let mut back = VecTransmit::default();
+    b.flush(now, &mut back);
+    for mut d in back.datagrams {
+        a.input(&mut d, now, &mut |_p: &[u8]| {});
+    }
+    // The flow's next packet, one segment, arrives before the lost one is resent.
+    assert!(a.send_packet(&mut flow_packet(0, 5000, 2, 100), now));
+    let mut tx = VecTransmit::default();
+    a.flush(now, &mut tx);
+    assert!(!tx.datagrams.is_empty());
+    for mut d in tx.datagrams {
+        b.input(&mut d, now, &mut |p: &[u8]| got.push(seq(p)));
+    }
+    assert!(
+        got.is_empty(),
+        "delivered ahead of its flow's previous packet: {got:?}"
+    );
+    // The retransmission repairs the first; both go out, in order.
+    while got.len() < 2 && now < 5000 {
+        now += 1;
+        let mut tx = VecTransmit::default();
+        a.flush(now, &mut tx);
+        a.poll(now, &mut tx);
+        for mut d in tx.datagrams {
+            b.input(&mut d, now, &mut |p: &[u8]| got.push(seq(p)));
+        }
+        let mut back = VecTransmit::default();
+        b.flush(now, &mut back);
+        b.poll(now, &mut back);
+        for mut d in back.datagrams {
+            a.input(&mut d, now, &mut |_p: &[u8]| {});
+        }
+    }
+    assert_eq!(got, [1, 2]);
+}
