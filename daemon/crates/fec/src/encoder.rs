@@ -59,6 +59,9 @@ pub struct FecEncoder {
     dither: f64,
     /// Loss rate the parity is chosen for (`set_loss`); None: full parity.
     loss: Option<f64>,
+    /// Parity a full group of small datagrams gets at least ([`SMALL_SHARE`]),
+    /// for `loss` (0 without an estimate: every group gets all parity then).
+    small_parity: usize,
     /// Encoders for fewer than ps parity shards, built on first use: parity
     /// row j is the same whatever the total, so RS(ds, n) computes exactly
     /// the first n parity shards of RS(ds, ps) without the cost of the rest.
@@ -143,6 +146,7 @@ impl FecEncoder {
             extra_share: 0.0,
             dither: 0.0,
             loss: None,
+            small_parity: 0,
             rs_fewer: (0..parity_shards).map(|_| None).collect(),
             max_datagram,
             groups,
@@ -192,6 +196,9 @@ impl FecEncoder {
     /// ([`parity_mix_for_loss`](crate::parity_mix_for_loss)).
     pub fn set_loss_with_target(&mut self, loss: Option<f64>, full_group_failure: f64) {
         self.loss = loss;
+        self.small_parity = loss.map_or(0, |p| {
+            crate::parity_for_loss(self.ds, self.ps, p, SMALL_GROUP_FAILURE)
+        });
         (self.active, self.extra_share) = match loss {
             Some(p) => crate::parity_mix_for_loss(self.ds, self.ps, p, full_group_failure),
             None => (self.ps, 0.0),
@@ -281,14 +288,9 @@ impl FecEncoder {
                     self.stats.protected_groups += 1;
                 }
             }
-            if let Some(p) = self.loss {
-                if self.coded_len <= self.max_datagram / SMALL_SHARE {
-                    let small = crate::parity_for_loss(self.ds, self.ps, p, SMALL_GROUP_FAILURE);
-                    if small > np {
-                        np = small;
-                        self.stats.small_groups += 1;
-                    }
-                }
+            if self.small_parity > np && self.coded_len <= self.max_datagram / SMALL_SHARE {
+                np = self.small_parity;
+                self.stats.small_groups += 1;
             }
             self.emit_parity(np, out);
         }

@@ -341,6 +341,11 @@ impl Kcp {
         MAX_FRAGMENTS.min(self.rcv_wnd as usize)
     }
 
+    /// Segments `send` cuts a message of `len` bytes into.
+    pub fn segments_for(&self, len: usize) -> usize {
+        len.div_ceil(self.mss).max(1)
+    }
+
     /// Segments queued and never sent: non-zero when the windows or pacing,
     /// not the application, limit the rate.
     pub fn queued(&self) -> u32 {
@@ -437,7 +442,7 @@ impl Kcp {
     /// least one). It is delivered whole, in order, by the peer's `recv`.
     pub fn send(&mut self, msg: &[u8]) -> Result<(), KcpError> {
         let mss = self.mss;
-        let count = msg.len().div_ceil(mss).max(1);
+        let count = self.segments_for(msg.len());
         if count > self.max_fragments() {
             return Err(KcpError::MessageTooLarge {
                 size: msg.len(),

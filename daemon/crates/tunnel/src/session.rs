@@ -726,9 +726,8 @@ impl Session {
     fn push_to_kcp(&mut self, pkt: &[u8]) -> bool {
         let flow = scheduler::flow_hash(pkt, self.cfg.ethernet);
         let sn = self.kcp.next_sn();
-        // As many segments as `Kcp::send` will cut the message into.
-        let frags = (order::HEADER + pkt.len()).div_ceil(self.kcp.mss()).max(1);
-        let end = sn.wrapping_add(frags as u32);
+        let segments = self.kcp.segments_for(order::HEADER + pkt.len());
+        let end = sn.wrapping_add(segments as u32);
         let hdr = self.links.link(flow, sn, end, self.kcp.snd_una());
         self.tx_msg.clear();
         self.tx_msg.extend_from_slice(&hdr);
